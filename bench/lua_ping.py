@@ -1,0 +1,48 @@
+"""Round trip of one EVALSHA (ping.lua) from Python: the floor under every trade's Redis call.
+
+Prints one JSON object: calls, mean/p50/p99 client round trip in microseconds, and the
+server-side time per call from INFO commandstats. Needs REDIS_URL (make services-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+
+from ftl.config import get_settings
+from ftl.services import Services
+
+CALLS = 20_000
+
+
+async def main() -> None:
+    services = Services.create(get_settings())
+    await services.scripts.load()
+    await services.redis.config_resetstat()
+    samples_us = []
+    for _ in range(CALLS):
+        start = time.perf_counter()
+        await services.scripts.call("ping")
+        samples_us.append((time.perf_counter() - start) * 1e6)
+    stats = await services.redis.info("commandstats")
+    evalsha = stats.get("cmdstat_evalsha", {})
+    await services.close()
+    samples_us.sort()
+    print(
+        json.dumps(
+            {
+                "bench": "lua_ping",
+                "calls": CALLS,
+                "client_mean_us": round(statistics.fmean(samples_us), 1),
+                "client_p50_us": round(samples_us[len(samples_us) // 2], 1),
+                "client_p99_us": round(samples_us[int(len(samples_us) * 0.99)], 1),
+                "server_usec_per_call": evalsha.get("usec_per_call"),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

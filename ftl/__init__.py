@@ -1,0 +1,1 @@
+"""FTL (Football Trade League): the rules of the game and the adapters around them."""

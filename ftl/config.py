@@ -1,0 +1,122 @@
+"""One settings object built from the environment; nothing else in the product reads os.environ.
+
+Every variable is listed, with its default and meaning, in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+ENVIRONMENTS = ("development", "test", "production")
+# NOTE: these have no safe default in production; their absence must stop the process at start.
+PRODUCTION_SECRETS = ("JWT_PRIVATE_KEY_B64", "GOOGLE_CLIENT_ID", "SPORTMONKS_API_TOKEN")
+
+
+class ConfigError(Exception):
+    """The environment cannot run the process; the message is one line meant for the operator."""
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"config: {name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    database_url: str = "postgresql+psycopg://ftl@127.0.0.1:5432/ftl"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    web_concurrency: int = 2
+    ws_port: int = 8081
+    sportmonks_sim_port: int = 8090
+    google_dev_port: int = 8091
+    public_url: str = "http://127.0.0.1:8080"
+    cors_origins: tuple[str, ...] = ("http://127.0.0.1:8080", "http://localhost:8080")
+    jwt_private_key_b64: str = ""
+    jwt_issuer: str = "ftl"
+    jwt_audience: str = "ftl-api"
+    google_client_id: str = ""
+    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    sportmonks_api_token: str = ""
+    sportmonks_base_url: str = "https://api.sportmonks.com/v3/football"
+    smtp_url: str = ""
+    email_from: str = "FTL <no-reply@ftl.local>"
+    ws_max_connections: int = 20_000
+    disable_rate_limit: bool = False
+    admin_email: str = "admin@ftl.local"
+    log_level: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def rate_limit_enabled(self) -> bool:
+        # APPSEC: the switch-off exists for load tests and demos; production ignores it.
+        return self.is_production or not self.disable_rate_limit
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; raise ConfigError with one line when the environment is unusable."""
+        env = os.environ if env is None else env
+        get = env.get
+        name = get("ENV", "development").strip().lower() or "development"
+        if name not in ENVIRONMENTS:
+            raise ConfigError(f"config: ENV must be one of {', '.join(ENVIRONMENTS)}, got {name!r}")
+        if name == "production":
+            missing = [key for key in PRODUCTION_SECRETS if not get(key, "").strip()]
+            if missing:
+                raise ConfigError(f"config: ENV=production needs {', '.join(missing)}")
+        defaults = cls()
+        web_port = _integer(env, "WEB_PORT", defaults.web_port)
+        origins = get("CORS_ORIGINS")
+        return cls(
+            env=name,
+            database_url=get("DATABASE_URL", defaults.database_url),
+            redis_url=get("REDIS_URL", defaults.redis_url),
+            web_host=get("WEB_HOST", defaults.web_host),
+            web_port=web_port,
+            web_concurrency=_integer(env, "WEB_CONCURRENCY", defaults.web_concurrency),
+            ws_port=_integer(env, "WS_PORT", defaults.ws_port),
+            sportmonks_sim_port=_integer(env, "SPORTMONKS_SIM_PORT", defaults.sportmonks_sim_port),
+            google_dev_port=_integer(env, "GOOGLE_DEV_PORT", defaults.google_dev_port),
+            public_url=get("PUBLIC_URL", f"http://127.0.0.1:{web_port}"),
+            cors_origins=(
+                tuple(o.strip() for o in origins.split(",") if o.strip())
+                if origins is not None
+                else (f"http://127.0.0.1:{web_port}", f"http://localhost:{web_port}")
+            ),
+            jwt_private_key_b64=get("JWT_PRIVATE_KEY_B64", ""),
+            jwt_issuer=get("JWT_ISSUER", defaults.jwt_issuer),
+            jwt_audience=get("JWT_AUDIENCE", defaults.jwt_audience),
+            google_client_id=get("GOOGLE_CLIENT_ID", ""),
+            google_jwks_url=get("GOOGLE_JWKS_URL", defaults.google_jwks_url),
+            sportmonks_api_token=get("SPORTMONKS_API_TOKEN", ""),
+            sportmonks_base_url=get("SPORTMONKS_BASE_URL", defaults.sportmonks_base_url),
+            smtp_url=get("SMTP_URL", ""),
+            email_from=get("EMAIL_FROM", defaults.email_from),
+            ws_max_connections=_integer(env, "WS_MAX_CONNECTIONS", defaults.ws_max_connections),
+            disable_rate_limit=_flag(get("DISABLE_RATE_LIMIT", "")),
+            admin_email=get("ADMIN_EMAIL", defaults.admin_email),
+            log_level=get("LOG_LEVEL", defaults.log_level).upper(),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings.from_env()

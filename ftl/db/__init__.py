@@ -1,0 +1,1 @@
+"""PostgreSQL, the source of truth: models, engine and migrations."""

@@ -1,0 +1,65 @@
+"""Readiness: can this process serve trades? Postgres, Redis, Lua scripts, eviction policy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+
+from ftl import hotstore
+from ftl.services import Services
+
+CHECK_TIMEOUT_S = 2.0
+OK = "ok"
+
+
+async def _postgres(services: Services) -> str:
+    async with services.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return OK
+
+
+async def _redis(services: Services) -> str:
+    await services.redis.ping()
+    return OK
+
+
+async def _scripts(services: Services) -> str:
+    missing = await services.scripts.missing()
+    if missing:
+        # NOTE: after a Redis restart the scripts are gone; loading them again is the cure.
+        await services.scripts.load()
+    pong = await services.scripts.call("ping")
+    return OK if pong[0] == "PONG" else f"ping.lua answered {pong!r}"
+
+
+async def _eviction_policy(services: Services) -> str:
+    policy = await hotstore.eviction_policy(services.redis)
+    if policy != hotstore.REQUIRED_EVICTION_POLICY:
+        return f"maxmemory-policy is {policy}, must be {hotstore.REQUIRED_EVICTION_POLICY}"
+    return OK
+
+
+CHECKS: dict[str, Callable[[Services], Awaitable[str]]] = {
+    "postgres": _postgres,
+    "redis": _redis,
+    "scripts": _scripts,
+    "redisPolicy": _eviction_policy,
+}
+
+
+async def _run(check: Callable[[Services], Awaitable[str]], services: Services) -> str:
+    try:
+        return await asyncio.wait_for(check(services), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT_S:g} s"
+    except Exception as exc:  # noqa: BLE001 - any failure is a "not ready" with its reason
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+async def readiness(services: Services) -> dict[str, str]:
+    """Each check's outcome: "ok" or a one-line reason."""
+    names = list(CHECKS)
+    outcomes = await asyncio.gather(*(_run(CHECKS[n], services) for n in names))
+    return dict(zip(names, outcomes, strict=True))

@@ -1,0 +1,31 @@
+"""The adapters one process holds open: Redis with its loaded scripts, and the Postgres engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ftl import hotstore
+from ftl.config import Settings
+from ftl.db.engine import create_engine
+from ftl.scripts import Scripts
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    engine: AsyncEngine
+    scripts: Scripts
+
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        """Build the clients; nothing connects until first use."""
+        redis = hotstore.connect(settings)
+        return cls(settings, redis, create_engine(settings), Scripts(redis))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()

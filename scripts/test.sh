@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make test`: install, bring up Redis and PostgreSQL, lint, type-check, run the whole suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -k money).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+scripts/venv.sh
+scripts/services.sh up
+# shellcheck source=/dev/null
+. .var/services.env
+if [[ ${FTL_STARTED_REDIS:-0} == 1 || ${FTL_STARTED_PG:-0} == 1 ]]; then
+    trap 'scripts/services.sh down >/dev/null' EXIT
+fi
+
+export PATH="$ROOT/.venv/bin:$PATH"
+echo "lint: ruff" >&2
+ruff check .
+ruff format --check . >/dev/null || { ruff format --check .; exit 1; }
+echo "lint: mypy" >&2
+mypy
+# pytest exits 5 when it ran no test; that is a failure here like any other non-zero exit.
+pytest "$@"

@@ -1,0 +1,64 @@
+"""Helpers to run the real processes (the `ftl` command, gunicorn) on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+FTL = str(Path(sys.executable).with_name("ftl"))
+START_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def run_ftl(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FTL, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
+
+
+@dataclass
+class WebProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def web(schema: str, clean: None) -> Iterator[WebProcess]:
+    """`ftl web` (gunicorn + one uvicorn worker) on a free port, ready to serve."""
+    port = free_port()
+    env = {**os.environ, "WEB_PORT": str(port), "WEB_CONCURRENCY": "1"}
+    process = subprocess.Popen(
+        [FTL, "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"ftl web did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            time.sleep(0.1)
+        yield WebProcess(url, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        process.stderr.close()  # type: ignore[union-attr]

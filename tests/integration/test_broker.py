@@ -1,0 +1,51 @@
+"""The Dramatiq broker: explicit middleware, async actors running against the real Redis broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import dramatiq
+import redis as sync_redis
+from dramatiq import Worker
+
+from ftl.config import Settings
+from workers.broker import broker
+
+EXPECTED_MIDDLEWARE = [
+    "AgeLimit",
+    "TimeLimit",
+    "ShutdownNotifications",
+    "Callbacks",
+    "Pipelines",
+    "Retries",
+    "CurrentMessage",
+    "AsyncIO",
+]
+
+
+def test_middleware_is_chosen_explicitly() -> None:
+    assert [type(m).__name__ for m in broker.middleware] == EXPECTED_MIDDLEWARE
+    assert dramatiq.get_broker() is broker
+
+
+def test_an_async_actor_runs_on_a_real_worker(settings: Settings, clean: None) -> None:
+    @dramatiq.actor(queue_name="test_async", max_retries=0, max_age=60_000, time_limit=5_000)
+    async def record(key: str, value: str) -> None:
+        client = sync_redis.Redis.from_url(settings.redis_url)
+        await asyncio.sleep(0)  # proves the actor body runs on the AsyncIO middleware's loop
+        client.set(key, value)
+        client.close()
+
+    record.send("test:actor-ran", "yes")
+    worker = Worker(broker, worker_threads=1, queues={"test_async"})
+    worker.start()
+    try:
+        check = sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        deadline = time.monotonic() + 10
+        while check.get("test:actor-ran") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert check.get("test:actor-ran") == "yes"
+        check.close()
+    finally:
+        worker.stop()

@@ -1,0 +1,23 @@
+"""Lua scripts run by EVALSHA and survive Redis forgetting them."""
+
+from __future__ import annotations
+
+import time
+
+from ftl.scripts import read_scripts
+from ftl.services import Services
+
+
+async def test_ping_runs_by_sha(services: Services) -> None:
+    answer, server_ms = await services.scripts.call("ping")
+    assert answer == "PONG"
+    assert abs(server_ms - time.time() * 1000) < 5_000
+    assert await services.scripts.missing() == []
+
+
+async def test_script_flush_is_survived_by_reloading_on_noscript(services: Services) -> None:
+    await services.redis.script_flush()
+    assert await services.scripts.missing() == sorted(read_scripts())
+    answer, _ = await services.scripts.call("ping")
+    assert answer == "PONG"
+    assert "ping" not in await services.scripts.missing()

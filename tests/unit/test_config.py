@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+
+from ftl.config import ConfigError, Settings
+
+SECRETS = {
+    "JWT_PRIVATE_KEY_B64": "a2V5",
+    "GOOGLE_CLIENT_ID": "client.apps.googleusercontent.com",
+    "SPORTMONKS_API_TOKEN": "token",
+}
+
+
+def test_defaults_serve_development_without_secrets() -> None:
+    settings = Settings.from_env({})
+    assert settings.env == "development"
+    assert settings.web_port == 8080
+    assert settings.ws_port == 8081
+    assert settings.sportmonks_sim_port == 8090
+    assert settings.google_dev_port == 8091
+    assert settings.ws_max_connections == 20_000
+    assert settings.cors_origins == ("http://127.0.0.1:8080", "http://localhost:8080")
+
+
+def test_production_without_secrets_names_every_missing_one_in_one_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ENV": "production", "GOOGLE_CLIENT_ID": "x"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "JWT_PRIVATE_KEY_B64" in message
+    assert "SPORTMONKS_API_TOKEN" in message
+    assert "GOOGLE_CLIENT_ID" not in message
+
+
+def test_production_with_secrets_starts() -> None:
+    settings = Settings.from_env({"ENV": "production", **SECRETS})
+    assert settings.is_production
+
+
+def test_blank_secret_counts_as_missing() -> None:
+    with pytest.raises(ConfigError, match="GOOGLE_CLIENT_ID"):
+        Settings.from_env({"ENV": "production", **SECRETS, "GOOGLE_CLIENT_ID": "  "})
+
+
+def test_unknown_environment_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ENV must be one of"):
+        Settings.from_env({"ENV": "staging"})
+
+
+def test_non_numeric_port_is_refused_with_its_name() -> None:
+    with pytest.raises(ConfigError, match="WEB_PORT must be a whole number"):
+        Settings.from_env({"WEB_PORT": "eighty"})
+
+
+def test_rate_limit_switch_is_ignored_in_production() -> None:
+    assert not Settings.from_env({"DISABLE_RATE_LIMIT": "1"}).rate_limit_enabled
+    assert Settings.from_env(
+        {"ENV": "production", "DISABLE_RATE_LIMIT": "1", **SECRETS}
+    ).rate_limit_enabled
+
+
+def test_cors_origins_follow_the_web_port_unless_given() -> None:
+    assert Settings.from_env({"WEB_PORT": "9000"}).cors_origins[0] == "http://127.0.0.1:9000"
+    given = Settings.from_env({"CORS_ORIGINS": "https://ftl.example, https://www.ftl.example"})
+    assert given.cors_origins == ("https://ftl.example", "https://www.ftl.example")

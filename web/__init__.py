@@ -1,0 +1,1 @@
+"""The edges: HTTP (Falcon ASGI) and, later, the WebSocket fan-out process."""

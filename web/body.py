@@ -1,0 +1,45 @@
+"""Reading JSON request bodies: size cap, media type, parse errors, all as envelope errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from ftl.errors import InvalidInput
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+class BodyLimit:
+    """Middleware: refuse a declared body over 16 KiB before reading any of it."""
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
+            raise falcon.HTTPContentTooLarge(
+                description=f"The body is over {MAX_BODY_BYTES} bytes."
+            )
+
+
+async def read_json(req: falcon.asgi.Request) -> dict[str, Any]:
+    """The body as a JSON object; 415 unless JSON, 413 over 16 KiB, 400 `invalid_json`."""
+    if not req.content_type or req.content_type.split(";")[0].strip().lower() != "application/json":
+        raise falcon.HTTPUnsupportedMediaType(description="Send the body as application/json.")
+    # NOTE: a chunked body has no Content-Length, so the cap is enforced while reading too.
+    raw = await req.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise falcon.HTTPContentTooLarge(description=f"The body is over {MAX_BODY_BYTES} bytes.")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidInput("invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("invalid_json", "The body must be a JSON object.")
+    return body
+
+
+def _reject_constant(name: str) -> None:
+    # APPSEC: NaN and Infinity are not JSON; accepting them would let them reach the money math.
+    raise ValueError(f"{name} is not allowed")

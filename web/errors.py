@@ -1,0 +1,81 @@
+"""Every failure becomes the error envelope of SPEC §3, here and nowhere else:
+`{"error": {"code": "snake_case", "message": "...", "details": {...}}}`. Never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from ftl.errors import ErrorKind, FtlError, RateLimited
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_KIND = {
+    ErrorKind.INVALID: falcon.HTTP_400,
+    ErrorKind.UNAUTHORIZED: falcon.HTTP_401,
+    ErrorKind.FORBIDDEN: falcon.HTTP_403,
+    ErrorKind.NOT_FOUND: falcon.HTTP_404,
+    ErrorKind.CONFLICT: falcon.HTTP_409,
+    ErrorKind.UNPROCESSABLE: falcon.HTTP_422,
+    ErrorKind.RATE_LIMITED: falcon.HTTP_429,
+    ErrorKind.UNAVAILABLE: falcon.HTTP_503,
+}
+
+# Falcon's own errors (routing, method, size, media type) by status, with our codes.
+CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+async def handle_ftl_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: FtlError, params: dict[str, Any]
+) -> None:
+    resp.status = STATUS_BY_KIND[ex.kind]
+    if isinstance(ex, RateLimited):
+        resp.set_header("Retry-After", str(ex.retry_after_s))
+    resp.media = envelope(ex.code, ex.message, ex.details)
+
+
+async def handle_http_error(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    ex: falcon.HTTPError,
+    params: dict[str, Any],
+) -> None:
+    status = ex.status_code
+    code = ex.code if isinstance(ex.code, str) else CODE_BY_STATUS.get(status, "http_error")
+    message = ex.description or ex.title or "Request failed."
+    resp.status = ex.status
+    if ex.headers:
+        resp.set_headers(ex.headers)
+    resp.media = envelope(code, message)
+
+
+async def handle_unexpected(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    # APPSEC: the trace goes to the log only; the client learns nothing about the inside.
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = envelope("internal_error", "Something went wrong on our side.")
+
+
+def install(app: falcon.asgi.App[Any, Any]) -> None:
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(FtlError, handle_ftl_error)
