@@ -67,9 +67,17 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - replace this process with gunicorn
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from ftl.auth.tokens import generate_private_key_b64
+
+    print(f"JWT_PRIVATE_KEY_B64={generate_private_key_b64()}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "migrate": ("apply the database migrations (the release step)", cmd_migrate),
     "seed": ("load districts, the demo World Cup squads, fixtures, flags and an admin", cmd_seed),
+    "keys": ("print a new RS256 signing key as JWT_PRIVATE_KEY_B64=... (development)", cmd_keys),
     "web": ("serve the HTTP API (gunicorn + uvicorn workers)", cmd_web),
 }
 

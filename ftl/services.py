@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ftl import hotstore
+from ftl.auth.tokens import Tokens
 from ftl.config import Settings
 from ftl.db.engine import create_engine
 from ftl.scripts import Scripts
@@ -25,6 +27,14 @@ class Services:
         """Build the clients; nothing connects until first use."""
         redis = hotstore.connect(settings)
         return cls(settings, redis, create_engine(settings), Scripts(redis))
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        """Built on first use: processes that never touch tokens need no key."""
+        settings = self.settings
+        return Tokens(
+            settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -18,6 +18,13 @@ export ENV="${ENV:-development}"
 WEB_PORT="${WEB_PORT:-8080}"
 export WEB_PORT
 
+# A development signing key, made once and kept under .var/ (production passes its own).
+if [[ -z ${JWT_PRIVATE_KEY_B64:-} ]]; then
+    [[ -s .var/jwt.env ]] || ftl keys > .var/jwt.env
+    JWT_PRIVATE_KEY_B64=$(cut -d= -f2- .var/jwt.env)
+    export JWT_PRIVATE_KEY_B64
+fi
+
 ftl migrate
 ftl seed
 

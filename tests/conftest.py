@@ -14,6 +14,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from ftl.auth.tokens import generate_private_key_b64
 from ftl.db.engine import libpq_url
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://ftl@127.0.0.1:5432/ftl"
@@ -38,6 +39,7 @@ def _test_redis_url() -> str:
 
 
 ADMIN_DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+os.environ.setdefault("JWT_PRIVATE_KEY_B64", generate_private_key_b64())
 os.environ.update(
     ENV="test",
     DATABASE_URL=_test_database_url(),

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 def test_ftl_help_lists_the_commands() -> None:
     result = run_ftl("--help")
     assert result.returncode == 0
-    for command in ("migrate", "seed", "web"):
+    for command in ("migrate", "seed", "keys", "web"):
         assert command in result.stdout
 
 

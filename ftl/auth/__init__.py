@@ -1,0 +1,1 @@
+"""Authentication: FTL tokens, Google ID tokens, email codes."""
