@@ -18,3 +18,6 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "ftl-web"
+# NOTE: gunicorn ≥ 25.1 opens a control socket at one fixed path per user; several `web`
+# processes on one host (scaled replicas, the e2e tests) would fight over it.
+control_socket_disable = True
