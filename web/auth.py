@@ -1,16 +1,23 @@
-"""Who is calling: the access token from `Authorization: Bearer` or the `ftl_access` cookie."""
+"""Who is calling: the access token from `Authorization: Bearer` or the `ftl_access` cookie;
+the session cookies; the admin check and the coming-soon gate."""
 
 from __future__ import annotations
 
 import falcon.asgi
 
 from ftl import keys
-from ftl.auth.tokens import Claims, TokenType
-from ftl.errors import Unauthorized
+from ftl.accounts import Account, get_account
+from ftl.auth.sessions import FAMILY_CLAIM, ROLE_CLAIM, Session
+from ftl.auth.tokens import TTL_S, Claims, TokenType
+from ftl.db.models import UserRole
+from ftl.errors import Forbidden, Unauthorized, Unavailable
+from ftl.flags import COMING_SOON
 from ftl.services import Services
 
 ACCESS_COOKIE = "ftl_access"
 REFRESH_COOKIE = "ftl_refresh"
+# APPSEC: the refresh cookie only travels to the auth routes, never with every API call.
+REFRESH_COOKIE_PATH = "/api/auth"
 
 
 def presented_token(req: falcon.asgi.Request) -> str | None:
@@ -23,17 +30,75 @@ def presented_token(req: falcon.asgi.Request) -> str | None:
 
 
 async def authenticate(
-    req: falcon.asgi.Request, services: Services, *, check_revoked: bool = True
+    req: falcon.asgi.Request,
+    services: Services,
+    *,
+    check_revoked: bool = True,
+    coming_soon_exempt: bool = False,
 ) -> Claims:
-    """The caller's access-token claims; 401 when absent, invalid, expired or revoked.
+    """The caller's access-token claims; 401 when absent, invalid, expired or revoked (its jti
+    blocked, or its session family ended); 503 `coming_soon` to non-admins while that flag is on.
 
     PERF: routes whose Lua script checks `jti_block:{jti}` itself (the trade path) pass
-    check_revoked=False to keep to one Redis round trip.
+    check_revoked=False to keep to one Redis round trip; the gate reads a per-process snapshot.
     """
     token = presented_token(req)
     if token is None:
         raise Unauthorized("unauthorized", "Sign in first.")
     claims = services.tokens.verify(token, TokenType.ACCESS)
-    if check_revoked and await services.redis.exists(keys.revoked_jti(claims.jti)):
-        raise Unauthorized("unauthorized", "The session has ended.")
+    if check_revoked:
+        family = claims.extra.get(FAMILY_CLAIM)
+        if isinstance(family, str):
+            blocked, live = await services.redis.mget(
+                keys.revoked_jti(claims.jti), keys.refresh_family(family)
+            )
+            ended = live is None
+        else:
+            blocked, ended = await services.redis.get(keys.revoked_jti(claims.jti)), False
+        if blocked is not None or ended:
+            raise Unauthorized("unauthorized", "The session has ended.")
+    if (
+        not coming_soon_exempt
+        and claims.extra.get(ROLE_CLAIM) != UserRole.admin.value
+        and await services.flags.enabled(COMING_SOON)
+    ):
+        raise Unavailable("coming_soon", "FTL opens soon.")
     return claims
+
+
+async def require_admin(req: falcon.asgi.Request, services: Services) -> Account:
+    """The calling admin; 403 for anyone else. The role is read from the database, not the token,
+    so a demoted admin loses access at once."""
+    claims = await authenticate(req, services)
+    account = await get_account(services.engine, claims.user_id)
+    # APPSEC: admin routes change the game for everyone; the role in Postgres is the authority.
+    if account is None or account.role is not UserRole.admin:
+        raise Forbidden("forbidden", "Only an admin may do this.")
+    return account
+
+
+def set_session_cookies(resp: falcon.asgi.Response, session: Session, *, secure: bool) -> None:
+    """HttpOnly, SameSite=Lax cookies; Secure in production (SPEC §3)."""
+    resp.set_cookie(
+        ACCESS_COOKIE,
+        session.access_token,
+        max_age=TTL_S[TokenType.ACCESS],
+        path="/",
+        secure=secure,
+        http_only=True,
+        same_site="Lax",
+    )
+    resp.set_cookie(
+        REFRESH_COOKIE,
+        session.refresh_token,
+        max_age=TTL_S[TokenType.REFRESH],
+        path=REFRESH_COOKIE_PATH,
+        secure=secure,
+        http_only=True,
+        same_site="Lax",
+    )
+
+
+def clear_session_cookies(resp: falcon.asgi.Response) -> None:
+    resp.unset_cookie(ACCESS_COOKIE, path="/", same_site="Lax")
+    resp.unset_cookie(REFRESH_COOKIE, path=REFRESH_COOKIE_PATH, same_site="Lax")

@@ -43,3 +43,10 @@ async def read_json(req: falcon.asgi.Request) -> dict[str, Any]:
 def _reject_constant(name: str) -> None:
     # APPSEC: NaN and Infinity are not JSON; accepting them would let them reach the money math.
     raise ValueError(f"{name} is not allowed")
+
+
+def refuse_unknown_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    """400 `unknown_field` naming the first field the route does not take: typos fail loudly."""
+    for name in body:
+        if name not in allowed:
+            raise InvalidInput("unknown_field", f"Unknown field {name!r}.", {"field": name})

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +38,13 @@ class WebProcess:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture
-def web(schema: str, clean: None) -> Iterator[WebProcess]:
+@contextmanager
+def running_web(env: Mapping[str, str] | None = None) -> Iterator[WebProcess]:
     """`ftl web` (gunicorn + one uvicorn worker) on a free port, ready to serve."""
     port = free_port()
-    env = {**os.environ, "WEB_PORT": str(port), "WEB_CONCURRENCY": "1"}
+    full_env = {**os.environ, "WEB_PORT": str(port), "WEB_CONCURRENCY": "1", **(env or {})}
     process = subprocess.Popen(
-        [FTL, "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [FTL, "web"], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -62,3 +63,10 @@ def web(schema: str, clean: None) -> Iterator[WebProcess]:
         process.terminate()
         process.wait(timeout=15)
         process.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def web(schema: str, clean: None) -> Iterator[WebProcess]:
+    """`ftl web` (gunicorn + one uvicorn worker) on a free port, ready to serve."""
+    with running_web() as process:
+        yield process

@@ -65,8 +65,13 @@ def test_a_token_verifies_as_its_own_type(tokens: Tokens, typ: TokenType) -> Non
     assert claims.exp - claims.iat == TTL_S[typ]
 
 
-def test_lifetimes_are_15_minutes_7_days_and_60_seconds() -> None:
-    assert TTL_S == {TokenType.ACCESS: 900, TokenType.REFRESH: 604_800, TokenType.WS: 60}
+def test_lifetimes_are_15_minutes_7_days_60_seconds_and_5_minutes() -> None:
+    assert TTL_S == {
+        TokenType.ACCESS: 900,
+        TokenType.REFRESH: 604_800,
+        TokenType.WS: 60,
+        TokenType.REGISTRATION: 300,
+    }
 
 
 @pytest.mark.parametrize(

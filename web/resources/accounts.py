@@ -1,0 +1,119 @@
+"""/api/me, flags, districts and referrals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from ftl import accounts, portfolio, referrals
+from ftl.errors import InvalidInput
+from ftl.flags import flag_name
+from ftl.services import Services
+from web.auth import authenticate, presented_token, require_admin
+from web.body import read_json, refuse_unknown_fields
+
+
+class Me:
+    """Optional auth: no token is `{loggedIn: false}`; a bad or expired one is 401 so the client
+    knows to refresh. Exempt from the coming-soon gate (the page needs to know who is there)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if presented_token(req) is None:
+            resp.media = {"loggedIn": False}
+            return
+        claims = await authenticate(req, self.services, coming_soon_exempt=True)
+        account = await accounts.get_account(self.services.engine, claims.user_id)
+        if account is None:
+            resp.media = {"loggedIn": False}
+            return
+        resp.media = {
+            "loggedIn": True,
+            "user": account.to_json(),
+            "wallet": await portfolio.wallet(self.services, account.id),
+            "referralCode": account.referral_code,
+        }
+
+
+class Flags:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = await self.services.flags.public()
+
+
+class AdminFlag:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
+        await require_admin(req, self.services)
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"enabled", "isPublic"}))
+        enabled, is_public = body.get("enabled"), body.get("isPublic")
+        if not isinstance(enabled, bool):
+            raise InvalidInput(
+                "validation_error", "enabled must be true or false.", {"field": "enabled"}
+            )
+        if is_public is not None and not isinstance(is_public, bool):
+            raise InvalidInput(
+                "validation_error", "isPublic must be true or false.", {"field": "isPublic"}
+            )
+        resp.media = await self.services.flags.set(flag_name(name), enabled, is_public)
+
+
+class Districts:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = {"districts": await accounts.districts(self.services.engine)}
+
+
+class ReferralValidate:
+    """Public, always 200 `{valid}`: says only whether the code exists."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        code = req.get_param("code") or ""
+        resp.media = {"valid": await referrals.code_exists(self.services.engine, code)}
+
+
+class Referrals:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        claims = await authenticate(req, self.services)
+        # APPSEC: the user comes from the token only; no route parameter names whose summary.
+        resp.media = await referrals.summary(self.services.engine, claims.user_id)
+
+
+class ReferralInvites:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        claims = await authenticate(req, self.services)
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"label"}))
+        label = referrals.invite_label(body.get("label"))
+        resp.media = await referrals.create_invite(self.services.engine, claims.user_id, label)
+        resp.status = falcon.HTTP_201
+
+
+def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:
+    app.add_route("/api/me", Me(services))
+    app.add_route("/api/flags", Flags(services))
+    app.add_route("/api/admin/flags/{name}", AdminFlag(services))
+    app.add_route("/api/districts", Districts(services))
+    app.add_route("/api/public/referral/validate", ReferralValidate(services))
+    app.add_route("/api/referrals", Referrals(services))
+    app.add_route("/api/referrals/invites", ReferralInvites(services))

@@ -1,0 +1,256 @@
+"""/api/auth/*: sign-in, refresh, logout, development logins, and the WebSocket token."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from ftl import accounts, registration
+from ftl.auth import google, sessions
+from ftl.auth.tokens import TTL_S, Claims, TokenType
+from ftl.errors import InvalidInput, Unauthorized
+from ftl.services import Services
+from web.auth import (
+    REFRESH_COOKIE,
+    authenticate,
+    clear_session_cookies,
+    presented_token,
+    set_session_cookies,
+)
+from web.body import read_json, refuse_unknown_fields
+from workers import email as email_actor
+
+DEV_BATCH_PREFIX = "bot-"
+DEV_BATCH_PREFIX_MAX_CHARS = 40
+
+
+async def optional_json(req: falcon.asgi.Request) -> dict[str, Any]:
+    """The JSON body when the client sent one (cookie-only clients send none)."""
+    if not req.content_length and not req.content_type:
+        return {}
+    return await read_json(req)
+
+
+def refresh_token_of(req: falcon.asgi.Request, body: dict[str, Any]) -> str | None:
+    token = body.get("refreshToken")
+    if token is not None and not isinstance(token, str):
+        raise InvalidInput(
+            "validation_error", "refreshToken must be text.", {"field": "refreshToken"}
+        )
+    cookies = req.get_cookie_values(REFRESH_COOKIE)
+    return token or (cookies[0] if cookies else None)
+
+
+async def send_email(outbox_id: uuid.UUID) -> None:
+    """Hand an outbox row to the `email` actor. NOTE: enqueueing is a blocking Redis call."""
+    await asyncio.to_thread(email_actor.send_email.send, str(outbox_id))
+
+
+class GoogleSignIn:
+    """Known user: 200 like a login. New user: 422 `needs_profile` with a registration ticket,
+    and a 6-digit code emailed."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"idToken", "nonce"}))
+        id_token = body.get("idToken")
+        if not isinstance(id_token, str) or not id_token:
+            raise InvalidInput("validation_error", "idToken is required.", {"field": "idToken"})
+        nonce = google.nonce_of(body.get("nonce"))
+        identity = await google.verify_id_token(
+            self.services.google_keys,
+            self.services.redis,
+            id_token,
+            nonce,
+            audience=google.google_audience(self.services.settings),
+        )
+        account = await accounts.find_google_account(
+            self.services.engine, identity.subject, identity.email
+        )
+        if account is None:
+            started = await registration.start(self.services, identity)
+            await send_email(started.outbox_id)
+            resp.status = falcon.HTTP_422
+            resp.media = started.to_json()
+            return
+        session = await sessions.start(self.services, account)
+        set_session_cookies(resp, session, secure=self.services.settings.is_production)
+        resp.media = session.to_json()
+
+
+class VerifyOtp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"registrationTicket", "otp"}))
+        await registration.verify_code(
+            self.services, body.get("registrationTicket"), body.get("otp")
+        )
+        resp.media = {"verified": True}
+
+
+class ResendOtp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"registrationTicket"}))
+        await send_email(await registration.resend(self.services, body.get("registrationTicket")))
+        resp.media = {"sent": True}
+
+
+class CompleteRegistration:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req)
+        refuse_unknown_fields(body, registration.PROFILE_FIELDS)
+        completed = await registration.complete(self.services, body)
+        await send_email(completed.welcome_outbox_id)
+        session = await sessions.start(self.services, completed.account)
+        set_session_cookies(resp, session, secure=self.services.settings.is_production)
+        resp.status = falcon.HTTP_201
+        resp.media = session.to_json()
+
+
+class Refresh:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await optional_json(req)
+        refuse_unknown_fields(body, frozenset({"refreshToken"}))
+        token = refresh_token_of(req, body)
+        if token is None:
+            raise Unauthorized("unauthorized", "No refresh token.")
+        session = await sessions.rotate(self.services, token)
+        set_session_cookies(resp, session, secure=self.services.settings.is_production)
+        resp.media = session.to_json()
+
+
+class Logout:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def _claims(self, token: str | None, typ: TokenType) -> list[Claims]:
+        if token is None:
+            return []
+        try:
+            return [self.services.tokens.verify(token, typ)]
+        except Unauthorized:
+            # NOTE: logout is idempotent; a dead or foreign token has nothing left to revoke.
+            return []
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await optional_json(req)
+        refuse_unknown_fields(body, frozenset({"refreshToken"}))
+        claims = self._claims(presented_token(req), TokenType.ACCESS) + self._claims(
+            refresh_token_of(req, body), TokenType.REFRESH
+        )
+        await sessions.revoke(self.services, claims)
+        clear_session_cookies(resp)
+        resp.status = falcon.HTTP_204
+
+
+class DevLogin:
+    """Outside production only (not routed otherwise): sign in as a synthetic user."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"displayName"}))
+        name = accounts.display_name_of(body.get("displayName"))
+        (account,) = await accounts.synthetic_accounts(self.services.engine, [name])
+        session = await sessions.start(self.services, account)
+        set_session_cookies(resp, session, secure=self.services.settings.is_production)
+        resp.media = session.to_json()
+
+
+class DevBatch:
+    """Outside production only: up to 1,000 synthetic users `{prefix}0001`..., each with an
+    access token (no refresh session: load tests sign in again rather than refresh)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req)
+        refuse_unknown_fields(body, frozenset({"count", "prefix"}))
+        count = body.get("count")
+        if type(count) is not int or not 1 <= count <= accounts.DEV_BATCH_MAX:
+            raise InvalidInput(
+                "validation_error",
+                f"count must be a whole number from 1 to {accounts.DEV_BATCH_MAX}.",
+                {"field": "count"},
+            )
+        prefix = body.get("prefix", DEV_BATCH_PREFIX)
+        if not isinstance(prefix, str) or not 1 <= len(prefix) <= DEV_BATCH_PREFIX_MAX_CHARS:
+            raise InvalidInput(
+                "validation_error",
+                f"prefix must be text of 1 to {DEV_BATCH_PREFIX_MAX_CHARS} characters.",
+                {"field": "prefix"},
+            )
+        names = [f"{prefix}{number:04d}" for number in range(1, count + 1)]
+        created = await accounts.synthetic_accounts(self.services.engine, names)
+        resp.media = {
+            "users": [
+                {
+                    "user": account.to_json(),
+                    "accessToken": sessions.issue_access(self.services, account),
+                }
+                for account in created
+            ],
+            "expiresIn": TTL_S[TokenType.ACCESS],
+        }
+
+
+class WsToken:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        claims = await authenticate(req, self.services)
+        token, issued = self.services.tokens.issue(TokenType.WS, claims.sub)
+        resp.media = {"token": token, "expiresIn": issued.exp - issued.iat}
+
+
+def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:
+    app.add_route("/api/auth/google", GoogleSignIn(services))
+    app.add_route("/api/auth/verify-otp", VerifyOtp(services))
+    app.add_route("/api/auth/resend-otp", ResendOtp(services))
+    app.add_route("/api/auth/google/complete", CompleteRegistration(services))
+    app.add_route("/api/auth/refresh", Refresh(services))
+    app.add_route("/api/auth/logout", Logout(services))
+    app.add_route("/api/ws/token", WsToken(services))
+    if not services.settings.is_production:
+        # APPSEC: in production these routes do not exist at all (404), not merely refuse.
+        app.add_route("/api/auth/dev", DevLogin(services))
+        app.add_route("/api/auth/dev/batch", DevBatch(services))
+
+
+class GoogleKeysRefresh:
+    """Middleware: refresh Google's JWKS every 6 hours in the background while the app runs."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._task: asyncio.Task[None] | None = None
+
+    async def process_startup(self, scope: object, event: object) -> None:
+        self._task = asyncio.create_task(self.services.google_keys.refresh_forever())
+
+    async def process_shutdown(self, scope: object, event: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
