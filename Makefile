@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/: each target works on a fresh machine.
-.PHONY: run test lint services-up services-down
+.PHONY: run test lint services-up services-down bench
 
 run:
 	scripts/run.sh
@@ -15,3 +15,6 @@ services-up:
 
 services-down:
 	scripts/services.sh down
+
+bench:
+	scripts/venv.sh && scripts/services.sh up && . .var/services.env && .venv/bin/python -m bench.trade

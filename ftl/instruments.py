@@ -7,7 +7,7 @@ netLotsCentis (hundredths of a lot), seq, isActive, frozen, degraded (0/1).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -124,3 +124,16 @@ async def load_missing(redis: Redis, states: Iterable[InstrumentState]) -> int:
 async def read(redis: Redis, instrument_id: UUID) -> InstrumentState | None:
     fields: dict[str, str] = await redis.hgetall(keys.instrument(instrument_id))  # type: ignore[assignment]
     return InstrumentState.from_hash(fields) if fields else None
+
+
+async def read_many(redis: Redis, rows: Sequence[Instrument]) -> list[InstrumentState]:
+    """Hot state of these instruments in one round trip. Redis holds the live base, net lots and
+    flags; the Postgres row (what the flusher last wrote) stands in only where Redis has none."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for row in rows:
+            pipe.hgetall(keys.instrument(row.id))
+        hashes: list[dict[str, str]] = await pipe.execute()
+    return [
+        InstrumentState.from_hash(fields) if fields else InstrumentState.from_row(row)
+        for row, fields in zip(rows, hashes, strict=True)
+    ]

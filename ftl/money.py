@@ -22,3 +22,12 @@ def to_cents(value: Decimal) -> int:
 
 def from_cents(cents: int) -> Decimal:
     return (Decimal(cents) / 100).quantize(CENT)
+
+
+def json_number(cents: int) -> float:
+    """Cents as the JSON number clients read (e.g. 123.45), for rendering only, never arithmetic.
+
+    NOTE: for |cents| < 2**53 the shortest repr of cents / 100 is exactly the two-decimal text,
+    and it is what the Lua scripts' cjson writes, so REST and frames print the same numbers.
+    """
+    return cents / 100

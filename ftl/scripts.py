@@ -16,6 +16,9 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "lua"
+# NOTE: a script line `--! include NAME` is replaced by lua/lib/NAME, so the trading scripts share
+# one copy of the engine (Redis scripts cannot import each other).
+INCLUDE_DIRECTIVE = "--! include "
 
 KeyOrArg = str | int | float | bytes
 
@@ -31,11 +34,20 @@ def read_scripts(directory: Path = LUA_DIR) -> dict[str, Script]:
     """Every lua/*.lua by its stem, with the SHA1 Redis will know it by."""
     scripts = {}
     for path in sorted(directory.glob("*.lua")):
-        source = path.read_text(encoding="utf-8")
+        source = _expand_includes(path.read_text(encoding="utf-8"), directory / "lib")
         # NOTE: SHA1 is how Redis names scripts (EVALSHA), not a security measure.
         sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
         scripts[path.stem] = Script(path.stem, source, sha)
     return scripts
+
+
+def _expand_includes(source: str, library: Path) -> str:
+    lines = []
+    for line in source.splitlines(keepends=True):
+        if line.startswith(INCLUDE_DIRECTIVE):
+            line = (library / line[len(INCLUDE_DIRECTIVE) :].strip()).read_text(encoding="utf-8")
+        lines.append(line)
+    return "".join(lines)
 
 
 class Scripts:

@@ -9,10 +9,16 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ftl import hotstore
+from ftl.auth.google import GoogleKeys
 from ftl.auth.tokens import Tokens
 from ftl.config import Settings
 from ftl.db.engine import create_engine
+from ftl.flags import Flags
 from ftl.scripts import Scripts
+
+# PERF: per process; a burst of concurrent requests beyond it waits (up to the Redis timeout) for
+# a free connection instead of failing with "Too many connections".
+REDIS_POOL_SIZE = 100
 
 
 @dataclass
@@ -25,7 +31,7 @@ class Services:
     @classmethod
     def create(cls, settings: Settings) -> Services:
         """Build the clients; nothing connects until first use."""
-        redis = hotstore.connect(settings)
+        redis = hotstore.connect(settings, pool_size=REDIS_POOL_SIZE)
         return cls(settings, redis, create_engine(settings), Scripts(redis))
 
     @cached_property
@@ -35,6 +41,16 @@ class Services:
         return Tokens(
             settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
+
+    @cached_property
+    def google_keys(self) -> GoogleKeys:
+        """Google's JWKS as this process last fetched it (ftl/auth/google.py)."""
+        return GoogleKeys(self.settings.google_jwks_url)
+
+    @cached_property
+    def flags(self) -> Flags:
+        """Feature flags with this process's one-second snapshot (ftl/flags.py)."""
+        return Flags(self.redis, self.engine)
 
     async def close(self) -> None:
         await self.redis.aclose()

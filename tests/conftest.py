@@ -108,3 +108,15 @@ async def services(settings: Settings, clean: None) -> AsyncIterator[Services]:
     await services.scripts.load()
     yield services
     await services.close()
+
+
+@pytest.fixture
+def districts(pg_admin: psycopg.Connection, clean: None) -> None:
+    """The 14 districts (users reference them), as `ftl seed` writes them."""
+    from ftl.seed import DISTRICTS
+
+    with pg_admin.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO districts (id, name) VALUES (%s, %s)",
+            list(enumerate(DISTRICTS, start=1)),
+        )

@@ -10,7 +10,7 @@ import redis as sync_redis
 from dramatiq import Worker
 
 from ftl.config import Settings
-from workers.broker import broker
+from workers.broker import broker, build_broker
 
 EXPECTED_MIDDLEWARE = [
     "AgeLimit",
@@ -24,8 +24,11 @@ EXPECTED_MIDDLEWARE = [
 ]
 
 
-def test_middleware_is_chosen_explicitly() -> None:
-    assert [type(m).__name__ for m in broker.middleware] == EXPECTED_MIDDLEWARE
+def test_middleware_is_chosen_explicitly(settings: Settings) -> None:
+    # NOTE: a fresh broker, because a running Worker appends Dramatiq's own worker middleware.
+    assert [type(m).__name__ for m in build_broker(settings.redis_url).middleware] == (
+        EXPECTED_MIDDLEWARE
+    )
     assert dramatiq.get_broker() is broker
 
 

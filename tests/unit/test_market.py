@@ -14,3 +14,73 @@ def test_pre_match_base_price_is_50_plus_18_per_form_point() -> None:
 def test_form_index_is_clamped_to_0_25() -> None:
     assert pre_match_base_price_cents(Decimal("-3")) == 5_000
     assert pre_match_base_price_cents(Decimal("40")) == 50_000
+
+
+# The trading rules (SPEC §1.3–1.4) on integers: cents, centilots, kMod micros, ppm.
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ftl import market  # noqa: E402
+
+
+def test_division_rounds_half_away_from_zero() -> None:
+    assert [market.div_half_away(n, 10) for n in (4, 5, 15, -4, -5, -15)] == [0, 1, 2, 0, -1, -2]
+
+
+def test_price_is_live_base_plus_kmod_times_net_lots_floored_at_one_point() -> None:
+    assert market.price_cents(10_000, 50_000, 150) == 10_008  # 100 + 0.05 × 1.5 = 100.075
+    assert market.price_cents(10_000, 50_000, -150) == 9_992  # 99.925 rounds away from zero
+    assert market.price_cents(150, 50_000, -10_000) == market.PRICE_FLOOR_CENTS
+
+
+def test_fills_walk_the_curve_to_half_the_trade() -> None:
+    # net 0, 2 lots: a buy fills at 100 + 0.05 × 1, a sell at 100 − 0.05 × 1
+    assert market.fill_cents(10_000, 50_000, 0, 200, market.LONG) == 10_005
+    assert market.fill_cents(10_000, 50_000, 0, 200, market.SHORT) == 9_995
+    assert market.fill_cents(120, 50_000, 0, 10_000, market.SHORT) == market.PRICE_FLOOR_CENTS
+
+
+@given(
+    st.integers(100, 60_000),
+    st.integers(0, 2_000_000),
+    st.integers(-1_000_000, 1_000_000),
+    st.integers(market.LOTS_MIN_CENTIS, market.LOTS_MAX_CENTIS),
+    st.sampled_from([market.LONG, market.SHORT]),
+)
+def test_an_open_then_a_close_of_the_same_size_makes_exactly_zero(
+    live: int, k_mod: int, net: int, lots: int, direction: int
+) -> None:
+    entry = market.fill_cents(live, k_mod, net, lots, direction)
+    exit_ = market.fill_cents(live, k_mod, net + direction * lots, lots, -direction)
+    assert market.pnl_cents(entry, exit_, lots, direction) == 0
+
+
+def test_margin_is_a_tenth_of_the_exposure_to_the_cent() -> None:
+    assert market.margin_cents(10_005, 200) == 200_100  # 100.05 × 2 × 100 / 10
+    assert market.margin_cents(10_005, 1) == 1_001  # 1000.5 cents rounds up
+
+
+def test_slippage_tolerance_bounds_are_inclusive() -> None:
+    # client 100.00 with 1 %: a long fills up to 101.00, a short down to 99.00
+    assert not market.slippage_exceeded(market.LONG, 10_100, 10_000, 10_000)
+    assert market.slippage_exceeded(market.LONG, 10_101, 10_000, 10_000)
+    assert not market.slippage_exceeded(market.SHORT, 9_900, 10_000, 10_000)
+    assert market.slippage_exceeded(market.SHORT, 9_899, 10_000, 10_000)
+
+
+def test_levels_sit_on_the_right_side_and_trigger_at_or_beyond() -> None:
+    assert market.invalid_level(market.LONG, 10_000, 9_000, 11_000) is None
+    assert market.invalid_level(market.LONG, 10_000, 10_000, None) == "stopLoss"
+    assert market.invalid_level(market.SHORT, 10_000, 9_000, None) == "stopLoss"
+    assert market.invalid_level(market.SHORT, 10_000, None, 10_500) == "takeProfit"
+    assert market.stop_reached(market.LONG, 9_000, 11_000, 9_000) == market.STOP_LOSS
+    assert market.stop_reached(market.LONG, 9_000, 11_000, 9_001) is None
+    assert market.stop_reached(market.SHORT, 11_000, 9_000, 8_000) == market.TAKE_PROFIT
+
+
+def test_margin_level_is_a_percentage_to_two_places_and_none_without_positions() -> None:
+    account = market.Account(balance=1_000_000, used_margin=200_100, unrealized_pnl=1_000)
+    assert (account.equity, account.free_margin) == (1_001_000, 800_900)
+    assert account.margin_level_basis == 50_025  # 500.25 %
+    assert market.Account(1_000_000, 0, 0).margin_level_basis is None

@@ -1,0 +1,381 @@
+"""Trading over HTTP under load (SPEC §8): 50 concurrent clients open and close positions
+against `web` for a fixed time, each user already holding 19 open positions (20 with the one
+being traded), with the flusher and the clock draining to Postgres meanwhile.
+
+Prints one JSON object: open and close latency p50/p95/p99 (ms, client side), opens/s and
+requests/s, errors, the server-side time per EVALSHA from INFO commandstats, and the flusher's
+lag (tick to Postgres commit, worst tick per batch) p50/p99/max.
+
+    python -m bench.trade [--seconds 20] [--clients 50] [--rate OPENS_PER_S] [--url URL]
+
+Closed loop by default (each client sends its next request when the last is answered: the
+figures are the saturation point, latency = clients / throughput); `--rate` paces the clients to
+that many opens per second in all (each followed by its close), for latency at a given load.
+Latency is measured from the send, so a paced run that falls behind shows as lower throughput.
+
+Without --url it starts a private Redis (so INFO commandstats counts only this benchmark) and a
+fresh database `<DATABASE_URL's name>_bench` on the same server (migrated and seeded), then
+`ftl web` (WEB_CONCURRENCY=2, DISABLE_RATE_LIMIT=1) on a free port, a flusher and the clock, and
+stops them all at the end. With --url the server,
+flusher and clock must already run there, with the same stores and JWT_PRIVATE_KEY_B64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+from sqlalchemy import insert
+from sqlalchemy.engine import make_url
+
+from ftl import keys
+from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
+from ftl.config import Settings
+from ftl.db.engine import libpq_url
+from ftl.db.migrate import upgrade
+from ftl.db.models import User, Wallet
+from ftl.seed import seed
+from ftl.services import Services
+
+HOLDINGS = 19  # open positions per user before the clock starts
+LOT_SIZE = 0.01
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 30
+FLUSHER_POLL_MS = "100"  # as in the Procfile: the flusher's idle poll never backs off further
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 3)
+
+
+def start_redis(stack: ExitStack) -> str:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    stack.callback(process.wait, 15)
+    stack.callback(process.terminate)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def fresh_database(database_url: str) -> str:
+    """`<name>_bench` dropped and created again on the server of `database_url`; its URL."""
+    url = make_url(database_url)
+    name = f"{url.database}_bench"
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def start_processes(stack: ExitStack, env: dict[str, str]) -> str:
+    port = free_port()
+    web_env = {**env, "WEB_PORT": str(port), "WEB_CONCURRENCY": "2", "DISABLE_RATE_LIMIT": "1"}
+    commands = [
+        ([str(BIN / "ftl"), "web"], web_env),
+        (
+            [
+                str(BIN / "dramatiq"),
+                "workers.flush",
+                "--processes",
+                "1",
+                "--threads",
+                "1",
+                "--queues",
+                "flush",
+            ],
+            {**env, "dramatiq_worker_timeout": FLUSHER_POLL_MS},
+        ),
+        ([sys.executable, "-m", "workers.clock"], env),
+    ]
+    for argv, process_env in commands:
+        process = subprocess.Popen(
+            argv, env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        stack.callback(process.wait, 15)
+        stack.callback(process.terminate)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("bench: ftl web did not become ready")
+
+
+async def make_traders(services: Services, count: int) -> list[str]:
+    """Synthetic users with wallets deep enough that margin never limits the benchmark."""
+    users = [
+        {
+            "id": uuid.uuid4(),
+            "first_name": "Bench",
+            "display_name": f"Bench {n}",
+            "district_id": 1 + n % 14,
+            "referral_code": secrets.token_hex(4),
+            "is_synthetic": True,
+        }
+        for n in range(count)
+    ]
+    async with services.engine.begin() as conn:
+        await conn.execute(insert(User).values(users))
+        await conn.execute(
+            insert(Wallet).values([{"user_id": u["id"], "balance": 1_000_000} for u in users])
+        )
+    return [str(u["id"]) for u in users]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, hand-rolled: httpx would spend more CPU per request
+    than the server does, on the same two cores, and the figures would measure the client."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, headers: str, body: bytes = b""
+    ) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{headers}"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+
+class Client:
+    def __init__(self, connection: Connection, token: str, instruments: list[str]) -> None:
+        self.connection = connection
+        self.auth = f"Authorization: Bearer {token}\r\n"
+        self.instruments = instruments
+        self.requests = 0
+        self.open_ms: list[float] = []
+        self.close_ms: list[float] = []
+        self.errors: dict[str, int] = {}
+
+    def _error(self, status: int, payload: bytes) -> None:
+        try:
+            code = str(json.loads(payload)["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            code = f"http_{status}"
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    async def open(self, instrument: str) -> str | None:
+        self.requests += 1
+        body = json.dumps(
+            {
+                "instrumentId": instrument,
+                "direction": "long",
+                "lotSize": LOT_SIZE,
+                "clientRequestId": uuid.uuid4().hex,
+                "clientPrice": 1000,
+                "slippageTolerancePct": 0.05,
+            }
+        ).encode()
+        start = time.perf_counter()
+        status, payload = await self.connection.request(
+            "POST",
+            "/api/positions/open",
+            self.auth + "Content-Type: application/json\r\n",
+            body,
+        )
+        elapsed = (time.perf_counter() - start) * 1000
+        if status != 201:
+            self._error(status, payload)
+            return None
+        self.open_ms.append(elapsed)
+        position_id: str = json.loads(payload)["position"]["id"]
+        return position_id
+
+    async def close(self, position_id: str) -> None:
+        self.requests += 1
+        start = time.perf_counter()
+        status, payload = await self.connection.request(
+            "DELETE",
+            f"/api/positions/{position_id}?clientRequestId={uuid.uuid4().hex}",
+            self.auth,
+        )
+        elapsed = (time.perf_counter() - start) * 1000
+        if status != 200:
+            self._error(status, payload)
+            return
+        self.close_ms.append(elapsed)
+
+    async def run_until(self, deadline: float, interval_s: float, offset_s: float) -> None:
+        """Open and close one position after another; with `interval_s`, start a pair every
+        interval (paced, from `offset_s` on, so clients do not all send at once) instead of as
+        fast as the server answers."""
+        n = 0
+        due = time.monotonic() + offset_s
+        while time.monotonic() < deadline:
+            if interval_s:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                due += interval_s
+            position_id = await self.open(self.instruments[n % len(self.instruments)])
+            n += 1
+            if position_id is not None:
+                await self.close(position_id)
+
+
+async def bench(
+    url: str, settings: Settings, seconds: float, clients: int, rate: float
+) -> dict[str, Any]:
+    services = Services.create(settings)
+    try:
+        await seed(services.engine, services.redis, admin_email=settings.admin_email)
+        members: set[str] = await services.redis.smembers(keys.INSTRUMENT_IDS)  # type: ignore[assignment]
+        instrument_ids = sorted(members)[: HOLDINGS + 1]
+        tokens = Tokens(
+            settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        users = await make_traders(services, clients)
+        server = urlsplit(url)
+        traders = [
+            Client(
+                Connection(server.hostname or "127.0.0.1", server.port or 80),
+                tokens.issue(TokenType.ACCESS, user)[0],
+                instrument_ids,
+            )
+            for user in users
+        ]
+
+        async def hold(trader: Client) -> None:
+            for iid in instrument_ids[:HOLDINGS]:
+                await trader.open(iid)
+
+        await asyncio.gather(*(hold(t) for t in traders))
+        for trader in traders:
+            trader.open_ms.clear()
+            trader.requests = 0
+        await services.redis.config_resetstat()
+        await services.redis.delete(keys.FLUSH_LAG_SAMPLES)
+        started = time.monotonic()
+        interval_s = clients / rate if rate else 0.0
+        await asyncio.gather(
+            *(
+                t.run_until(started + seconds, interval_s, interval_s * n / clients)
+                for n, t in enumerate(traders)
+            )
+        )
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(1)  # the last batches reach Postgres
+        stats = await services.redis.info("commandstats")
+        lags = [float(x) for x in await services.redis.lrange(keys.FLUSH_LAG_SAMPLES, 0, -1)]
+    finally:
+        await services.close()
+    open_ms = [x for t in traders for x in t.open_ms]
+    close_ms = [x for t in traders for x in t.close_ms]
+    errors: dict[str, int] = {}
+    for trader in traders:
+        for code, count in trader.errors.items():
+            errors[code] = errors.get(code, 0) + count
+    evalsha = stats.get("cmdstat_evalsha", {})
+    return {
+        "bench": "trade",
+        "clients": clients,
+        "paced_opens_per_s": rate or None,
+        "seconds": round(elapsed, 1),
+        "open_positions_per_user": HOLDINGS + 1,
+        "opens": len(open_ms),
+        "closes": len(close_ms),
+        "opens_per_s": round(len(open_ms) / elapsed, 1),
+        "requests_per_s": round(sum(t.requests for t in traders) / elapsed, 1),
+        "errors": errors,
+        "open_ms": {
+            p: percentile(open_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        },
+        "close_ms": {
+            p: percentile(close_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        },
+        "lua_usec_per_evalsha": evalsha.get("usec_per_call"),
+        "evalsha_calls": evalsha.get("calls"),
+        "flush_lag_ms": {
+            "batches": len(lags),
+            "p50": percentile(lags, 0.5),
+            "p99": percentile(lags, 0.99),
+            "max": max(lags, default=0.0),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="opens/s in all, paced (default: as fast as possible)",
+    )
+    parser.add_argument("--url", help="a running web (default: start web, flusher and clock)")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env.setdefault("JWT_PRIVATE_KEY_B64", generate_private_key_b64())
+    with ExitStack() as stack:
+        if args.url is None:
+            env["REDIS_URL"] = start_redis(stack)
+            env["DATABASE_URL"] = fresh_database(env.get("DATABASE_URL", Settings().database_url))
+            settings = Settings.from_env(env)
+            upgrade(settings.database_url)
+            url = start_processes(stack, env)
+        else:
+            settings = Settings.from_env(env)
+            url = args.url
+        result = asyncio.run(bench(url, settings, args.seconds, args.clients, args.rate))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+-- price_update.lua: a new live base price (and, after full time, a new base price) for one
+-- instrument: the tick with its source, then every SL/TP that tick reaches is closed at its price.
+--
+-- KEYS: [1] instrument:{instrumentId}  (and the keys lua/lib/engine.lua derives from ids).
+-- ARGV: [1] instrumentId  [2] liveBasePriceCents  [3] basePriceCents or '' (unchanged)
+--       [4] tick source (ftl.ticks.TickSource).
+-- Returns: {1, '<tick JSON>'} (the price tick, before any SL/TP closes it caused).
+-- Errors: codes not_found (instrument not in hot state).
+--! include engine.lua
+local iid, live, base, source = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+
+if redis.call('EXISTS', KEYS[1]) == 0 then return E.refuse('not_found', {instrumentId = iid}) end
+redis.call('HSET', KEYS[1], 'liveBasePriceCents', live)
+E.changed(iid)
+if base ~= '' then
+  redis.call('HSET', KEYS[1], 'basePriceCents', base)
+  redis.call('XADD', E.OUTBOX, '*', 'instrument', iid)
+end
+local now = E.now_ms()
+local tick = E.tick(iid, source, now)
+E.settle(tick, now)
+return {1, tick.json}

@@ -1,0 +1,50 @@
+"""The flusher process (Procfile `flusher`): Dramatiq actors on the `flush` queue, the work
+that copies hot state into Postgres.
+
+`flush` is sent by the clock twice per FLUSH_RUN_MS; each message drains the Redis outbox into
+Postgres (ftl/flush.py) every FLUSH_INTERVAL_MS for FLUSH_RUN_MS, so runs follow each other
+without a gap. Messages older than two runs are dropped: a newer one does the same work, so a
+backlog of messages never becomes a backlog of work, and a flusher that dies mid-run is replaced
+by the next message.
+`snapshot_leaderboards` is sent every 60 s (and may be sent at full time).
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from ftl import leaderboard
+from ftl.config import get_settings
+from ftl.flush import FLUSH_RUN_MS, Flusher
+from ftl.services import Services
+from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
+
+QUEUE = "flush"
+# NOTE: a message prefetched while a run goes on must still be fresh when that run ends.
+MAX_AGE_MS = 2 * FLUSH_RUN_MS
+SEND_EVERY_MS = FLUSH_RUN_MS // 2
+TIME_LIMIT_MS = 30_000
+
+_flusher: Flusher | None = None
+
+
+def flusher() -> Flusher:
+    """The process's flusher, built on first use (one consumer name per process)."""
+    global _flusher
+    if _flusher is None:
+        _flusher = Flusher(Services.create(get_settings()))
+    return _flusher
+
+
+@dramatiq.actor(queue_name=QUEUE, max_age=MAX_AGE_MS, time_limit=TIME_LIMIT_MS, max_retries=0)
+async def flush() -> None:
+    # NOTE: no retries: a failed flush leaves its entries pending and the next message takes
+    # them again.
+    await flusher().run_for()
+
+
+@dramatiq.actor(
+    queue_name=QUEUE, max_age=leaderboard.SNAPSHOT_INTERVAL_MS, time_limit=TIME_LIMIT_MS
+)
+async def snapshot_leaderboards() -> None:
+    await leaderboard.snapshot(flusher().services)
