@@ -1,0 +1,1 @@
+"""The WebSocket fan-out process (SPEC §7): handshake, subscriptions, price and portfolio frames."""

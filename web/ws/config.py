@@ -1,0 +1,41 @@
+"""The knobs of one `ws` process. Built from Settings in production; tests build their own (short
+heartbeats, small buffers) instead of going through the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftl.config import Settings
+
+
+@dataclass(frozen=True)
+class WsConfig:
+    host: str = "127.0.0.1"
+    port: int = 8081  # 0 picks a free port (tests)
+    cors_origins: tuple[str, ...] = ()
+    max_connections: int = 20_000
+    ping_interval_s: float = 20.0  # protocol ping period (SPEC §7)
+    ping_timeout_s: float = 20.0  # no pong within this closes the connection
+    close_timeout_s: float = 5.0  # closing handshake wait before the TCP connection is aborted
+    send_timeout_s: float = 0.1  # a frame not taken within this evicts the client (SPEC §7)
+    coalesce_window_s: float = 0.025  # ticks gathered per fan-out cycle (SPEC: cycle ≤ 250 ms)
+    max_bad_messages: int = 20  # more than this closes the connection
+    max_subscriptions: int = 2_048  # instrument subscriptions per connection
+    max_message_bytes: int = 4_096  # a client command is far smaller; bigger closes with 1009
+    write_limit_bytes: int = 32 * 1024  # user-space write buffer high-water mark per connection
+    # PERF: a fixed kernel send buffer per connection (the kernel doubles it) bounds kernel memory
+    # at 10,000 connections and lets a stuck reader fill it, and so be evicted, quickly.
+    send_buffer_bytes: int | None = 64 * 1024
+    replay_frame_ticks: int = 256  # replayed ticks per frame
+    # NOTE: a replica restart brings thousands of reconnects at once; asyncio's default of 100
+    # pending TCP connections would refuse most of them (the kernel caps it at somaxconn).
+    listen_backlog: int = 4_096
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WsConfig:
+        return cls(
+            host=settings.web_host,
+            port=settings.ws_port,
+            cors_origins=settings.cors_origins,
+            max_connections=settings.ws_max_connections,
+        )
