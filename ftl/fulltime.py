@@ -1,0 +1,186 @@
+"""Full time (SPEC §1.7): freeze the fixture's instruments, drain in-flight trades, replay the
+holders' margin up to now, close every open position at one snapshot price per instrument
+(`auto_exit_ft`), re-base the players who took part (`postmatch` ticks), unfreeze.
+
+Idempotent and safe to run twice or concurrently: one run at a time holds
+`lease:fulltime:{fixtureId}`; positions already closed are skipped by position_system_close.lua;
+the re-basing commits in the same Postgres transaction that stamps `fixtures.closed_out_at`, so it
+happens once; a rerun after a crash only re-applies the committed bases to Redis and unfreezes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ftl import instruments, keys, margin_service
+from ftl.db.models import Fixture, Instrument, PlayerMatchStats
+from ftl.errors import Conflict, NotFound
+from ftl.market import price_cents
+from ftl.money import from_cents
+from ftl.prices import apply_base_price
+from ftl.services import Services
+from ftl.sportmonks.scoring import post_match_rebase
+from ftl.ticks import TickSource
+
+DRAIN_S = 0.5  # in-flight trades finish before the snapshot (SPEC §1.7)
+LEASE_TTL_MS = 120_000
+
+
+@dataclass(frozen=True)
+class CloseOut:
+    fixture_id: UUID
+    closed_positions: int
+    washouts: int
+    rebased_instruments: int
+    already_done: bool
+
+
+async def _fixture_instruments(
+    services: Services, fixture_id: UUID
+) -> tuple[Fixture, list[Instrument]]:
+    async with AsyncSession(services.engine) as session:
+        fixture = await session.get(Fixture, fixture_id)
+        if fixture is None:
+            raise NotFound("not_found", "No such fixture.", {"fixtureId": str(fixture_id)})
+        rows = (
+            await session.scalars(
+                select(Instrument).where(
+                    or_(Instrument.team == fixture.home_team, Instrument.team == fixture.away_team)
+                )
+            )
+        ).all()
+    return fixture, list(rows)
+
+
+async def _set_frozen(services: Services, rows: list[Instrument], frozen: bool) -> None:
+    """Redis first: the trade scripts read the flag there (409 instrument_frozen)."""
+    flag = str(int(frozen))
+    async with services.redis.pipeline(transaction=True) as pipe:
+        for row in rows:
+            pipe.hset(keys.instrument(row.id), "frozen", flag)
+        await pipe.execute()
+    async with services.engine.begin() as conn:
+        await conn.execute(
+            update(Instrument).where(Instrument.id.in_([r.id for r in rows])).values(frozen=frozen)
+        )
+
+
+async def _open_positions_on(services: Services, instrument_ids: set[str]) -> list[tuple[str, str]]:
+    """(position id, instrument id) of every open position on the instruments, from hot state
+    (Postgres may lag the trade by one flush)."""
+    holders = await margin_service.holders_of(services, [UUID(i) for i in instrument_ids])
+    found = []
+    for user_id in sorted(holders, key=str):
+        position_ids: set[str] = await services.redis.smembers(keys.open_positions(user_id))  # type: ignore[assignment]
+        for position_id in sorted(position_ids):
+            fields = await services.redis.hmget(
+                keys.position(position_id), ["instrumentId", "status"]
+            )
+            if fields[0] in instrument_ids and fields[1] == "open":
+                found.append((position_id, str(fields[0])))
+    return found
+
+
+async def _close_at_snapshot(services: Services, rows: list[Instrument], lease: str) -> int:
+    states = await instruments.read_many(services.redis, rows)
+    snapshot = {
+        str(s.id): price_cents(s.live_base_price_cents, s.k_mod_micros, s.net_lots_centis)
+        for s in states
+    }
+    closes = [
+        {"p": position_id, "x": snapshot[instrument_id]}
+        for position_id, instrument_id in await _open_positions_on(services, set(snapshot))
+    ]
+    if not closes:
+        return 0
+    reply = await services.scripts.call(
+        "position_system_close",
+        # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
+        keys=[lease],
+        args=["auto_exit_ft", json.dumps({"closes": closes})],
+    )
+    return int(reply[1])
+
+
+async def _rebase_in_postgres(services: Services, fixture: Fixture, rows: list[Instrument]) -> bool:
+    """Stamp the close-out and re-base every player with match stats, in one transaction; False
+    when another run already did."""
+    async with services.engine.begin() as conn:
+        stamped = await conn.execute(
+            update(Fixture)
+            .where(Fixture.id == fixture.id, Fixture.closed_out_at.is_(None))
+            .values(closed_out_at=func.now())
+            .returning(Fixture.id)
+        )
+        if stamped.first() is None:
+            return False
+        scores = dict(
+            (
+                await conn.execute(
+                    select(PlayerMatchStats.instrument_id, PlayerMatchStats.match_score).where(
+                        PlayerMatchStats.fixture_id == fixture.id
+                    )
+                )
+            ).all()
+        )
+        for row in rows:
+            # NOTE: a squad player who did not take part has no stats row and keeps his form.
+            score: Decimal | None = scores.get(row.id)
+            if score is None:
+                continue
+            rebase = post_match_rebase(row.form_index, score)
+            base = from_cents(rebase.base_price_cents)
+            await conn.execute(
+                update(Instrument)
+                .where(Instrument.id == row.id)
+                .values(form_index=rebase.form_index, base_price=base, live_base_price=base)
+            )
+    return True
+
+
+async def _apply_bases(services: Services, fixture_id: UUID) -> int:
+    """Make Redis carry the re-based prices Postgres committed (a `postmatch` tick each)."""
+    _, rows = await _fixture_instruments(services, fixture_id)
+    applied = 0
+    for row, state in zip(rows, await instruments.read_many(services.redis, rows), strict=True):
+        base = int(row.base_price * 100)
+        if state.base_price_cents != base:
+            await apply_base_price(
+                services, row.id, base, TickSource.POSTMATCH, base_price_cents=base
+            )
+            applied += 1
+    return applied
+
+
+async def close_out(services: Services, fixture_id: UUID) -> CloseOut:
+    """Run the full-time close-out of one fixture (SPEC §1.7)."""
+    fixture, rows = await _fixture_instruments(services, fixture_id)
+    if fixture.full_time_at is None:
+        raise Conflict("not_full_time", "The fixture has not reached full time.")
+    lease, token = keys.lease(f"fulltime:{fixture_id}"), uuid.uuid4().hex
+    if not await services.redis.set(lease, token, nx=True, px=LEASE_TTL_MS):
+        raise Conflict("close_out_running", "Another close-out of this fixture is running.")
+    try:
+        await _set_frozen(services, rows, True)
+        washouts = closed = 0
+        already_done = fixture.closed_out_at is not None
+        if not already_done:
+            await asyncio.sleep(DRAIN_S)
+            holders = await margin_service.holders_of(services, [r.id for r in rows])
+            washouts = await margin_service.evaluate_users(services, holders)
+            closed = await _close_at_snapshot(services, rows, lease)
+            await _rebase_in_postgres(services, fixture, rows)
+        rebased = await _apply_bases(services, fixture_id)
+        await _set_frozen(services, rows, False)
+    finally:
+        if await services.redis.get(lease) == token:
+            await services.redis.delete(lease)
+    return CloseOut(fixture_id, closed, washouts, rebased, already_done)

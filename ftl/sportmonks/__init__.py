@@ -1,0 +1,1 @@
+"""Sportmonks football API v3: client, strict payload parser, scoring, breaker, simulator."""

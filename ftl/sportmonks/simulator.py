@@ -1,0 +1,511 @@
+"""`ftl sim sportmonks`: a local stand-in for the Sportmonks football API v3.
+
+It plays the seeded World Cup fixtures (ftl/data/worldcup2026.json, same fixture and player ids)
+minute by minute at a speed factor, from a scenario: a recorded JSON file (tests/fixtures/) or
+one generated from a seed. It answers the endpoints the client uses with the same JSON shape, and
+injects faults on request (`POST /_sim/faults {"kind": ..., "count": n}`).
+
+Match clock, in simulated minutes from the kick-off: 0–45 first half, 45–60 half-time, 60–105
+second half (match minutes 46–90), then full time. `livescores/inplay` lists a fixture from 15
+minutes before its kick-off until 15 minutes after full time, like Sportmonks.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ftl.seed import load_demo_data
+from ftl.sportmonks.payload import DETAIL_TYPE_IDS, MINUTES_PLAYED_TYPE_ID, Stat
+
+API_PREFIX = "/v3/football"
+FIRST_HALF_END = 45.0
+SECOND_HALF_START = 60.0  # after 15 minutes of half-time
+FULL_TIME = 105.0
+INPLAY_WINDOW = 15.0  # minutes listed before kick-off and after full time
+TEAM_ID_BASE = 18_000  # team ids: 18_001.. in the order of the demo data
+POSITION_IDS = {"GK": 24, "DEF": 25, "MID": 26, "FWD": 27}
+STARTING_XI = {"GK": 1, "DEF": 4, "MID": 4, "FWD": 2}
+STATE_IDS = {"NS": 1, "1ST": 2, "HT": 3, "FT": 5, "2ND": 22}
+EVENT_TYPE_IDS = {"goal": 14, "ownGoal": 15, "penaltyMissed": 17, "yellowCard": 19, "redCard": 20}
+DETAIL_IDS = {stat: type_id for type_id, stat in DETAIL_TYPE_IDS.items()}
+STAT_NAMES = {stat.value: stat for stat in DETAIL_TYPE_IDS.values()}
+FAULT_KINDS = ("server_error", "timeout", "malformed", "schema")
+
+
+@dataclass(frozen=True)
+class ScriptedEvent:
+    minute: int  # match minute 1–90
+    kind: str  # "stat" or a key of EVENT_TYPE_IDS
+    player: int
+    stat: Stat | None = None
+    count: int = 1
+    assist: int | None = None
+
+
+@dataclass(frozen=True)
+class Side:
+    team_id: int
+    code: str
+    name: str
+    lineup: tuple[tuple[int, str, str], ...]  # (player id, name, position), starters first
+    starters: int
+
+
+@dataclass(frozen=True)
+class SimFixture:
+    fixture_id: int
+    kickoff_minute: float  # simulated minutes after the simulator starts
+    home: Side
+    away: Side
+    events: tuple[ScriptedEvent, ...]
+
+
+@dataclass
+class Scenario:
+    fixtures: list[SimFixture] = field(default_factory=list)
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be played; the message names the problem."""
+
+
+def _squads() -> tuple[dict[str, Side], dict[int, dict[str, Any]]]:
+    data = load_demo_data()
+    sides: dict[str, Side] = {}
+    for index, team in enumerate(data["teams"], start=1):
+        players = team["players"]
+        starters = [
+            p
+            for position, count in STARTING_XI.items()
+            for p in [q for q in players if q["position"] == position][:count]
+        ]
+        bench = [p for p in players if p not in starters]
+        lineup = tuple(
+            (p["sportmonksPlayerId"], p["name"], p["position"]) for p in [*starters, *bench]
+        )
+        sides[team["code"]] = Side(
+            TEAM_ID_BASE + index, team["code"], team["name"], lineup, len(starters)
+        )
+    fixtures = {f["sportmonksFixtureId"]: f for f in data["fixtures"]}
+    return sides, fixtures
+
+
+def load_scenario(path: Path) -> Scenario:
+    """A recorded scenario: {"fixtures": [{"sportmonksFixtureId", "kickoffMinute", "events":
+    [{"minute", "type": "stat"|"goal"|"ownGoal"|"yellowCard"|"redCard"|"penaltyMissed",
+    "player", "stat"?, "count"?, "assist"?}]}]}."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return _scenario(raw)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def _scenario(raw: dict[str, Any]) -> Scenario:
+    sides, known = _squads()
+    scenario = Scenario()
+    for item in raw["fixtures"]:
+        fixture_id = int(item["sportmonksFixtureId"])
+        if fixture_id not in known:
+            raise ScenarioError(f"fixture {fixture_id} is not in the demo data")
+        home, away = sides[known[fixture_id]["home"]], sides[known[fixture_id]["away"]]
+        players = {p[0] for p in (*home.lineup, *away.lineup)}
+        events = []
+        for e in item.get("events", []):
+            kind = e["type"]
+            if kind != "stat" and kind not in EVENT_TYPE_IDS:
+                raise ScenarioError(f"unknown event type {kind!r}")
+            assist = e.get("assist")
+            if e["player"] not in players or (assist is not None and assist not in players):
+                raise ScenarioError(f"a player of {e} does not play fixture {fixture_id}")
+            if not 1 <= int(e["minute"]) <= 90:
+                raise ScenarioError(f"minute {e['minute']} is not a match minute (1-90)")
+            events.append(
+                ScriptedEvent(
+                    int(e["minute"]),
+                    kind,
+                    int(e["player"]),
+                    STAT_NAMES[e["stat"]] if kind == "stat" else None,
+                    int(e.get("count", 1)),
+                    assist,
+                )
+            )
+        scenario.fixtures.append(
+            SimFixture(fixture_id, float(item.get("kickoffMinute", 0)), home, away, tuple(events))
+        )
+    return scenario
+
+
+def generate_scenario(seed: int, fixture_count: int = 4, spacing_minutes: float = 30.0) -> Scenario:
+    """Seeded matches: the first `fixture_count` demo fixtures, kicking off `spacing_minutes`
+    apart, with goals, assists, shots, passes, defending, saves and cards at football-like rates."""
+    sides, known = _squads()
+    rng = random.Random(seed)
+    # Per team per minute: (chance, event kind, stat, positions that do it).
+    rates: list[tuple[float, str, Stat | None, tuple[str, ...]]] = [
+        (0.015, "goal", None, ("FWD", "FWD", "MID")),
+        (0.05, "stat", Stat.SHOTS_ON_TARGET, ("FWD", "MID")),
+        (0.08, "stat", Stat.KEY_PASSES, ("MID", "FWD")),
+        (0.10, "stat", Stat.TACKLES_WON, ("DEF", "MID")),
+        (0.08, "stat", Stat.INTERCEPTIONS, ("DEF", "MID")),
+        (0.08, "stat", Stat.CLEARANCES, ("DEF",)),
+        (0.06, "stat", Stat.AERIALS_WON, ("DEF",)),
+        (0.04, "stat", Stat.SAVES, ("GK",)),
+        (0.02, "stat", Stat.SAVES_INSIDE_BOX, ("GK",)),
+        (0.02, "yellowCard", None, ("DEF", "MID")),
+        (0.001, "redCard", None, ("DEF", "MID")),
+        (0.001, "ownGoal", None, ("DEF",)),
+    ]
+    scenario = Scenario()
+    for number, fixture in enumerate(sorted(known.values(), key=lambda f: f["kickoffAt"])):
+        if number == fixture_count:
+            break
+        home, away = sides[fixture["home"]], sides[fixture["away"]]
+        events = []
+        for minute in range(1, 91):
+            for side in (home, away):
+                starters = side.lineup[: side.starters]
+                for chance, kind, stat, positions in rates:
+                    if rng.random() >= chance:
+                        continue
+                    position = rng.choice(positions)
+                    player = rng.choice([p for p in starters if p[2] == position])[0]
+                    assist = None
+                    if kind == "goal" and rng.random() < 0.7:
+                        assist = rng.choice([p for p in starters if p[0] != player])[0]
+                    events.append(ScriptedEvent(minute, kind, player, stat, 1, assist))
+        scenario.fixtures.append(
+            SimFixture(
+                fixture["sportmonksFixtureId"],
+                number * spacing_minutes,
+                home,
+                away,
+                tuple(events),
+            )
+        )
+    return scenario
+
+
+def match_clock(elapsed: float) -> tuple[int, int | None]:
+    """(state id, match minute) `elapsed` simulated minutes after the kick-off."""
+    if elapsed < 0:
+        return STATE_IDS["NS"], None
+    if elapsed < FIRST_HALF_END:
+        return STATE_IDS["1ST"], int(elapsed) + 1
+    if elapsed < SECOND_HALF_START:
+        return STATE_IDS["HT"], 45
+    if elapsed < FULL_TIME:
+        return STATE_IDS["2ND"], int(elapsed - (SECOND_HALF_START - FIRST_HALF_END)) + 1
+    return STATE_IDS["FT"], 90
+
+
+class Simulator:
+    """The state of the simulated feed; `clock_s` is injectable so tests drive the minutes."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        speed: float = 60.0,
+        api_token: str = "",
+        clock_s: Callable[[], float] = time.monotonic,
+        timeout_fault_s: float = 10.0,
+    ) -> None:
+        self.scenario = scenario
+        self.speed = speed
+        self.api_token = api_token
+        self.clock_s = clock_s
+        self.timeout_fault_s = timeout_fault_s
+        self.started_s = clock_s()
+        self.started_at = datetime.now(UTC).replace(microsecond=0)
+        self.faults: deque[str] = deque()
+        self.lock = threading.Lock()
+
+    def elapsed_minutes(self) -> float:
+        return (self.clock_s() - self.started_s) * self.speed / 60.0
+
+    def inject(self, kind: str, count: int) -> None:
+        with self.lock:
+            self.faults.extend([kind] * count)
+
+    def next_fault(self) -> str | None:
+        with self.lock:
+            return self.faults.popleft() if self.faults else None
+
+    def kickoff_at(self, fixture: SimFixture) -> datetime:
+        return self.started_at + timedelta(seconds=fixture.kickoff_minute * 60.0 / self.speed)
+
+    def inplay(self, includes: set[str]) -> list[dict[str, Any]]:
+        now = self.elapsed_minutes()
+        return [
+            self.fixture_json(f, includes, now)
+            for f in self.scenario.fixtures
+            if -INPLAY_WINDOW <= now - f.kickoff_minute < FULL_TIME + INPLAY_WINDOW
+        ]
+
+    def between(self, start: date, end: date, includes: set[str]) -> list[dict[str, Any]]:
+        now = self.elapsed_minutes()
+        return [
+            self.fixture_json(f, includes, now)
+            for f in self.scenario.fixtures
+            if start <= self.kickoff_at(f).date() <= end
+        ]
+
+    def fixture_json(self, fixture: SimFixture, includes: set[str], now: float) -> dict[str, Any]:
+        state_id, minute = match_clock(now - fixture.kickoff_minute)
+        played = [e for e in fixture.events if minute is not None and e.minute <= minute]
+        kickoff = self.kickoff_at(fixture)
+        body: dict[str, Any] = {
+            "id": fixture.fixture_id,
+            "sport_id": 1,
+            "league_id": 732,
+            "state_id": state_id,
+            "name": f"{fixture.home.name} vs {fixture.away.name}",
+            "starting_at": kickoff.strftime("%Y-%m-%d %H:%M:%S"),
+            "starting_at_timestamp": int(kickoff.timestamp()),
+            "length": 90,
+            "placeholder": False,
+        }
+        if "participants" in includes:
+            body["participants"] = [
+                {"id": s.team_id, "name": s.name, "short_code": s.code, "meta": {"location": loc}}
+                for s, loc in ((fixture.home, "home"), (fixture.away, "away"))
+            ]
+        if "scores" in includes:
+            body["scores"] = _scores(fixture, played, minute is not None)
+        if "periods" in includes:
+            body["periods"] = _periods(fixture, now - fixture.kickoff_minute, minute)
+        if "lineups" in includes or "lineups.details" in includes:
+            body["lineups"] = _lineups(fixture, played, minute, "lineups.details" in includes)
+        if "events" in includes:
+            body["events"] = _events(fixture, played)
+        return body
+
+
+def _team_of(fixture: SimFixture, player: int) -> Side:
+    return fixture.home if player in {p[0] for p in fixture.home.lineup} else fixture.away
+
+
+def _scores(fixture: SimFixture, played: list[ScriptedEvent], started: bool) -> list[Any]:
+    if not started:
+        return []
+    goals = {fixture.home.team_id: 0, fixture.away.team_id: 0}
+    for e in played:
+        scorer = _team_of(fixture, e.player)
+        if e.kind == "goal":
+            goals[scorer.team_id] += 1
+        elif e.kind == "ownGoal":
+            other = fixture.away if scorer is fixture.home else fixture.home
+            goals[other.team_id] += 1
+    return [
+        {
+            "fixture_id": fixture.fixture_id,
+            "type_id": 1525,
+            "participant_id": side.team_id,
+            "score": {"goals": goals[side.team_id], "participant": loc},
+            "description": "CURRENT",
+        }
+        for side, loc in ((fixture.home, "home"), (fixture.away, "away"))
+    ]
+
+
+def _periods(fixture: SimFixture, elapsed: float, minute: int | None) -> list[Any]:
+    if minute is None:
+        return []
+    first = {"type_id": 1, "description": "1st-half", "sort_order": 1}
+    periods = [
+        {**first, "ticking": elapsed < FIRST_HALF_END, "minutes": min(minute, 45)},
+    ]
+    if elapsed >= SECOND_HALF_START:
+        second = {"type_id": 2, "description": "2nd-half", "sort_order": 2}
+        periods.append({**second, "ticking": elapsed < FULL_TIME, "minutes": minute})
+    return [{"fixture_id": fixture.fixture_id, **p} for p in periods]
+
+
+def _lineups(
+    fixture: SimFixture, played: list[ScriptedEvent], minute: int | None, details: bool
+) -> list[Any]:
+    counts: dict[tuple[int, Stat], int] = {}
+    for e in played:
+        if e.kind == "stat" and e.stat is not None:
+            counts[e.player, e.stat] = counts.get((e.player, e.stat), 0) + e.count
+        elif e.kind == "goal":
+            counts[e.player, Stat.GOALS] = counts.get((e.player, Stat.GOALS), 0) + 1
+            if e.assist is not None:
+                counts[e.assist, Stat.ASSISTS] = counts.get((e.assist, Stat.ASSISTS), 0) + 1
+    entries = []
+    for side in (fixture.home, fixture.away):
+        for number, (player_id, name, position) in enumerate(side.lineup, start=1):
+            starter = number <= side.starters
+            entry: dict[str, Any] = {
+                "fixture_id": fixture.fixture_id,
+                "player_id": player_id,
+                "team_id": side.team_id,
+                "position_id": POSITION_IDS[position],
+                "type_id": 11 if starter else 12,
+                "player_name": name,
+                "jersey_number": number,
+            }
+            if details:
+                stats = [(DETAIL_IDS[s], v) for (p, s), v in counts.items() if p == player_id]
+                if starter and minute is not None:
+                    stats.append((MINUTES_PLAYED_TYPE_ID, minute))
+                entry["details"] = [
+                    {"player_id": player_id, "type_id": type_id, "data": {"value": value}}
+                    for type_id, value in sorted(stats)
+                ]
+            entries.append(entry)
+    return entries
+
+
+def _events(fixture: SimFixture, played: list[ScriptedEvent]) -> list[Any]:
+    return [
+        {
+            "fixture_id": fixture.fixture_id,
+            "type_id": EVENT_TYPE_IDS[e.kind],
+            "participant_id": _team_of(fixture, e.player).team_id,
+            "player_id": e.player,
+            "related_player_id": e.assist,
+            "minute": e.minute,
+            "sort_order": number,
+        }
+        for number, e in enumerate(played)
+        if e.kind in EVENT_TYPE_IDS
+    ]
+
+
+def _schema_violation(fixtures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Valid JSON that breaks the shape: a count that is text."""
+    broken = [dict(f, state_id="live") for f in fixtures] or [{"id": "x"}]
+    return {"data": broken}
+
+
+class Handler(BaseHTTPRequestHandler):
+    simulator: Simulator  # set on the class the server builds
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # NOTE: quiet; every poll would print a line
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        token = query.get("api_token", [""])[0] or self.headers.get("Authorization", "")
+        sim = self.simulator
+        if sim.api_token and token != sim.api_token:
+            self._send(401, {"message": "Unauthenticated."})
+            return
+        if not url.path.startswith(API_PREFIX + "/"):
+            self._send(404, {"message": "Not found."})
+            return
+        includes = {i for part in query.get("include", []) for i in part.split(";") if i}
+        route = url.path[len(API_PREFIX) + 1 :].strip("/").split("/")
+        try:
+            data = self._route(route, includes)
+        except ValueError:
+            self._send(400, {"message": "Bad request."})
+            return
+        if data is None:
+            self._send(404, {"message": "Not found."})
+            return
+        self._answer(data)
+
+    def _route(self, route: list[str], includes: set[str]) -> list[Any] | None:
+        sim = self.simulator
+        if route == ["livescores", "inplay"] or route == ["livescores"]:
+            return sim.inplay(includes)
+        if len(route) == 4 and route[:2] == ["fixtures", "between"]:
+            return sim.between(date.fromisoformat(route[2]), date.fromisoformat(route[3]), includes)
+        if len(route) == 3 and route[:2] == ["fixtures", "date"]:
+            day = date.fromisoformat(route[2])
+            return sim.between(day, day, includes)
+        return None
+
+    def _answer(self, data: list[Any]) -> None:
+        fault = self.simulator.next_fault()
+        if fault == "server_error":
+            self._send(500, {"message": "Server error (simulated)."})
+            return
+        if fault == "timeout":
+            time.sleep(self.simulator.timeout_fault_s)
+        if fault == "malformed":
+            self._send_raw(200, b'{"data": [{"id": 1, "state_id": ')
+            return
+        body = _schema_violation(data) if fault == "schema" else _envelope(data)
+        self._send(200, body)
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        if url.path != "/_sim/faults":
+            self._send(404, {"message": "Not found."})
+            return
+        try:
+            length = min(int(self.headers.get("Content-Length") or 0), 1024)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            kind, count = body["kind"], int(body.get("count", 1))
+            if kind not in FAULT_KINDS or not 1 <= count <= 1000:
+                raise ValueError(kind)
+        except (ValueError, KeyError, TypeError):
+            self._send(400, {"message": f"Send {{kind: one of {', '.join(FAULT_KINDS)}, count}}."})
+            return
+        self.simulator.inject(kind, count)
+        self._send(202, {"queued": count, "kind": kind})
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        self._send_raw(status, json.dumps(body).encode("utf-8"))
+
+    def _send_raw(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _envelope(data: list[Any]) -> dict[str, Any]:
+    return {
+        "data": data,
+        "pagination": {
+            "count": len(data),
+            "per_page": 50,
+            "current_page": 1,
+            "next_page": None,
+            "has_more": False,
+        },
+        "subscription": [],
+        "rate_limit": {"resets_in_seconds": 3600, "remaining": 2999, "requested_entity": "Fixture"},
+        "timezone": "UTC",
+    }
+
+
+def make_server(simulator: Simulator, host: str, port: int) -> ThreadingHTTPServer:
+    """The HTTP server on host:port (0 picks a free port: read `server.server_address`)."""
+    handler = type("SimHandler", (Handler,), {"simulator": simulator})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+@contextmanager
+def serve_in_thread(simulator: Simulator, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve on a free loopback port in a thread; yields the base URL, stops on exit."""
+    server = make_server(simulator, host, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}{API_PREFIX}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

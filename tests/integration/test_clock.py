@@ -1,0 +1,57 @@
+"""The clock: one sender at a time under the Redis lease, a standby takes over."""
+
+from __future__ import annotations
+
+import redis
+
+from ftl import keys
+from ftl.config import Settings
+from workers import poller
+from workers.clock import LEASE, Clock, Periodic, schedule, sportmonks_poll_period_ms
+
+
+def test_only_the_lease_holder_sends_and_a_standby_takes_over(
+    settings: Settings, redis_admin: redis.Redis, clean: None
+) -> None:
+    sent: list[str] = []
+    first = Clock(redis_admin, [Periodic("job", 60_000, lambda: sent.append("first"))])
+    second = Clock(redis_admin, [Periodic("job", 60_000, lambda: sent.append("second"))])
+    assert first.tick() == 1
+    assert second.tick() == 0
+    assert first.tick() == 0  # not due again for a minute
+    redis_admin.delete(LEASE)  # the first clock died and its lease ran out
+    assert second.tick() == 1
+    assert first.tick() == 0
+    assert sent == ["first", "second"]
+
+
+def test_sportmonks_is_polled_every_2_s_while_live_and_every_60_s_otherwise(
+    redis_admin: redis.Redis, clean: None
+) -> None:
+    assert sportmonks_poll_period_ms(redis_admin) == poller.IDLE_POLL_PERIOD_MS == 60_000
+    redis_admin.set(keys.LIVE_FIXTURES, '["5b0c6c1e-6d1b-4b43-9a35-1f3b8f4f6a10"]')
+    assert sportmonks_poll_period_ms(redis_admin) == poller.LIVE_POLL_PERIOD_MS == 2_000
+    redis_admin.set(keys.LIVE_FIXTURES, "[]")
+    assert sportmonks_poll_period_ms(redis_admin) == 60_000
+
+
+def test_a_due_poll_is_rescheduled_by_the_live_state(redis_admin: redis.Redis, clean: None) -> None:
+    sent: list[str] = []
+    job = Periodic(
+        "poll", lambda: sportmonks_poll_period_ms(redis_admin), lambda: sent.append("poll")
+    )
+    clock = Clock(redis_admin, [job])
+    redis_admin.set(keys.LIVE_FIXTURES, '["5b0c6c1e-6d1b-4b43-9a35-1f3b8f4f6a10"]')
+    assert clock.tick() == 1
+    first_due = job.next_ms
+    assert clock.tick() == 0
+    redis_admin.set(keys.LIVE_FIXTURES, "[]")
+    job.next_ms = 0
+    clock.tick()
+    assert job.next_ms - first_due >= 58_000, "after full time the next poll waits a minute"
+    assert sent == ["poll", "poll"]
+
+
+def test_the_schedule_polls_flushes_snapshots_and_sweeps(redis_admin: redis.Redis) -> None:
+    names = {job.name for job in schedule(redis_admin)}
+    assert {"sportmonks-poll", "flush", "leaderboards", "margin-backstop"} <= names

@@ -1,0 +1,123 @@
+"""The clock (Procfile `clock`): the one process that enqueues periodic messages.
+
+Any number of clocks may run; only the holder of the lease `lease:clock` (SET NX PX, renewed
+every loop) sends, so each period fires once however many clocks are up, and a standby takes
+over within LEASE_TTL_MS when the holder dies. The schedule is a table: add a line per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import redis
+
+from ftl import keys, leaderboard
+from ftl.config import get_settings
+from ftl.margin_service import BACKSTOP_PERIOD_S
+from workers import flush, margin, poller
+
+log = logging.getLogger("ftl.clock")
+
+LEASE = keys.lease("clock")
+LEASE_TTL_MS = 3_000
+LOOP_S = 0.05
+
+
+@dataclass
+class Periodic:
+    name: str
+    period_ms: int | Callable[[], int]  # a callable is asked again after every send
+    send: Callable[[], object]
+    next_ms: int = 0
+
+    def next_period_ms(self) -> int:
+        return self.period_ms() if callable(self.period_ms) else self.period_ms
+
+
+def sportmonks_poll_period_ms(client: redis.Redis) -> int:
+    """Every 2 s while the last poll saw a live fixture, every 60 s otherwise (SPEC §5.2)."""
+    live = client.get(keys.LIVE_FIXTURES)
+    return poller.LIVE_POLL_PERIOD_MS if live and live != "[]" else poller.IDLE_POLL_PERIOD_MS
+
+
+def schedule(client: redis.Redis) -> list[Periodic]:
+    return [
+        Periodic(
+            "sportmonks-poll",
+            lambda: sportmonks_poll_period_ms(client),
+            poller.poll_sportmonks.send,
+        ),
+        Periodic("flush", flush.SEND_EVERY_MS, flush.flush.send),
+        Periodic(
+            "leaderboards", leaderboard.SNAPSHOT_INTERVAL_MS, flush.snapshot_leaderboards.send
+        ),
+        Periodic("margin-backstop", BACKSTOP_PERIOD_S * 1000, margin.backstop_sweep.send),
+    ]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Clock:
+    def __init__(self, client: redis.Redis, jobs: list[Periodic]) -> None:
+        self.client = client
+        self.jobs = jobs
+        self.token = uuid.uuid4().hex
+        self.running = True
+
+    def hold_lease(self) -> bool:
+        if self.client.set(LEASE, self.token, nx=True, px=LEASE_TTL_MS):
+            return True
+        # NOTE: renewing is check-then-extend; a lease that expired in between is simply taken
+        # again on the next loop by whoever gets it first.
+        if self.client.get(LEASE) == self.token:
+            self.client.pexpire(LEASE, LEASE_TTL_MS)
+            return True
+        return False
+
+    def tick(self) -> int:
+        """Send what is due; how many messages were sent."""
+        if not self.hold_lease():
+            return 0
+        sent, current = 0, now_ms()
+        for job in self.jobs:
+            if current >= job.next_ms:
+                job.send()
+                job.next_ms = current + job.next_period_ms()
+                sent += 1
+        return sent
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                self.tick()
+            except redis.RedisError as exc:
+                log.warning("clock: Redis unavailable: %s", exc)
+                time.sleep(1)
+            time.sleep(LOOP_S)
+        if self.client.get(LEASE) == self.token:
+            self.client.delete(LEASE)
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        self.running = False
+
+
+def main() -> None:
+    logging.basicConfig(level=get_settings().log_level)
+    client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    clock = Clock(client, schedule(client))
+    signal.signal(signal.SIGTERM, clock.stop)
+    signal.signal(signal.SIGINT, clock.stop)
+    log.info("clock: %s", ", ".join(f"{j.name} every {j.period_ms} ms" for j in clock.jobs))
+    clock.run()
+
+
+if __name__ == "__main__":
+    main()
