@@ -7,6 +7,9 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
 
 from ftl.config import ConfigError, Settings, get_settings
 
@@ -67,10 +70,130 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - replace this process with gunicorn
 
 
+def cmd_ws(settings: Settings, args: argparse.Namespace) -> int:
+    from ftl.auth.tokens import Tokens
+
+    # NOTE: fail here in one line if the token key is unusable, before the server starts.
+    Tokens(settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    argv = [sys.executable, "-m", "web.ws"]
+    os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the ws server
+
+
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from ftl.auth.tokens import generate_private_key_b64
 
     print(f"JWT_PRIVATE_KEY_B64={generate_private_key_b64()}")
+    return 0
+
+
+def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
+    from ftl.sportmonks.simulator import (
+        API_PREFIX,
+        Simulator,
+        generate_scenario,
+        load_scenario,
+        make_server,
+    )
+
+    scenario = load_scenario(args.scenario) if args.scenario else generate_scenario(args.seed)
+    simulator = Simulator(scenario, speed=args.speed, api_token=settings.sportmonks_api_token)
+    port = settings.sportmonks_sim_port if args.port is None else args.port
+    server = make_server(simulator, "127.0.0.1", port)
+    print(
+        f"sim sportmonks: {len(scenario.fixtures)} fixtures at {args.speed:g}x;"
+        f" SPORTMONKS_BASE_URL=http://127.0.0.1:{server.server_address[1]}{API_PREFIX}",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def _speed(raw: str) -> float:
+    speed = float(raw)
+    if not 0 < speed <= 100_000:
+        raise argparse.ArgumentTypeError("speed must be above 0 and at most 100000")
+    return speed
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from ftl.auth.dev_google import DevGoogleIssuer
+    from ftl.auth.google import google_audience
+
+    port = settings.google_dev_port if args.port is None else args.port
+    if args.mint:
+        # NOTE: the running issuer holds the key, so minting asks it over loopback.
+        body = {"email": args.mint, "nonce": args.nonce, "aud": args.aud}
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/mint",
+            json={k: v for k, v in body.items() if v is not None},
+            timeout=5,
+        )
+        reply.raise_for_status()
+        print(reply.json()["idToken"])
+        return 0
+    issuer = DevGoogleIssuer(port=port, client_id=google_audience(settings))
+    print(
+        f"dev google: GOOGLE_JWKS_URL={issuer.jwks_url} (audience {issuer.client_id});"
+        f" mint with POST {issuer.url}/mint {{email, nonce}} or `ftl dev google --mint EMAIL`",
+        flush=True,
+    )
+    try:
+        issuer.server.serve_forever()
+    finally:
+        issuer.server.server_close()
+    return 0
+
+
+def _moment(raw: str) -> datetime:
+    """An ISO-8601 instant; one without an offset is read as UTC."""
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {raw}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    end = "\n" if done == total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
+
+
+async def _holders(settings: Settings) -> list[UUID]:
+    from ftl.margin_service import users_with_open_positions
+    from ftl.services import Services
+
+    services = Services.create(settings)
+    try:
+        return await users_with_open_positions(services)
+    finally:
+        await services.close()
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.margin import replay_user
+
+    since = args.since.isoformat() if args.since else None
+    if args.scope == "margin":
+        if args.user_id is None:
+            return _fail("replay margin: give the USER_ID")
+        replay_user.send(str(args.user_id), since)
+        print(f"replay: margin replay of {args.user_id} enqueued")
+        return 0
+    if args.user_id is not None or since is None:
+        return _fail("replay all: takes --since and no USER_ID")
+    users = asyncio.run(_holders(settings))
+    for done, user_id in enumerate(users, start=1):
+        replay_user.send(str(user_id), since)
+        if done % 100 == 0 or done == len(users):
+            _progress(done, len(users))
+    print(f"replay: margin replays of {len(users)} users with open positions enqueued")
     return 0
 
 
@@ -79,6 +202,14 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "seed": ("load districts, the demo World Cup squads, fixtures, flags and an admin", cmd_seed),
     "keys": ("print a new RS256 signing key as JWT_PRIVATE_KEY_B64=... (development)", cmd_keys),
     "web": ("serve the HTTP API (gunicorn + uvicorn workers)", cmd_web),
+    "sim": ("serve a local Sportmonks simulator: `ftl sim sportmonks`", cmd_sim),
+    "ws": ("serve the WebSocket fan-out (prices and portfolio frames)", cmd_ws),
+    "dev": ("development tools: `ftl dev google`, a local Google ID-token issuer", cmd_dev),
+    "replay": (
+        "enqueue margin replays: `ftl replay margin USER_ID [--since ISO]`,"
+        " `ftl replay all --since ISO`",
+        cmd_replay,
+    ),
 }
 
 
@@ -90,6 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "migrate":
             command.add_argument("revision", nargs="?", help="target revision (default: head)")
             command.add_argument("--downgrade", action="store_true", help="go down to REVISION")
+        if name == "sim":
+            command.add_argument("feed", choices=["sportmonks"], help="the feed to simulate")
+            command.add_argument(
+                "--speed", type=_speed, default=60.0, help="match minutes per real minute (60)"
+            )
+            command.add_argument("--port", type=int, help="port (default: SPORTMONKS_SIM_PORT)")
+            command.add_argument("--seed", type=int, default=2026, help="seed of generated matches")
+            command.add_argument("--scenario", type=Path, help="play this recorded scenario JSON")
+        if name == "dev":
+            command.add_argument("tool", choices=["google"], help="the tool to run")
+            command.add_argument("--port", type=int, help="port (default: GOOGLE_DEV_PORT)")
+            command.add_argument("--mint", metavar="EMAIL", help="print an ID token for EMAIL")
+            command.add_argument("--nonce", help="the nonce claim of the minted token")
+            command.add_argument("--aud", help="the audience of the minted token")
+        if name == "replay":
+            command.add_argument("scope", choices=["margin", "all"], help="one user or everyone")
+            command.add_argument("user_id", nargs="?", type=UUID, help="the user (scope margin)")
+            command.add_argument(
+                "--since",
+                type=_moment,
+                help="ISO-8601: where to start instruments a user has no watermark for",
+            )
     return parser
 
 

@@ -60,7 +60,8 @@ Scored = tuple[FeedFixture, dict[int, instruments.InstrumentState], list[LivePri
 async def _record_stats(
     services: Services, fixture_ids: dict[int, UUID], scored: list[Scored]
 ) -> None:
-    """Upsert each priced player's counts and matchScore so far (`player_match_stats`)."""
+    """Upsert the counts and matchScore so far of each priced player who took part
+    (`player_match_stats`); the full-time re-basing reads exactly these rows."""
     rows: list[dict[str, object]] = []
     for feed, states, prices in scored:
         lines = {line.player_id: line for line in feed.players}
@@ -74,6 +75,8 @@ async def _record_stats(
                 "match_score": price.match_score,
             }
             for price in prices
+            # NOTE: an unused substitute gets no row, so full time leaves his form alone.
+            if lines[price.player_id].took_part
         )
     if not rows:
         return

@@ -9,9 +9,16 @@ scripts/venv.sh
 scripts/services.sh up
 # shellcheck source=/dev/null
 . .var/services.env
+STOP_SERVICES=0
 if [[ ${FTL_STARTED_REDIS:-0} == 1 || ${FTL_STARTED_PG:-0} == 1 ]]; then
-    trap 'scripts/services.sh down' EXIT
+    STOP_SERVICES=1
 fi
+SIM_PID=""
+cleanup() {
+    [[ -n $SIM_PID ]] && kill "$SIM_PID" 2>/dev/null || true
+    [[ $STOP_SERVICES == 1 ]] && scripts/services.sh down || true
+}
+trap cleanup EXIT
 
 export PATH="$ROOT/.venv/bin:$PATH"
 export ENV="${ENV:-development}"
@@ -28,6 +35,14 @@ fi
 ftl migrate
 ftl seed
 
+# Development plays simulated matches: the poller reads the local Sportmonks simulator, and
+# Google sign-in verifies tokens of the local issuer (`ftl dev google`), unless told otherwise.
+SPORTMONKS_SIM_PORT="${SPORTMONKS_SIM_PORT:-8090}"
+export SPORTMONKS_SIM_PORT
+export SPORTMONKS_BASE_URL="${SPORTMONKS_BASE_URL:-http://127.0.0.1:${SPORTMONKS_SIM_PORT}/v3/football}"
+ftl sim sportmonks --speed "${SIM_SPEED:-15}" &
+SIM_PID=$!
+
 # The release step already ran above; every other Procfile entry is a long-running process.
 mapfile -t PROCESSES < <(grep -E '^[a-z]+:' Procfile | cut -d: -f1 | grep -v '^release$')
 cat <<MSG
@@ -36,6 +51,10 @@ FTL is starting: ${PROCESSES[*]}
   API        http://127.0.0.1:${WEB_PORT}/api
   health     http://127.0.0.1:${WEB_PORT}/health
   readiness  http://127.0.0.1:${WEB_PORT}/ready
+  matches    http://127.0.0.1:${WEB_PORT}/api/matches
+  simulator  ${SPORTMONKS_BASE_URL} (speed ${SIM_SPEED:-15}: match minutes per real minute)
+Try: curl -s -X POST -H 'Content-Type: application/json' -d '{"displayName":"Asha"}' \
+       http://127.0.0.1:${WEB_PORT}/api/auth/dev
 Stop with Ctrl-C.
 
 MSG

@@ -13,6 +13,16 @@ from ftl.config import Settings, get_settings
 from ftl.services import Services
 from web import errors
 from web.body import BodyLimit
+from web.ratelimit import RateLimit
+from web.resources import accounts as account_routes
+from web.resources import admin_replay as admin_replay_routes
+from web.resources import admin_settings as admin_settings_routes
+from web.resources import auth as auth_routes
+from web.resources import instruments as instrument_routes
+from web.resources import leaderboard as leaderboard_routes
+from web.resources import matches as match_routes
+from web.resources import portfolio as portfolio_routes
+from web.resources import positions as position_routes
 from web.resources.health import Health, Ready
 
 log = logging.getLogger(__name__)
@@ -39,9 +49,26 @@ def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     settings = settings or get_settings()
     services = Services.create(settings)
     middleware: list[Any] = [Lifespan(services), BodyLimit()]
+    middleware += [
+        falcon.CORSMiddleware(
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=list(settings.cors_origins),
+        ),
+        RateLimit(services),
+        auth_routes.GoogleKeysRefresh(services),
+    ]
     app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     app.add_route("/health", Health())
     app.add_route("/ready", Ready(services))
+    auth_routes.add_routes(app, services)
+    account_routes.add_routes(app, services)
+    match_routes.add_routes(app, services)
+    position_routes.add_routes(app, services)
+    portfolio_routes.add_routes(app, services)
+    instrument_routes.add_routes(app, services)
+    leaderboard_routes.add_routes(app, services)
+    admin_settings_routes.add_routes(app, services)
+    admin_replay_routes.add_routes(app, services)
     return app

@@ -7,8 +7,10 @@ over within LEASE_TTL_MS when the holder dies. The schedule is a table: add a li
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from ftl import keys, leaderboard
 from ftl.config import get_settings
 from ftl.margin_service import BACKSTOP_PERIOD_S
 from workers import flush, margin, poller
+from workers.runtime import services
 
 log = logging.getLogger("ftl.clock")
 
@@ -71,6 +74,7 @@ class Clock:
         self.jobs = jobs
         self.token = uuid.uuid4().hex
         self.running = True
+        self.leader = False
 
     def hold_lease(self) -> bool:
         if self.client.set(LEASE, self.token, nx=True, px=LEASE_TTL_MS):
@@ -84,7 +88,8 @@ class Clock:
 
     def tick(self) -> int:
         """Send what is due; how many messages were sent."""
-        if not self.hold_lease():
+        self.leader = self.hold_lease()
+        if not self.leader:
             return 0
         sent, current = 0, now_ms()
         for job in self.jobs:
@@ -109,10 +114,31 @@ class Clock:
         self.running = False
 
 
+def replay_on_reconnect(clock: Clock) -> None:
+    """The `user:reconnect` listener (SPEC §7), in a thread of the clock: only the lease holder
+    enqueues, so each reconnect is replayed once however many clocks run."""
+
+    def enqueue(user_id: str) -> None:
+        if clock.leader:
+            margin.replay_user.send(user_id)
+
+    async def listen() -> None:
+        async with services() as svc:
+            await margin.listen_for_reconnects(svc, enqueue)
+
+    while clock.running:
+        try:
+            asyncio.run(listen())
+        except (redis.RedisError, OSError) as exc:
+            log.warning("clock: reconnect listener lost Redis: %s", exc)
+            time.sleep(1)
+
+
 def main() -> None:
     logging.basicConfig(level=get_settings().log_level)
     client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
     clock = Clock(client, schedule(client))
+    threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
     signal.signal(signal.SIGTERM, clock.stop)
     signal.signal(signal.SIGINT, clock.stop)
     log.info("clock: %s", ", ".join(f"{j.name} every {j.period_ms} ms" for j in clock.jobs))

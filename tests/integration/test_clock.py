@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+
 import redis
 
 from ftl import keys
 from ftl.config import Settings
-from workers import poller
-from workers.clock import LEASE, Clock, Periodic, schedule, sportmonks_poll_period_ms
+from workers import margin, poller
+from workers.broker import NAMESPACE
+from workers.clock import (
+    LEASE,
+    Clock,
+    Periodic,
+    replay_on_reconnect,
+    schedule,
+    sportmonks_poll_period_ms,
+)
 
 
 def test_only_the_lease_holder_sends_and_a_standby_takes_over(
@@ -55,3 +67,34 @@ def test_a_due_poll_is_rescheduled_by_the_live_state(redis_admin: redis.Redis, c
 def test_the_schedule_polls_flushes_snapshots_and_sweeps(redis_admin: redis.Redis) -> None:
     names = {job.name for job in schedule(redis_admin)}
     assert {"sportmonks-poll", "flush", "leaderboards", "margin-backstop"} <= names
+
+
+def test_a_reconnect_is_replayed_once_by_the_clock_that_holds_the_lease(
+    redis_admin: redis.Redis, clean: None
+) -> None:
+    leader = Clock(redis_admin, [])
+    standby = Clock(redis_admin, [])
+    leader.tick()
+    standby.tick()
+    assert (leader.leader, standby.leader) == (True, False)
+    for clock in (leader, standby):
+        threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
+    queued = f"{NAMESPACE}:{margin.QUEUE}.msgs"
+    user_id = "0b5f0a4e-8c55-4c2a-9a53-0e8f0f3c2d11"
+    try:
+        # NOTE: publish until both listeners are subscribed (the first enqueue proves it)...
+        deadline = time.monotonic() + 10
+        while redis_admin.hlen(queued) == 0 and time.monotonic() < deadline:
+            redis_admin.publish(keys.USER_RECONNECT_CHANNEL, user_id)
+            time.sleep(0.2)
+        time.sleep(0.3)
+        redis_admin.delete(queued)
+        # ...then one reconnect reaches both clocks and is enqueued once.
+        assert redis_admin.publish(keys.USER_RECONNECT_CHANNEL, user_id) >= 2
+        time.sleep(0.5)
+        messages = [json.loads(m) for m in redis_admin.hvals(queued)]
+    finally:
+        leader.running = standby.running = leader.leader = False
+    assert len(messages) == 1
+    assert {m["actor_name"] for m in messages} == {"replay_user"}
+    assert {m["args"][0] for m in messages} == {user_id}

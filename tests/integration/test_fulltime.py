@@ -235,3 +235,37 @@ async def test_nobody_opens_a_position_during_the_freeze(
 
     assert during.status_code == 409 and during.json["error"]["code"] == "instrument_frozen"
     assert after.status_code == 201
+
+
+async def test_a_squad_player_who_did_not_take_part_keeps_his_form(
+    market: Services, sim_url: str, clock: Clock
+) -> None:
+    fixture_id = await reach_full_time(market, sim_url, clock)
+    async with AsyncSession(market.engine) as session:
+        fixture = await session.get(Fixture, fixture_id)
+        assert fixture is not None
+        squad = (
+            await session.scalars(
+                select(Instrument).where(
+                    Instrument.team.in_([fixture.home_team, fixture.away_team])
+                )
+            )
+        ).all()
+        played = set(
+            (
+                await session.scalars(
+                    select(PlayerMatchStats.instrument_id).where(
+                        PlayerMatchStats.fixture_id == fixture_id
+                    )
+                )
+            ).all()
+        )
+    bench = [row for row in squad if row.id not in played]
+    assert played and bench, "the scenario has starters and unused substitutes"
+
+    await close_out(market, fixture_id)
+
+    async with AsyncSession(market.engine) as session:
+        for row in bench:
+            after = await session.get(Instrument, row.id)
+            assert after is not None and after.form_index == row.form_index

@@ -1,0 +1,236 @@
+"""The margin evaluator in a simulated live match (SPEC §8: washout < 3 s after the breach tick).
+
+USERS users hold 3 positions each on the 22 players of one live match. Every 2 s a batch of
+ticks moves every player's live base price (a random walk with a downward drift, so margin
+levels fall and washouts happen); after each batch the after-tick evaluator runs over the holders
+of the ticked instruments, shared between PROCESSES worker processes as `evaluate_instruments`
+shares them out with `evaluate_holders` messages.
+
+Prints one JSON object: user evaluations per second of evaluator time, the evaluator's time per
+batch, and the washout delay (breach tick `at` to the close's `closedAtMs`, both Redis time)
+p50/p99/max in ms.
+
+    python -m bench.margin [--users 10000] [--batches 20] [--processes 2] --flush-db
+
+Needs REDIS_URL pointing at a SCRATCH Redis database (it is flushed with --flush-db; wallets are
+made directly in Redis, so Postgres is not touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import statistics
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from decimal import Decimal
+from uuid import UUID
+
+from ftl import instruments, keys, margin_service, market, prices, trading
+from ftl.config import get_settings
+from ftl.errors import Conflict
+from ftl.instruments import InstrumentState
+from ftl.services import Services
+from ftl.ticks import TickSource
+
+PLAYERS = 22
+POSITIONS_PER_USER = 3
+FIRST_IDX = 64_001
+BATCH_INTERVAL_S = 2.0
+START_PRICE_CENTS = 10_000
+OPENS_IN_FLIGHT = 64
+BALANCE_CENTS = 1_000_000  # 10,000.00 points, a new wallet
+
+
+def wallet_fields() -> dict[str, str]:
+    return {
+        "balanceCents": str(BALANCE_CENTS),
+        "realizedCents": "0",
+        "bonusCents": "0",
+        "usedMarginCents": "0",
+        "costCents": "0",
+        "openCount": "0",
+        "version": "0",
+        "districtId": "1",
+        "paidReferrals": "0",
+    }
+
+
+async def setup(
+    services: Services, users: int, rng: random.Random
+) -> tuple[list[UUID], list[UUID], int]:
+    """The users, the players, and how many opens were refused."""
+    players = []
+    for n in range(PLAYERS):
+        state = InstrumentState(
+            id=uuid.uuid4(),
+            idx=FIRST_IDX + n,
+            sportmonks_player_id=FIRST_IDX + n,
+            name=f"Bench player {n}",
+            team="BEN",
+            position="MID",
+            form_index=Decimal(0),
+            base_price_cents=START_PRICE_CENTS,
+            live_base_price_cents=START_PRICE_CENTS,
+            k_mod_micros=50_000,
+            net_lots_centis=0,
+            seq=0,
+            is_active=True,
+            frozen=False,
+            degraded=False,
+        )
+        players.append(state)
+    await instruments.load_missing(services.redis, players)
+    user_ids = [uuid.uuid4() for _ in range(users)]
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for user_id in user_ids:
+            pipe.hset(keys.wallet(user_id), mapping=wallet_fields())  # type: ignore[arg-type]
+        await pipe.execute()
+    gate = asyncio.Semaphore(OPENS_IN_FLIGHT)
+    refused: list[trading.OpenOrder] = []
+
+    async def open_three(user_id: UUID) -> None:
+        for n, player in enumerate(rng.sample(players, POSITIONS_PER_USER)):
+            state = await instruments.read(services.redis, player.id)
+            assert state is not None
+            price = market.price_cents(
+                state.live_base_price_cents, state.k_mod_micros, state.net_lots_centis
+            )
+            # NOTE: 6-9 lots in all: about 60-90 % of the balance locked as margin.
+            order = trading.OpenOrder(
+                instrument_id=player.id,
+                direction=rng.choice([market.LONG, market.SHORT]),
+                lots_centis=rng.randint(200, 300),
+                client_request_id=f"bench-{n}",
+                client_price_cents=price,
+                tolerance_ppm=market.SLIPPAGE_TOLERANCE_MAX_PPM,
+                stop_loss_cents=None,
+                take_profit_cents=None,
+            )
+            async with gate:
+                try:
+                    await trading.open_position(services, trading.Caller(user_id, "bench"), order)
+                except Conflict:
+                    refused.append(order)  # NOTE: the price ran past the tolerance meanwhile
+        # NOTE: opens are trade ticks, evaluated as they happen before kick-off: not measured.
+        async with gate:
+            await margin_service.evaluate_user(services, user_id)
+
+    await asyncio.gather(*(open_three(u) for u in user_ids))
+    return user_ids, [p.id for p in players], len(refused)
+
+
+def evaluate_share(user_ids: list[UUID]) -> None:
+    """One worker process's share of an after-tick evaluation."""
+
+    async def share() -> None:
+        services = Services.create(get_settings())
+        try:
+            await margin_service.evaluate_users(services, user_ids)
+        finally:
+            await services.close()
+
+    asyncio.run(share())
+
+
+async def run(
+    users: int, batches: int, seed: int, pool: list[ProcessPoolExecutor]
+) -> dict[str, object]:
+    rng = random.Random(seed)
+    services = Services.create(get_settings())
+    await services.scripts.load()
+    try:
+        _, players, refused = await setup(services, users, rng)
+        live = dict.fromkeys(players, START_PRICE_CENTS)
+        evaluated = 0
+        evaluator_s: list[float] = []
+        for _ in range(batches):
+            started = time.monotonic()
+            for player in players:
+                step = rng.randint(-300, 200)  # cents: a drift down for longs, up for shorts
+                if rng.random() < 0.5:
+                    step = -step
+                live[player] = max(market.PRICE_FLOOR_CENTS, live[player] + step)
+                await prices.apply_base_price(services, player, live[player], TickSource.LIVE)
+            await asyncio.sleep(0.002)  # NOTE: the replay defers ticks of the cut's millisecond
+            holders = await margin_service.holders_of(services, players)
+            evaluation_started = time.monotonic()
+            ordered = sorted(holders, key=str)
+            shares = [ordered[n :: len(pool)] for n in range(len(pool))]
+            # NOTE: as `evaluate_holders` messages would spread over worker processes.
+            await asyncio.gather(
+                *(
+                    asyncio.wrap_future(f.submit(evaluate_share, share))
+                    for f, share in zip(pool, shares, strict=True)
+                )
+            )
+            evaluator_s.append(time.monotonic() - evaluation_started)
+            evaluated += len(holders)
+            await asyncio.sleep(max(0.0, BATCH_INTERVAL_S - (time.monotonic() - started)))
+        delays = await washout_delays_ms(services)
+    finally:
+        await services.close()
+    quantiles = (
+        statistics.quantiles(delays, n=100, method="inclusive") if len(delays) >= 2 else delays * 99
+    )
+    return {
+        "bench": "margin",
+        "users": users,
+        "evaluator_processes": len(pool),
+        "positions": users * POSITIONS_PER_USER - refused,
+        "batches": batches,
+        "evaluations": evaluated,
+        "evaluations_per_s": round(evaluated / sum(evaluator_s), 1),
+        "evaluator_s_per_batch_p50": round(statistics.median(evaluator_s), 3),
+        "evaluator_s_per_batch_max": round(max(evaluator_s), 3),
+        "washouts": len(delays),
+        "washout_delay_ms_p50": round(statistics.median(delays), 1) if delays else None,
+        "washout_delay_ms_p99": round(quantiles[98], 1) if delays else None,
+        "washout_delay_ms_max": max(delays) if delays else None,
+    }
+
+
+async def washout_delays_ms(services: Services) -> list[int]:
+    """Breach tick to close, for every washout the margin outbox recorded."""
+    entries: list[tuple[str, dict[str, str]]] = await services.redis.xrange(keys.MARGIN_OUTBOX)  # type: ignore[assignment]
+    delays = []
+    for _, fields in entries:
+        event = json.loads(fields["event"])
+        if event["kind"] == "washout":
+            position = keys.position(event["positionId"])
+            closed_at: str = await services.redis.hget(position, "closedAtMs")  # type: ignore[assignment]
+            delays.append(int(closed_at) - int(event["atMs"]))
+    return delays
+
+
+async def flush_db() -> None:
+    services = Services.create(get_settings())
+    await services.redis.flushdb()
+    await services.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--processes", type=int, default=2, help="evaluator worker processes")
+    parser.add_argument("--flush-db", action="store_true", help="FLUSHDB the scratch Redis first")
+    args = parser.parse_args()
+    if args.flush_db:
+        asyncio.run(flush_db())
+    spawn = multiprocessing.get_context("spawn")
+    pool = [ProcessPoolExecutor(1, mp_context=spawn) for _ in range(args.processes)]
+    try:
+        print(json.dumps(asyncio.run(run(args.users, args.batches, args.seed, pool))))
+    finally:
+        for process in pool:
+            process.shutdown()
+
+
+if __name__ == "__main__":
+    main()

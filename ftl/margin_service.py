@@ -1,0 +1,482 @@
+"""The margin replay service (SPEC §1.5, §5.4): load a user's state and ticks, run the pure replay
+(ftl/margin.py), and commit its outcome in one `position_system_close.lua` call.
+
+One evaluation:
+1. The pass (one user, or every holder after a tick batch) reads the Redis clock: its cut.
+2. `margin_snapshot.lua` reads, in one step, the balance, the watermark (with its version) and
+   the open positions.
+3. The ticks of every held instrument after the watermark and before the cut's millisecond come
+   from the recent tick log (parsed once per pass), and from Postgres `price_ticks` where the log
+   no longer reaches.
+4. The replay runs; its washouts, warnings and new watermark go to `position_system_close.lua`,
+   which applies them only if the watermark version is still the one read in step 2 (else the
+   evaluation starts again), so concurrent or repeated runs close nothing twice.
+5. The events it wrote to the `margin_outbox` stream become `margin_events` rows (and washout
+   emails) in Postgres, exactly once by the rows' unique cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ftl import email, keys, market
+from ftl.db.models import (
+    CfdPosition,
+    Instrument,
+    MarginEvent,
+    MarginEventKind,
+    PriceTick,
+    User,
+)
+from ftl.margin import HeldPosition, Replay, Watermark, replay
+from ftl.money import from_cents
+from ftl.services import Services
+from ftl.ticks import Tick, TickSource
+
+log = logging.getLogger(__name__)
+
+WASHOUT = "washout"
+STALE_RETRIES = 5  # a run that keeps losing the watermark race gives way to the next trigger
+OUTBOX_BATCH_EVENTS = 500
+WATERMARK_LAG_TICKS = 200  # an uneventful replay moves the watermark only past this many ticks
+EVALUATION_CONCURRENCY = 64  # users evaluated at once by one evaluator call
+BACKSTOP_PERIOD_S = 300  # the clock sends the backstop sweep every 5 minutes
+BACKSTOP_LEASE_TTL_S = 30
+BACKSTOP_RENEW_AFTER_S = 10  # the sweep renews its lease when this old (a third of its TTL)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a replay starts from, read in one step (lua/margin_snapshot.lua)."""
+
+    cut_ms: int
+    balance_cents: int
+    watermark: Watermark
+    version: str
+    positions: tuple[HeldPosition, ...]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The outcome of one user's evaluation: the replay as committed, and the closes applied
+    (fewer than its washouts when some position was closed meanwhile)."""
+
+    replay: Replay | None
+    closed: int
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - EPOCH) // ONE_MS
+
+
+async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
+    """The user's state at the cut; None when his wallet is not in hot state (nothing is open)."""
+    reply: list[Any] = await services.scripts.call(
+        "margin_snapshot",
+        keys=[
+            keys.wallet(user_id),
+            keys.open_positions(user_id),
+            keys.margin_watermark(user_id),
+        ],
+    )
+    cut, balance, flat, rows = reply
+    if balance is None:
+        return None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    version = fields.pop("v", "0")
+    below = fields.pop("below", "0") == "1"
+    positions = tuple(
+        HeldPosition(
+            id=UUID(pid),
+            instrument_id=UUID(iid),
+            direction=int(direction),
+            lots_centis=int(lots),
+            entry_cents=int(entry),
+            margin_cents=int(margin),
+            open_seq=int(open_seq),
+        )
+        for pid, iid, direction, lots, entry, margin, open_seq in rows
+    )
+    seqs = {UUID(iid): int(seq) for iid, seq in fields.items()}
+    return Snapshot(int(cut), int(balance), Watermark(seqs, below), version, positions)
+
+
+async def _ticks_from_postgres(
+    services: Services, instrument_id: UUID, first_seq: int, before_seq: int | None
+) -> list[Tick]:
+    """Ticks `first_seq <= seq < before_seq` of the instrument from `price_ticks`, by seq."""
+    query = (
+        select(
+            PriceTick.seq,
+            PriceTick.at,
+            PriceTick.price,
+            PriceTick.live_base_price,
+            PriceTick.net_lots,
+            PriceTick.source,
+            Instrument.idx,
+        )
+        .join(Instrument, Instrument.id == PriceTick.instrument_id)
+        .where(PriceTick.instrument_id == instrument_id, PriceTick.seq >= first_seq)
+        .order_by(PriceTick.seq)
+    )
+    if before_seq is not None:
+        query = query.where(PriceTick.seq < before_seq)
+    async with services.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        Tick(
+            instrument_id=instrument_id,
+            idx=idx,
+            seq=seq,
+            price_cents=int(price * 100),
+            live_base_price_cents=int(live * 100),
+            net_lots_centis=int(net * 100),
+            source=TickSource(source),
+            at_ms=_ms(at),
+        )
+        for seq, at, price, live, net, source, idx in rows
+    ]
+
+
+async def ticks_from(services: Services, firsts: Mapping[UUID, int]) -> dict[UUID, list[Tick]]:
+    """Every tick with `seq >= firsts[instrument]` of each instrument: the recent logs
+    (keys.tick_log, one round trip for all), Postgres for whatever older part a log no longer
+    holds."""
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for iid, first in firsts.items():
+            pipe.zrangebyscore(keys.tick_log(iid), first, "+inf")
+        logged: list[list[str]] = await pipe.execute()
+    found = {}
+    for (iid, first), raws in zip(firsts.items(), logged, strict=True):
+        ticks = [Tick.from_json(raw) for raw in raws]
+        if not ticks or ticks[0].seq > first:
+            before = ticks[0].seq if ticks else None
+            ticks = await _ticks_from_postgres(services, iid, first, before) + ticks
+        found[iid] = ticks
+    return found
+
+
+class TickLogs:
+    """The ticks one evaluation pass reads, parsed once and shared by every user it evaluates.
+
+    `cut_ms` is the Redis clock when the pass began: a tick with `at` below it was written by
+    then, so every user of the pass replays up to the same instant however late his turn comes.
+    """
+
+    def __init__(self, services: Services, cut_ms: int) -> None:
+        self.services = services
+        self.cut_ms = cut_ms
+        self._ticks: dict[UUID, list[Tick]] = {}  # by seq, from self._first[instrument] on
+        self._first: dict[UUID, int] = {}
+
+    @classmethod
+    async def begin(cls, services: Services) -> TickLogs:
+        seconds, micros = await services.redis.time()
+        return cls(services, seconds * 1000 + micros // 1000)
+
+    async def since(self, firsts: Mapping[UUID, int]) -> dict[UUID, list[Tick]]:
+        """Each instrument's ticks with `seq >= firsts[instrument]`, whatever their `at`."""
+        missing = {i: f for i, f in firsts.items() if self._first.get(i, f + 1) > f}
+        if missing:
+            for iid, ticks in (await ticks_from(self.services, missing)).items():
+                self._ticks[iid], self._first[iid] = ticks, missing[iid]
+        return {
+            iid: self._ticks[iid][bisect_left(self._ticks[iid], first, key=lambda t: t.seq) :]
+            for iid, first in firsts.items()
+        }
+
+
+async def _last_seq_at(services: Services, instrument_id: UUID, moment: datetime) -> int | None:
+    """The seq of the instrument's last tick at or before `moment` (Postgres holds every flushed
+    tick; the log covers the last seconds the flusher has not written yet)."""
+    cutoff = _ms(moment)
+    logged: list[str] = await services.redis.zrange(keys.tick_log(instrument_id), 0, -1)  # type: ignore[assignment]
+    in_log = [t.seq for t in map(Tick.from_json, logged) if t.at_ms <= cutoff]
+    async with services.engine.connect() as conn:
+        in_db = (
+            await conn.execute(
+                select(PriceTick.seq)
+                .where(PriceTick.instrument_id == instrument_id, PriceTick.at <= moment)
+                .order_by(PriceTick.seq.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+    found = [seq for seq in (*in_log, in_db) if seq is not None]
+    return max(found) if found else None
+
+
+async def _current_price(services: Services, instrument_id: UUID) -> int:
+    fields: list[str | None] = await services.redis.hmget(  # type: ignore[assignment]
+        keys.instrument(instrument_id), ["liveBasePriceCents", "kModMicros", "netLotsCentis"]
+    )
+    live, k_mod, net = (int(value or 0) for value in fields)
+    return market.price_cents(live, k_mod, net)
+
+
+async def _inputs(
+    services: Services, logs: TickLogs, state: Snapshot, since: datetime | None
+) -> tuple[Watermark, dict[UUID, int], dict[UUID, list[Tick]]]:
+    """The replay's start (a seq for every held instrument), the prices there, and the ticks
+    after it that precede the cut's millisecond (docs/decisions/0040)."""
+    seeds: dict[UUID, int | None] = {}
+    firsts: dict[UUID, int] = {}
+    for iid in sorted({p.instrument_id for p in state.positions}, key=str):
+        first_open = min(p.open_seq for p in state.positions if p.instrument_id == iid)
+        seed = state.watermark.seqs.get(iid)
+        if seed is None and since is not None:
+            # NOTE: `since` only places the start of an instrument the user has no watermark for;
+            # a watermark is never moved back (docs/decisions/0041).
+            at_since = await _last_seq_at(services, iid, since)
+            seed = at_since if at_since is not None and at_since >= first_open else None
+        seeds[iid] = seed
+        firsts[iid] = first_open if seed is None else seed
+    starts: dict[UUID, int] = {}
+    prices: dict[UUID, int] = {}
+    ticks: dict[UUID, list[Tick]] = {}
+    # NOTE: ticks in or after the cut's millisecond wait for the next run, so no run ever splits
+    # a millisecond and every run sees the same (at, instrument, seq) order.
+    cut_ms = min(logs.cut_ms, state.cut_ms)
+    for iid, fetched in (await logs.since(firsts)).items():
+        seed = seeds[iid]
+        if seed is None:
+            starts[iid] = firsts[iid] - 1
+        else:
+            starts[iid] = seed
+            seeded = [t for t in fetched if t.seq == seed]
+            # NOTE: only if the watermark's own tick is lost from both stores does the price
+            # fall back to the current one.
+            prices[iid] = seeded[0].price_cents if seeded else await _current_price(services, iid)
+        ticks[iid] = [t for t in fetched if t.seq > starts[iid] and t.at_ms < cut_ms]
+    return Watermark(starts, state.watermark.below_warning), prices, ticks
+
+
+def _plan(user_id: UUID, version: str, outcome: Replay) -> str:
+    return json.dumps(
+        {
+            "userId": str(user_id),
+            "expect": version,
+            "closes": [
+                {
+                    "p": str(w.position_id),
+                    "x": w.price_cents,
+                    "n": w.pnl_cents,
+                    "i": str(w.instrument_id),
+                    "q": w.seq,
+                    "t": w.at_ms,
+                    "e": w.equity_cents,
+                    "l": w.level_basis,
+                }
+                for w in outcome.washouts
+            ],
+            "warnings": [
+                {
+                    "i": str(w.instrument_id),
+                    "q": w.seq,
+                    "t": w.at_ms,
+                    "x": w.price_cents,
+                    "e": w.equity_cents,
+                    "l": w.level_basis,
+                }
+                for w in outcome.warnings
+            ],
+            "watermark": {
+                "seqs": {str(i): s for i, s in outcome.watermark.seqs.items()},
+                "below": int(outcome.watermark.below_warning),
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+async def evaluate_user(
+    services: Services,
+    user_id: UUID,
+    *,
+    since: datetime | None = None,
+    logs: TickLogs | None = None,
+) -> Evaluation:
+    """Replay the user's ticks since his watermark and commit the outcome (SPEC §1.5); `logs`
+    shares the parsed ticks of an evaluation pass over many users."""
+    logs = logs or await TickLogs.begin(services)
+    for _ in range(STALE_RETRIES):
+        state = await snapshot(services, user_id)
+        if state is None:
+            return Evaluation(None, 0)
+        start, prices, ticks = await _inputs(services, logs, state, since)
+        outcome = replay(state.balance_cents, state.positions, start, prices, ticks)
+        judged = sum(len(instrument_ticks) for instrument_ticks in ticks.values())
+        if not outcome.washouts and not outcome.warnings and judged < WATERMARK_LAG_TICKS:
+            # PERF: nothing happened, so the watermark may stay where it is: the next run
+            # replays these ticks again from it and reaches the same outcome, and most users
+            # cost no write at all.
+            return Evaluation(outcome, 0)
+        reply: list[Any] = await services.scripts.call(
+            "position_system_close",
+            keys=[keys.margin_watermark(user_id)],
+            args=[WASHOUT, _plan(user_id, state.version, outcome)],
+        )
+        if reply[0] == 1:
+            return Evaluation(outcome, int(reply[1]))
+        if reply[1] != "stale":
+            raise RuntimeError(f"margin commit refused: {reply[1]} {reply[2]}")
+    log.warning("margin replay of %s lost the watermark race %d times", user_id, STALE_RETRIES)
+    return Evaluation(None, 0)
+
+
+async def holders_of(services: Services, instrument_ids: Iterable[UUID]) -> set[UUID]:
+    """Users with open exposure on any of the instruments (the holders index)."""
+    names = [keys.holders(i) for i in instrument_ids]
+    if not names:
+        return set()
+    members: set[str] = await services.redis.sunion(names)  # type: ignore[assignment]
+    return {UUID(m) for m in members}
+
+
+async def evaluate_users(services: Services, user_ids: Iterable[UUID]) -> int:
+    """Evaluate users concurrently (bounded) in one pass; the number of positions washed out.
+
+    PERF: the pass parses each instrument's ticks once for all its users (TickLogs).
+    """
+    gate = asyncio.Semaphore(EVALUATION_CONCURRENCY)
+    logs = await TickLogs.begin(services)
+
+    async def one(user_id: UUID) -> int:
+        async with gate:
+            return (await evaluate_user(services, user_id, logs=logs)).closed
+
+    return sum(await asyncio.gather(*(one(u) for u in sorted(user_ids, key=str))))
+
+
+async def users_with_open_positions(services: Services) -> list[UUID]:
+    """Every user holding an open position now (his `positions:{id}` set exists while non-empty).
+
+    NOTE: scanned from the position sets, not the holders index, so the backstop also catches
+    users the index would miss.
+    """
+    prefix = keys.open_positions("")
+    found = [
+        UUID(name[len(prefix) :]) async for name in services.redis.scan_iter(f"{prefix}*", 1000)
+    ]
+    return sorted(set(found), key=str)
+
+
+async def backstop_sweep(services: Services) -> int | None:
+    """Evaluate every user with open positions under `lease:margin-backstop`; the number of users
+    swept, or None when another sweep holds the lease. The lease is renewed while sweeping, and
+    a sweep killed midway leaves it to expire (a rerun closes nothing twice: see evaluate_user)."""
+    lease = services.redis.lock(
+        keys.lease(keys.MARGIN_BACKSTOP_LEASE), timeout=BACKSTOP_LEASE_TTL_S, blocking=False
+    )
+    if not await lease.acquire():
+        return None
+    try:
+        users = await users_with_open_positions(services)
+        renewed = time.monotonic()
+        for user_id in users:
+            await evaluate_user(services, user_id)
+            if time.monotonic() - renewed > BACKSTOP_RENEW_AFTER_S:
+                await lease.reacquire()
+                renewed = time.monotonic()
+        return len(users)
+    finally:
+        await lease.release()
+
+
+def _event_row(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user_id": UUID(event["userId"]),
+        "kind": event["kind"],
+        "instrument_id": UUID(event["instrumentId"]),
+        "seq": int(event["seq"]),
+        "position_id": UUID(event["positionId"]) if "positionId" in event else None,
+        "price": from_cents(int(event["priceCents"])),
+        "equity": from_cents(int(event["equityCents"])),
+        "margin_level": Decimal(int(event["levelBasis"])) / 100,
+    }
+
+
+async def drain_events(services: Services) -> list[UUID]:
+    """Write the pending margin events to `margin_events`, each once, with the washout email in
+    the same transaction; the ids of the email outbox rows to send.
+
+    NOTE: a washout's row references its position, so an event whose position the flusher has
+    not written yet stays in the stream for the next drain.
+    """
+    redis = services.redis
+    entries: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
+        keys.MARGIN_OUTBOX, count=OUTBOX_BATCH_EVENTS
+    )
+    if not entries:
+        return []
+    events = [(entry_id, json.loads(fields["event"])) for entry_id, fields in entries]
+    wanted = {UUID(e["positionId"]) for _, e in events if "positionId" in e}
+    emails: list[UUID] = []
+    async with services.engine.begin() as conn:
+        present = set(
+            (await conn.execute(select(CfdPosition.id).where(CfdPosition.id.in_(wanted)))).scalars()
+        )
+        ready = [
+            (i, e) for i, e in events if "positionId" not in e or UUID(e["positionId"]) in present
+        ]
+        for _, event in ready:
+            inserted = (
+                await conn.execute(
+                    insert(MarginEvent)
+                    .values(_event_row(event))
+                    .on_conflict_do_nothing()
+                    .returning(MarginEvent.id)
+                )
+            ).scalar_one_or_none()
+            if inserted is not None and event["kind"] == MarginEventKind.washout.value:
+                outbox_id = await _washout_email(conn, event)
+                if outbox_id is not None:
+                    emails.append(outbox_id)
+    if ready:
+        await redis.xdel(keys.MARGIN_OUTBOX, *(entry_id for entry_id, _ in ready))
+    return emails
+
+
+async def _washout_email(conn: AsyncConnection, event: dict[str, Any]) -> UUID | None:
+    """The washout notice (SPEC §5.5) for a user with an address; None for one without."""
+    found = (
+        await conn.execute(
+            select(User.email, User.first_name, Instrument.name, CfdPosition.lot_size)
+            .select_from(CfdPosition)
+            .join(User, User.id == CfdPosition.user_id)
+            .join(Instrument, Instrument.id == CfdPosition.instrument_id)
+            .where(CfdPosition.id == UUID(event["positionId"]))
+        )
+    ).first()
+    if found is None or not found.email:
+        return None
+    outbox_id: UUID = await email.enqueue(
+        conn,
+        to_address=found.email,
+        template=WASHOUT,
+        context={
+            "firstName": found.first_name,
+            "playerName": found.name,
+            "lotSize": str(found.lot_size),
+            "exitPrice": str(from_cents(int(event["priceCents"]))),
+            "realizedPnl": str(from_cents(int(event["pnlCents"]))),
+            "marginLevel": str(Decimal(int(event["levelBasis"])) / 100),
+        },
+        user_id=UUID(event["userId"]),
+    )
+    return outbox_id

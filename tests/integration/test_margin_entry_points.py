@@ -1,0 +1,167 @@
+"""Every way a margin replay is asked for reaches the actor and washes out: `ftl replay`,
+`POST /api/admin/replay`, the after-tick evaluator, and a `user:reconnect` publish (SPEC §1.5
+triggers, §3.3, §6). The actors run on a real Dramatiq worker against the real Redis broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+from dramatiq import Worker
+from falcon import testing
+
+from ftl import cli, keys
+from ftl.config import Settings
+from ftl.seed import seed
+from ftl.services import Services
+from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
+from tests.integration.trading_helpers import make_instrument, make_user
+from web.app import create_app
+from workers import margin
+from workers.broker import broker
+
+JOIN_TIMEOUT_MS = 30_000
+ROUTE = "/api/admin/replay"
+
+
+@pytest.fixture
+def margin_worker(services: Services) -> Iterator[Worker]:
+    worker = Worker(broker, worker_threads=1, queues={margin.QUEUE})
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+async def processed(worker: Worker) -> None:
+    await asyncio.to_thread(broker.join, margin.QUEUE, timeout=JOIN_TIMEOUT_MS)
+    await asyncio.to_thread(worker.join)
+
+
+async def at_risk(services: Services, pg: psycopg.Connection) -> tuple[UUID, UUID, UUID]:
+    """A user whose one position is past the breach (80.00 against 100.00, 1,500.00 points)."""
+    user = make_user(pg, balance="1500.00")
+    instrument = await make_instrument(services, pg, live_base_cents=10_000)
+    pid = await open_position(services, user, instrument, "long", 100, 10_000)
+    await move(services, instrument, 8_000)
+    await asyncio.sleep(CLOCK_STEP_S)
+    return user, instrument, pid
+
+
+async def closed_by(services: Services, pid: UUID) -> str | None:
+    return (await position(services, pid)).get("closedBy")
+
+
+async def test_ftl_replay_margin_and_all_enqueue_replays(
+    services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
+) -> None:
+    one, _, first = await at_risk(services, pg_admin)
+    _, _, second = await at_risk(services, pg_admin)
+
+    assert cli.main(["replay", "margin", str(one)]) == 0
+    await processed(margin_worker)
+    assert await closed_by(services, first) == "washout"
+    assert await closed_by(services, second) is None
+
+    assert cli.main(["replay", "all"]) == 2  # --since is required for everyone
+    # NOTE: in a thread, as from a shell: the command runs its own event loop.
+    everyone = ["replay", "all", "--since", "2026-06-11T00:00:00Z"]
+    assert await asyncio.to_thread(cli.main, everyone) == 0
+    await processed(margin_worker)
+    assert await closed_by(services, second) == "washout"
+
+
+async def test_the_after_tick_evaluator_and_a_reconnect_reach_the_holders(
+    services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
+) -> None:
+    _, instrument, ticked = await at_risk(services, pg_admin)
+    returning, _, away = await at_risk(services, pg_admin)
+
+    margin.evaluate_instruments.send([str(instrument)])
+    await processed(margin_worker)
+    assert await closed_by(services, ticked) == "washout"
+    assert await closed_by(services, away) is None
+
+    listener = asyncio.create_task(margin.listen_for_reconnects(services))
+    # NOTE: waiting on Redis state (the subscription, then the worker's close), not on an
+    # asyncio event of this process.
+    while await services.redis.pubsub_numsub(keys.USER_RECONNECT_CHANNEL) == [  # noqa: ASYNC110
+        (keys.USER_RECONNECT_CHANNEL, 0)
+    ]:
+        await asyncio.sleep(CLOCK_STEP_S)
+    await services.redis.publish(keys.USER_RECONNECT_CHANNEL, "not a user id")
+    await services.redis.publish(keys.USER_RECONNECT_CHANNEL, str(returning))
+    while await closed_by(services, away) is None:  # noqa: ASYNC110
+        await asyncio.sleep(CLOCK_STEP_S)
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
+    await processed(margin_worker)
+    assert await closed_by(services, away) == "washout"
+
+
+async def test_a_large_batch_of_holders_is_shared_out_in_chunks(
+    services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
+) -> None:
+    instrument = await make_instrument(services, pg_admin, live_base_cents=10_000)
+    held = []
+    for _ in range(3):
+        user = make_user(pg_admin, balance="1500.00")
+        held.append(await open_position(services, user, instrument, "long", 100, 10_000))
+    await move(services, instrument, 8_000)
+    await asyncio.sleep(CLOCK_STEP_S)
+
+    margin.evaluate_instruments.send([str(instrument)], chunk_users=1)
+    await processed(margin_worker)
+    assert [await closed_by(services, pid) for pid in held] == ["washout"] * 3
+
+
+@pytest.fixture
+async def api(settings: Settings, services: Services) -> AsyncIterator[testing.ASGIConductor]:
+    await seed(services.engine, services.redis, admin_email="admin@ftl.test")
+    async with testing.ASGIConductor(create_app(settings)) as conductor:
+        yield conductor
+
+
+async def login(api: testing.ASGIConductor, name: str) -> tuple[str, dict[str, str]]:
+    result = await api.simulate_post("/api/auth/dev", json={"displayName": name})
+    assert result.status_code == 200, result.text
+    body: dict[str, Any] = result.json
+    return body["user"]["id"], {"Authorization": f"Bearer {body['accessToken']}"}
+
+
+async def test_an_admin_enqueues_a_replay_and_bad_requests_change_nothing(
+    api: testing.ASGIConductor,
+    services: Services,
+    pg_admin: psycopg.Connection,
+    margin_worker: Worker,
+) -> None:
+    operator, admin = await login(api, "Operator")
+    pg_admin.execute("UPDATE users SET role = 'admin' WHERE id = %s", (operator,))
+    _, player = await login(api, "Player")
+    user, _, pid = await at_risk(services, pg_admin)
+
+    refused = [
+        ({}, {"userId": str(user)}, 401, "unauthorized"),
+        (player, {"userId": str(user)}, 403, "forbidden"),
+        (admin, {"userId": "nope"}, 400, "validation_error"),
+        (admin, {"userId": str(user), "since": "yesterday"}, 400, "validation_error"),
+        (admin, {"userId": str(user), "force": True}, 400, "unknown_field"),
+        (admin, {"userId": str(uuid4())}, 404, "not_found"),
+    ]
+    for headers, body, status, code in refused:
+        result = await api.simulate_post(ROUTE, headers=headers, json=body)
+        assert (result.status_code, result.json["error"]["code"]) == (status, code), body
+    await processed(margin_worker)
+    assert await closed_by(services, pid) is None
+
+    since = "2026-06-11T12:00:00+00:00"
+    accepted = await api.simulate_post(
+        ROUTE, headers=admin, json={"userId": str(user), "since": since}
+    )
+    assert accepted.status_code == 202
+    assert accepted.json == {"enqueued": True, "userId": str(user), "since": since}
+    await processed(margin_worker)
+    assert await closed_by(services, pid) == "washout"

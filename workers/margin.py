@@ -1,0 +1,122 @@
+"""The `margin` queue (SPEC §5.4): the honest replay of one user, the after-tick evaluator of the
+holders of ticked instruments, the 5-minute backstop sweep, and the reconnect listener.
+
+Every actor ends by draining the margin events it produced into Postgres and sending the washout
+emails (ftl/margin_service.py). All of them are safe to run twice or at once: a replay commits
+only against the watermark it read, and a position already closed is never closed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import dramatiq
+
+from ftl import keys, margin_service
+from ftl.config import get_settings
+from ftl.services import Services
+from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
+from workers.email import send_email
+
+log = logging.getLogger(__name__)
+
+QUEUE = "margin"
+# NOTE: an evaluation message older than this is dropped: a newer tick batch, the reconnect or the
+# backstop sweep replays the same ticks anyway (the replay starts from the watermark, not the
+# message).
+EVALUATE_MAX_AGE_MS = 60_000
+REPLAY_MAX_AGE_MS = 3600 * 1000
+EVALUATE_CHUNK_USERS = 1_000  # holders one after-tick message evaluates itself
+SWEEP_MAX_AGE_MS = margin_service.BACKSTOP_PERIOD_S * 1000
+TIME_LIMIT_MS = 120_000
+SWEEP_TIME_LIMIT_MS = margin_service.BACKSTOP_PERIOD_S * 1000
+
+
+@asynccontextmanager
+async def services() -> AsyncIterator[Services]:
+    """Services for one message.
+
+    PERF: a Redis pool and an idle engine per message cost well under a millisecond against
+    evaluations that run once per tick batch, and tie no connection to a stale event loop.
+    """
+    svc = Services.create(get_settings())
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+async def _drain_and_mail(services: Services) -> None:
+    for outbox_id in await margin_service.drain_events(services):
+        await asyncio.to_thread(send_email.send, str(outbox_id))
+
+
+@dramatiq.actor(queue_name=QUEUE, max_age=REPLAY_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
+async def replay_user(user_id: str, since: str | None = None) -> None:
+    """Replay one user's ticks since his watermark; `since` (ISO-8601) places the start of the
+    instruments he has no watermark for (docs/decisions/0041)."""
+    start = datetime.fromisoformat(since) if since else None
+    async with services() as svc:
+        await margin_service.evaluate_user(svc, uuid.UUID(user_id), since=start)
+        await _drain_and_mail(svc)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_age=EVALUATE_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
+async def evaluate_instruments(
+    instrument_ids: list[str], chunk_users: int = EVALUATE_CHUNK_USERS
+) -> None:
+    """After a batch of ticks: evaluate every holder of the ticked instruments. Holders beyond the
+    first `chunk_users` go out as `evaluate_holders` messages, so every worker process shares
+    the batch (PERF: one process evaluates ~1,700 users/s; docs/benchmarks.md)."""
+    async with services() as svc:
+        ids = (uuid.UUID(i) for i in instrument_ids)
+        holders = sorted(str(u) for u in await margin_service.holders_of(svc, ids))
+        chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
+        for chunk in chunks[1:]:
+            await asyncio.to_thread(evaluate_holders.send, chunk)
+        await margin_service.evaluate_users(svc, (uuid.UUID(u) for u in holders[:chunk_users]))
+        await _drain_and_mail(svc)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_age=EVALUATE_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
+async def evaluate_holders(user_ids: list[str]) -> None:
+    """One share of an after-tick evaluation."""
+    async with services() as svc:
+        await margin_service.evaluate_users(svc, (uuid.UUID(u) for u in user_ids))
+        await _drain_and_mail(svc)
+
+
+@dramatiq.actor(
+    queue_name=QUEUE, max_age=SWEEP_MAX_AGE_MS, time_limit=SWEEP_TIME_LIMIT_MS, max_retries=0
+)
+async def backstop_sweep() -> None:
+    # NOTE: no retries: the clock sends the next sweep in 5 minutes.
+    async with services() as svc:
+        swept = await margin_service.backstop_sweep(svc)
+        if swept is None:
+            log.info("margin backstop: another sweep holds the lease; skipped")
+        await _drain_and_mail(svc)
+
+
+async def listen_for_reconnects(
+    svc: Services, enqueue: Callable[[str], object] = replay_user.send
+) -> None:
+    """Forever: each user id published on `user:reconnect` (SPEC §7) enqueues his replay (the
+    clock runs this and enqueues only while it holds its lease)."""
+    pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.USER_RECONNECT_CHANNEL)
+    try:
+        async for message in pubsub.listen():
+            try:
+                user_id = str(uuid.UUID(str(message["data"])))
+            except ValueError:
+                log.warning("user:reconnect carried %r, not a user id", message["data"])
+                continue
+            await asyncio.to_thread(enqueue, user_id)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
