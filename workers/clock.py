@@ -124,7 +124,7 @@ def replay_on_reconnect(clock: Clock) -> None:
 
     async def listen() -> None:
         async with services() as svc:
-            await margin.listen_for_reconnects(svc, enqueue)
+            await margin.listen_for_reconnects(svc, enqueue, lambda: clock.running)
 
     while clock.running:
         try:

@@ -103,15 +103,25 @@ async def backstop_sweep() -> None:
         await _drain_and_mail(svc)
 
 
+LISTEN_POLL_S = 1.0  # how soon a stopped listener notices
+
+
 async def listen_for_reconnects(
-    svc: Services, enqueue: Callable[[str], object] = replay_user.send
+    svc: Services,
+    enqueue: Callable[[str], object] = replay_user.send,
+    running: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Forever: each user id published on `user:reconnect` (SPEC §7) enqueues his replay (the
-    clock runs this and enqueues only while it holds its lease)."""
+    """While `running()`: each user id published on `user:reconnect` (SPEC §7) enqueues his
+    replay (the clock runs this and enqueues only while it holds its lease)."""
     pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(keys.USER_RECONNECT_CHANNEL)
     try:
-        async for message in pubsub.listen():
+        while running():
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=LISTEN_POLL_S
+            )
+            if message is None:
+                continue
             try:
                 user_id = str(uuid.UUID(str(message["data"])))
             except ValueError:

@@ -77,8 +77,13 @@ def test_a_reconnect_is_replayed_once_by_the_clock_that_holds_the_lease(
     leader.tick()
     standby.tick()
     assert (leader.leader, standby.leader) == (True, False)
-    for clock in (leader, standby):
-        threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
+    subscribers_before = redis_admin.pubsub_numsub(keys.USER_RECONNECT_CHANNEL)[0][1]
+    listeners = [
+        threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True)
+        for clock in (leader, standby)
+    ]
+    for listener in listeners:
+        listener.start()
     queued = f"{NAMESPACE}:{margin.QUEUE}.msgs"
     user_id = "0b5f0a4e-8c55-4c2a-9a53-0e8f0f3c2d11"
     try:
@@ -94,7 +99,11 @@ def test_a_reconnect_is_replayed_once_by_the_clock_that_holds_the_lease(
         time.sleep(0.5)
         messages = [json.loads(m) for m in redis_admin.hvals(queued)]
     finally:
-        leader.running = standby.running = leader.leader = False
+        leader.running = standby.running = False
+        for listener in listeners:
+            listener.join(timeout=10)
+    assert not any(listener.is_alive() for listener in listeners), "a stopped clock stops listening"
+    assert redis_admin.pubsub_numsub(keys.USER_RECONNECT_CHANNEL)[0][1] == subscribers_before
     assert len(messages) == 1
     assert {m["actor_name"] for m in messages} == {"replay_user"}
     assert {m["args"][0] for m in messages} == {user_id}
