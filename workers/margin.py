@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 
 import dramatiq
 
 from ftl import keys, margin_service
-from ftl.config import get_settings
 from ftl.services import Services
 from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
 from workers.email import send_email
+from workers.runtime import services
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +34,6 @@ EVALUATE_CHUNK_USERS = 1_000  # holders one after-tick message evaluates itself
 SWEEP_MAX_AGE_MS = margin_service.BACKSTOP_PERIOD_S * 1000
 TIME_LIMIT_MS = 120_000
 SWEEP_TIME_LIMIT_MS = margin_service.BACKSTOP_PERIOD_S * 1000
-
-
-@asynccontextmanager
-async def services() -> AsyncIterator[Services]:
-    """Services for one message.
-
-    PERF: a Redis pool and an idle engine per message cost well under a millisecond against
-    evaluations that run once per tick batch, and tie no connection to a stale event loop.
-    """
-    svc = Services.create(get_settings())
-    try:
-        yield svc
-    finally:
-        await svc.close()
 
 
 async def _drain_and_mail(services: Services) -> None:

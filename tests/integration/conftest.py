@@ -1,15 +1,19 @@
-"""Fixtures of the integration tests that play a simulated match."""
+"""Shared fixtures of the integration tests: the seeded demo market, the API on it, and a
+simulated match."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from falcon import testing
 
+from ftl.config import Settings
 from ftl.seed import seed
 from ftl.services import Services
 from ftl.sportmonks.simulator import Simulator, load_scenario, serve_in_thread
 from tests.integration.simulated_match import SCENARIO, SPEED, Clock
+from web.app import create_app
 
 
 @pytest.fixture
@@ -28,3 +32,10 @@ def sim_url(clock: Clock) -> Iterator[str]:
 async def market(services: Services) -> Services:
     await seed(services.engine, services.redis, admin_email="admin@ftl.test")
     return services
+
+
+@pytest.fixture
+async def api(settings: Settings, market: Services) -> AsyncIterator[testing.ASGIConductor]:
+    """The HTTP API (lifespan included) over the seeded market."""
+    async with testing.ASGIConductor(create_app(settings)) as conductor:
+        yield conductor

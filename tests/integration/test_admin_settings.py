@@ -3,36 +3,19 @@ refused naming the field and changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 from falcon import testing
 
-from ftl.config import Settings
-from ftl.seed import seed
 from ftl.services import Services
 from ftl.sportmonks.payload import Stat
 from ftl.sportmonks.scoring import DEFAULT_WEIGHTS
 from ftl.sportmonks.weights import read_weights
-from web.app import create_app
+from tests.integration.api_helpers import login
 
 ROUTE = "/api/admin/settings"
-
-
-@pytest.fixture
-async def api(settings: Settings, services: Services) -> AsyncIterator[testing.ASGIConductor]:
-    await seed(services.engine, services.redis, admin_email="admin@ftl.test")
-    async with testing.ASGIConductor(create_app(settings)) as conductor:
-        yield conductor
-
-
-async def login(api: testing.ASGIConductor, name: str) -> tuple[str, dict[str, str]]:
-    result = await api.simulate_post("/api/auth/dev", json={"displayName": name})
-    assert result.status_code == 200, result.text
-    body: dict[str, Any] = result.json
-    return body["user"]["id"], {"Authorization": f"Bearer {body['accessToken']}"}
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -18,7 +18,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl import instruments, keys
-from ftl.config import Settings
 from ftl.db.engine import libpq_url
 from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.errors import Conflict
@@ -30,15 +29,8 @@ from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from tests.integration.simulated_match import Clock
 from tests.integration.trading_helpers import access_token, make_user
-from web.app import create_app
 
 LAUTARO, MBAPPE, MARTINEZ, VINICIUS_TEAM = 184020, 186019, 184001, "BRA"
-
-
-@pytest.fixture
-async def api(settings: Settings, market: Services) -> AsyncIterator[testing.ASGIConductor]:
-    async with testing.ASGIConductor(create_app(settings)) as conductor:
-        yield conductor
 
 
 @pytest.fixture

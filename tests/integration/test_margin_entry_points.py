@@ -5,8 +5,7 @@ triggers, §3.3, §6). The actors run on a real Dramatiq worker against the real
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import psycopg
@@ -15,12 +14,10 @@ from dramatiq import Worker
 from falcon import testing
 
 from ftl import cli, keys
-from ftl.config import Settings
-from ftl.seed import seed
 from ftl.services import Services
+from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
-from web.app import create_app
 from workers import margin
 from workers.broker import broker
 
@@ -116,20 +113,6 @@ async def test_a_large_batch_of_holders_is_shared_out_in_chunks(
     margin.evaluate_instruments.send([str(instrument)], chunk_users=1)
     await processed(margin_worker)
     assert [await closed_by(services, pid) for pid in held] == ["washout"] * 3
-
-
-@pytest.fixture
-async def api(settings: Settings, services: Services) -> AsyncIterator[testing.ASGIConductor]:
-    await seed(services.engine, services.redis, admin_email="admin@ftl.test")
-    async with testing.ASGIConductor(create_app(settings)) as conductor:
-        yield conductor
-
-
-async def login(api: testing.ASGIConductor, name: str) -> tuple[str, dict[str, str]]:
-    result = await api.simulate_post("/api/auth/dev", json={"displayName": name})
-    assert result.status_code == 200, result.text
-    body: dict[str, Any] = result.json
-    return body["user"]["id"], {"Authorization": f"Bearer {body['accessToken']}"}
 
 
 async def test_an_admin_enqueues_a_replay_and_bad_requests_change_nothing(

@@ -4,30 +4,19 @@ score, and their instruments with the fields of §1.2."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from falcon import testing
 
-from ftl.config import Settings
 from ftl.matches import apply_livescores
-from ftl.seed import load_demo_data, seed
+from ftl.seed import load_demo_data
 from ftl.services import Services
 from ftl.sportmonks.breaker import set_live_degraded
 from ftl.sportmonks.payload import FeedFixture
-from web.app import create_app
 
 INSTRUMENT_FIELDS = {
     "id", "idx", "sportmonksPlayerId", "name", "team", "position", "formIndex", "basePrice",
     "liveBasePrice", "price", "kMod", "netLots", "isActive", "frozen", "degraded",
 }  # fmt: skip
-
-
-@pytest.fixture
-async def api(settings: Settings, services: Services) -> AsyncIterator[testing.ASGIConductor]:
-    await seed(services.engine, services.redis, admin_email="admin@ftl.test")
-    async with testing.ASGIConductor(create_app(settings)) as conductor:
-        yield conductor
 
 
 def live(fixture_id: int, minute: int, home: int, away: int, state_id: int = 22) -> FeedFixture:
