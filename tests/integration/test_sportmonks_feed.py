@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments
+from ftl import instruments, keys
 from ftl.db.models import Fixture, FixtureStatus, Instrument
 from ftl.seed import seed
 from ftl.services import Services
@@ -21,6 +21,7 @@ from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.failures import FailureKind, SportmonksFailure
 from ftl.sportmonks.payload import MatchPhase, Stat
 from ftl.sportmonks.simulator import Simulator, load_scenario, serve_in_thread
+from ftl.ticks import Tick
 
 SCENARIO = Path(__file__).resolve().parents[1] / "fixtures" / "sportmonks" / "scripted_match.json"
 CLIENT_TIMEOUT_S = 0.2
@@ -231,3 +232,36 @@ async def test_two_pollers_share_one_breaker(
             await breaker.call(client.inplay)
     with pytest.raises(BreakerOpen):
         await second.call(client.inplay)
+
+
+async def last_tick(services: Services, team: str) -> Tick:
+    async with AsyncSession(services.engine) as session:
+        row = (
+            await session.scalars(
+                select(Instrument).where(Instrument.team == team).order_by(Instrument.idx)
+            )
+        ).first()
+    assert row is not None
+    members = await services.redis.zrange(keys.tick_log(row.id), -1, -1)
+    return Tick.from_json(str(members[0]))
+
+
+async def test_subscribers_see_degraded_flip_in_a_tick_at_the_same_price(
+    market: Services, client: SportmonksClient, simulator: Simulator, clock: Clock
+) -> None:
+    breaker = SharedBreaker(market.redis, market.engine, market.scripts, clock_ms=clock.ms)
+    clock.seconds = 10
+    simulator.inject("server_error", 5)
+    for _ in range(5):
+        with pytest.raises(SportmonksFailure):
+            await breaker.call(client.inplay)
+
+    flagged = await last_tick(market, "ARG")
+    assert flagged.degraded and flagged.seq == 1
+    assert flagged.price_cents == flagged.live_base_price_cents, "the price did not move"
+
+    clock.seconds += OPEN_FOR_MS / 1000
+    await breaker.call(client.inplay)
+    cleared = await last_tick(market, "ARG")
+    assert not cleared.degraded and cleared.seq == 2
+    assert cleared.price_cents == flagged.price_cents
