@@ -56,6 +56,27 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_seed(settings))
 
 
+async def _recover(settings: Settings) -> int:
+    from ftl.recover import recover
+    from ftl.services import Services
+
+    services = Services.create(settings)
+    try:
+        report = await recover(services, progress=lambda line: print(line, flush=True))
+    finally:
+        await services.close()
+    print(
+        f"recover: done in {report.seconds:.2f} s: {report.instruments} instruments,"
+        f" {report.wallets} wallets, {report.positions} open positions,"
+        f" {report.board_members} board members, {report.ticks} ticks, {report.flags} flags"
+    )
+    return 0
+
+
+def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_recover(settings))
+
+
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     # NOTE: settings were validated above, so a misconfigured production fails here in one line
     # instead of inside every gunicorn worker.
@@ -200,6 +221,11 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "migrate": ("apply the database migrations (the release step)", cmd_migrate),
     "seed": ("load districts, the demo World Cup squads, fixtures, flags and an admin", cmd_seed),
+    "recover": (
+        "rebuild every Redis hot key from Postgres after Redis was lost (run with writers"
+        " stopped; idempotent)",
+        cmd_recover,
+    ),
     "keys": ("print a new RS256 signing key as JWT_PRIVATE_KEY_B64=... (development)", cmd_keys),
     "web": ("serve the HTTP API (gunicorn + uvicorn workers)", cmd_web),
     "sim": ("serve a local Sportmonks simulator: `ftl sim sportmonks`", cmd_sim),

@@ -96,8 +96,17 @@ class Flags:
                     ).returning(FeatureFlag.enabled, FeatureFlag.is_public)
                 )
             ).one()
+        await self.restore()
+        return {"name": name, "enabled": row.enabled, "isPublic": row.is_public}
+
+    async def restore(self) -> int:
+        """Write the hot copy of the whole table (a change, `ftl recover`); how many flags."""
         # NOTE: the whole table, not one field, so a hot copy lost with Redis comes back whole.
         truth = await self._from_postgres()
-        await self.redis.hset(keys.FEATURE_FLAGS, mapping=_hot_copy(truth))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.FEATURE_FLAGS)
+            if truth:
+                pipe.hset(keys.FEATURE_FLAGS, mapping=_hot_copy(truth))
+            await pipe.execute()
         self._read_at = float("-inf")
-        return {"name": name, "enabled": row.enabled, "isPublic": row.is_public}
+        return len(truth)

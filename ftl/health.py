@@ -1,4 +1,5 @@
-"""Readiness: can this process serve trades? Postgres, Redis, Lua scripts, eviction policy."""
+"""Readiness: can this process serve trades? Postgres, Redis, Lua scripts, eviction policy, and
+hot state present (after a Redis loss, not until `ftl recover` ran)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 
-from ftl import hotstore
+from ftl import hotstore, keys
 from ftl.services import Services
 
 CHECK_TIMEOUT_S = 2.0
@@ -41,11 +42,18 @@ async def _eviction_policy(services: Services) -> str:
     return OK
 
 
+async def _hot_state(services: Services) -> str:
+    if await services.redis.exists(keys.INSTRUMENT_IDX):
+        return OK
+    return f"{keys.INSTRUMENT_IDX} is empty: run `ftl recover` (or `ftl seed`)"
+
+
 CHECKS: dict[str, Callable[[Services], Awaitable[str]]] = {
     "postgres": _postgres,
     "redis": _redis,
     "scripts": _scripts,
     "redisPolicy": _eviction_policy,
+    "hotState": _hot_state,
 }
 
 

@@ -11,10 +11,12 @@ next open), boardMember.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl import keys
@@ -23,12 +25,15 @@ from ftl.errors import Unauthorized
 from ftl.money import to_cents
 from ftl.services import Services
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    # NOTE: integer arithmetic: int(timestamp() * 1000) can land one millisecond short.
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-def position_fields(row: CfdPosition, idx: int) -> dict[str, str]:
+def position_fields(row: CfdPosition | Row[Any], idx: int) -> dict[str, str]:
     """An open position row as the fields of its `position:{id}` hash (lua/lib/engine.lua)."""
     fields = {
         "userId": str(row.user_id),
@@ -68,7 +73,6 @@ async def _wallet_fields(
     ).first()
     if found is None:
         raise Unauthorized("unauthorized", "No such user.")
-    balance, realized, bonus, version, district_id = found
     paid = (
         await session.execute(
             select(func.count())
@@ -81,6 +85,21 @@ async def _wallet_fields(
             select(Referral.id).where(Referral.referred_id == user_id, Referral.paid_at.is_(None))
         )
     ).scalar_one_or_none()
+    return wallet_fields(*found, paid, unpaid, open_count, used_margin)
+
+
+def wallet_fields(
+    balance: Decimal,
+    realized: Decimal,
+    bonus: Decimal,
+    version: int,
+    district_id: int,
+    paid: int,
+    unpaid: UUID | None,
+    open_count: int,
+    used_margin: int,
+) -> dict[str, str]:
+    """The `wallet:{userId}` hash of a wallet row (costCents: see wallet_load.lua)."""
     fields = {
         "balanceCents": str(to_cents(balance)),
         "realizedCents": str(to_cents(realized)),
@@ -111,9 +130,15 @@ async def load(services: Services, user_id: UUID) -> bool:
         used_margin = sum(to_cents(row.margin) for row, _ in rows)
         wallet = await _wallet_fields(session, user_id, len(rows), used_margin)
     positions = [{"id": str(row.id), "fields": position_fields(row, idx)} for row, idx in rows]
-    loaded = await services.scripts.call(
-        "wallet_load",
-        keys=[keys.wallet(user_id), keys.open_positions(user_id), keys.exposure(user_id)],
-        args=[str(user_id), json.dumps(wallet), json.dumps(positions)],
-    )
+    loaded = await services.scripts.call("wallet_load", *load_call(user_id, wallet, positions))
     return bool(loaded)
+
+
+def load_call(
+    user_id: UUID | str, wallet: dict[str, str], positions: list[dict[str, Any]]
+) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of lua/wallet_load.lua; positions as [{"id", "fields"}]."""
+    return (
+        [keys.wallet(user_id), keys.open_positions(user_id), keys.exposure(user_id)],
+        [str(user_id), json.dumps(wallet), json.dumps(positions)],
+    )

@@ -67,6 +67,9 @@ def running_web(env: Mapping[str, str] | None = None) -> Iterator[WebProcess]:
 
 @pytest.fixture
 def web(schema: str, clean: None) -> Iterator[WebProcess]:
-    """`ftl web` (gunicorn + one uvicorn worker) on a free port, ready to serve."""
+    """`ftl web` (gunicorn + one uvicorn worker) on a free port, ready to serve (seeded: /ready
+    needs hot state present)."""
+    seeded = run_ftl("seed")
+    assert seeded.returncode == 0, seeded.stderr
     with running_web() as process:
         yield process

@@ -399,6 +399,8 @@ async def test_positions_page_newest_first_with_a_cursor(
     for n in range(5):
         result = await alice.open(open_body(world["instrument"], f"p{n}", lotSize=0.1))
         opened.append(result.json["position"]["id"])
+        # NOTE: openedAt has millisecond resolution; equal instants page by id, not by arrival.
+        await asyncio.sleep(0.002)
     await Flusher(services, "pages").flush()
     seen: list[str] = []
     cursor: str | None = None

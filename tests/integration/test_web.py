@@ -39,7 +39,8 @@ def build(settings: Settings) -> falcon.asgi.App[Any, Any]:
 
 
 @pytest.fixture
-async def client(settings: Settings, services: Services) -> AsyncIterator[testing.ASGIConductor]:
+async def client(settings: Settings, market: Services) -> AsyncIterator[testing.ASGIConductor]:
+    """The app over the seeded market: /ready needs hot state present."""
     async with testing.ASGIConductor(build(settings)) as conductor:
         yield conductor
 
@@ -72,6 +73,7 @@ async def test_ready_checks_postgres_redis_scripts_and_policy(
         "redis": "ok",
         "scripts": "ok",
         "redisPolicy": "ok",
+        "hotState": "ok",
     }
 
 
@@ -97,7 +99,7 @@ async def test_ready_names_a_wrong_eviction_policy(
     assert "allkeys-lru" in error["details"]["checks"]["redisPolicy"]
 
 
-async def test_ready_names_an_unreachable_database(settings: Settings, services: Services) -> None:
+async def test_ready_names_an_unreachable_database(settings: Settings, market: Services) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
