@@ -6,12 +6,18 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from ftl.config import ConfigError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from ftl.services import Services
+
+T = TypeVar("T")
 
 
 def _fail(message: str) -> int:
@@ -22,6 +28,21 @@ def _fail(message: str) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Run one coroutine with the process's adapters, closing them afterwards."""
+    # NOTE: imported here so `ftl --help` and `ftl migrate` load no Redis or engine code.
+    from ftl.services import Services
+
+    async def run() -> T:
+        services = Services.create(settings)
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -35,15 +56,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _seed(settings: Settings) -> int:
+async def _seed(services: Services) -> int:
+    settings = services.settings
     from ftl.seed import seed
-    from ftl.services import Services
 
-    services = Services.create(settings)
-    try:
-        report = await seed(services.engine, services.redis, admin_email=settings.admin_email)
-    finally:
-        await services.close()
+    report = await seed(services.engine, services.redis, admin_email=settings.admin_email)
     print(
         f"seed: {report.districts} districts, {report.instruments} instruments"
         f" ({report.new_instruments} new, {report.loaded_into_redis} loaded into Redis),"
@@ -53,18 +70,13 @@ async def _seed(settings: Settings) -> int:
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_seed(settings))
+    return _with_services(settings, _seed)
 
 
-async def _recover(settings: Settings) -> int:
+async def _recover(services: Services) -> int:
     from ftl.recover import recover
-    from ftl.services import Services
 
-    services = Services.create(settings)
-    try:
-        report = await recover(services, progress=lambda line: print(line, flush=True))
-    finally:
-        await services.close()
+    report = await recover(services, progress=lambda line: print(line, flush=True))
     print(
         f"recover: done in {report.seconds:.2f} s: {report.instruments} instruments,"
         f" {report.wallets} wallets, {report.positions} open positions,"
@@ -74,7 +86,7 @@ async def _recover(settings: Settings) -> int:
 
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_recover(settings))
+    return _with_services(settings, _recover)
 
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
@@ -186,17 +198,6 @@ def _progress(done: int, total: int) -> None:
     print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
 
 
-async def _holders(settings: Settings) -> list[UUID]:
-    from ftl.margin_service import users_with_open_positions
-    from ftl.services import Services
-
-    services = Services.create(settings)
-    try:
-        return await users_with_open_positions(services)
-    finally:
-        await services.close()
-
-
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from workers.margin import replay_user
 
@@ -209,7 +210,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.user_id is not None or since is None:
         return _fail("replay all: takes --since and no USER_ID")
-    users = asyncio.run(_holders(settings))
+    from ftl.margin_service import users_with_open_positions
+
+    users = _with_services(settings, users_with_open_positions)
     for done, user_id in enumerate(users, start=1):
         replay_user.send(str(user_id), since)
         if done % 100 == 0 or done == len(users):

@@ -43,6 +43,11 @@ def board_key(scope: str | None, district_raw: str | None) -> str:
     return keys.board_district(_number(district_raw, "districtId", 0, 1, 14))
 
 
+def board_member(arrival: int, user_id: UUID | str) -> str:
+    """The member lua/lib/engine.lua's board() writes: later arrivals sort lower at one score."""
+    return f"{999_999_999_999_999 - arrival:015d}:{user_id}"
+
+
 def user_of(member: str) -> str:
     return member.split(":", 1)[1]
 

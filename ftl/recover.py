@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ftl import keys, market, wallets
 from ftl.db.models import CfdPosition, Instrument, PositionStatus
 from ftl.instruments import InstrumentState
-from ftl.leaderboard import DISTRICTS
+from ftl.leaderboard import DISTRICTS, board_member
 from ftl.money import to_cents
 from ftl.services import Services
 from ftl.ticks import Tick, TickSource
@@ -76,11 +76,6 @@ class RecoverReport:
     ticks: int = 0
     flags: int = 0
     seconds: float = 0.0
-
-
-def board_member(arrival: int, user_id: UUID | str) -> str:
-    """The board member of lua/lib/engine.lua's board(): later arrivals sort lower."""
-    return f"{999_999_999_999_999 - arrival:015d}:{user_id}"
 
 
 Command = tuple[Any, ...]
