@@ -32,6 +32,7 @@ from ftl.ticks import TickSource
 
 DRAIN_S = 0.5  # in-flight trades finish before the snapshot (SPEC §1.7)
 LEASE_TTL_MS = 120_000
+CLOSE_BATCH = 200  # positions per position_system_close.lua call
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,24 @@ async def _set_frozen(services: Services, rows: list[Instrument], frozen: bool) 
 async def _open_positions_on(services: Services, instrument_ids: set[str]) -> list[tuple[str, str]]:
     """(position id, instrument id) of every open position on the instruments, from hot state
     (Postgres may lag the trade by one flush)."""
-    holders = await margin_service.holders_of(services, [UUID(i) for i in instrument_ids])
-    found = []
-    for user_id in sorted(holders, key=str):
-        position_ids: set[str] = await services.redis.smembers(keys.open_positions(user_id))  # type: ignore[assignment]
-        for position_id in sorted(position_ids):
-            fields = await services.redis.hmget(
-                keys.position(position_id), ["instrumentId", "status"]
-            )
-            if fields[0] in instrument_ids and fields[1] == "open":
-                found.append((position_id, str(fields[0])))
-    return found
+    holders = sorted(
+        await margin_service.holders_of(services, [UUID(i) for i in instrument_ids]), key=str
+    )
+    # PERF: two pipelined round trips, however many holders and positions.
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for user_id in holders:
+            pipe.smembers(keys.open_positions(user_id))
+        position_sets: list[set[str]] = await pipe.execute()
+    position_ids = sorted(pid for ids in position_sets for pid in ids)
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for position_id in position_ids:
+            pipe.hmget(keys.position(position_id), ["instrumentId", "status"])
+        fields: list[list[str | None]] = await pipe.execute()
+    return [
+        (position_id, str(instrument_id))
+        for position_id, (instrument_id, status) in zip(position_ids, fields, strict=True)
+        if instrument_id in instrument_ids and status == "open"
+    ]
 
 
 async def _close_at_snapshot(services: Services, rows: list[Instrument], lease: str) -> int:
@@ -99,15 +107,17 @@ async def _close_at_snapshot(services: Services, rows: list[Instrument], lease: 
         {"p": position_id, "x": snapshot[instrument_id]}
         for position_id, instrument_id in await _open_positions_on(services, set(snapshot))
     ]
-    if not closes:
-        return 0
-    reply = await services.scripts.call(
-        "position_system_close",
-        # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
-        keys=[lease],
-        args=["auto_exit_ft", json.dumps({"closes": closes})],
-    )
-    return int(reply[1])
+    closed = 0
+    # PERF: bounded batches, so one fixture's close-out never blocks Redis for long.
+    for start in range(0, len(closes), CLOSE_BATCH):
+        reply = await services.scripts.call(
+            "position_system_close",
+            # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
+            keys=[lease],
+            args=["auto_exit_ft", json.dumps({"closes": closes[start : start + CLOSE_BATCH]})],
+        )
+        closed += int(reply[1])
+    return closed
 
 
 async def _rebase_in_postgres(services: Services, fixture: Fixture, rows: list[Instrument]) -> bool:

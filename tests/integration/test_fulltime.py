@@ -21,7 +21,7 @@ from ftl import instruments, keys
 from ftl.db.engine import libpq_url
 from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.errors import Conflict
-from ftl.fulltime import close_out
+from ftl.fulltime import CLOSE_BATCH, close_out
 from ftl.market import pre_match_base_price_cents, price_cents
 from ftl.poller import poll_once
 from ftl.services import Services
@@ -56,7 +56,12 @@ async def any_instrument_of_team(services: Services, team: str) -> Instrument:
 
 
 async def open_position(
-    api: testing.ASGIConductor, services: Services, user: UUID, instrument: UUID, direction: str
+    api: testing.ASGIConductor,
+    services: Services,
+    user: UUID,
+    instrument: UUID,
+    direction: str,
+    lot_size: float = 1,
 ) -> testing.Result:
     token, _ = access_token(services, user)
     state = await instruments.read(services.redis, instrument)
@@ -67,7 +72,7 @@ async def open_position(
         json={
             "instrumentId": str(instrument),
             "direction": direction,
-            "lotSize": 1,
+            "lotSize": lot_size,
             "clientRequestId": uuid.uuid4().hex,
             "clientPrice": price / 100,
             "slippageTolerancePct": 0.05,
@@ -261,3 +266,23 @@ async def test_a_squad_player_who_did_not_take_part_keeps_his_form(
         for row in bench:
             after = await session.get(Instrument, row.id)
             assert after is not None and after.form_index == row.form_index
+
+
+async def test_a_close_out_larger_than_one_batch_closes_every_position_once(
+    market: Services, api: testing.ASGIConductor, pg: psycopg.Connection, sim_url: str, clock: Clock
+) -> None:
+    lautaro = await instrument_of(market, LAUTARO)
+    per_user, users = 41, 5
+    assert per_user * users > CLOSE_BATCH
+    for user in [make_user(pg) for _ in range(users)]:
+        for _ in range(per_user):
+            opened = await open_position(api, market, user, lautaro.id, "long", lot_size=0.01)
+            assert opened.status_code == 201, opened.text
+    fixture_id = await reach_full_time(market, sim_url, clock)
+
+    first = await close_out(market, fixture_id)
+    again = await close_out(market, fixture_id)
+
+    assert (first.closed_positions, again.closed_positions) == (per_user * users, 0)
+    hot = await instruments.read(market.redis, lautaro.id)
+    assert hot is not None and hot.net_lots_centis == 0
