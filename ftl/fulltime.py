@@ -191,6 +191,5 @@ async def close_out(services: Services, fixture_id: UUID) -> CloseOut:
         rebased = await _apply_bases(services, fixture_id)
         await _set_frozen(services, rows, False)
     finally:
-        if await services.redis.get(lease) == token:
-            await services.redis.delete(lease)
+        await services.scripts.call("lease_release", keys=[lease], args=[token])
     return CloseOut(fixture_id, closed, washouts, rebased, already_done)

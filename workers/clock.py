@@ -1,8 +1,8 @@
 """The clock (Procfile `clock`): the one process that enqueues periodic messages.
 
-Any number of clocks may run; only the holder of the lease `lease:clock` (SET NX PX, renewed
-every loop) sends, so each period fires once however many clocks are up, and a standby takes
-over within LEASE_TTL_MS when the holder dies. The schedule is a table: add a line per job.
+Any number of clocks may run; only the holder of the lease `lease:clock` (lua/lease_hold.lua:
+taken or renewed every loop in one atomic step) sends, so each period fires once however many
+clocks are up, and a standby takes over within LEASE_TTL_MS when the holder dies. The schedule is a table: add a line per job.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import redis
 from ftl import keys, leaderboard
 from ftl.config import get_settings
 from ftl.margin_service import BACKSTOP_PERIOD_S
+from ftl.scripts import read_scripts
 from workers import flush, margin, poller
 from workers.runtime import services
 
@@ -75,16 +76,13 @@ class Clock:
         self.token = uuid.uuid4().hex
         self.running = True
         self.leader = False
+        scripts = read_scripts()
+        # NOTE: redis-py's Script runs EVALSHA and loads the source again on NOSCRIPT.
+        self._hold = client.register_script(scripts["lease_hold"].source)
+        self._release = client.register_script(scripts["lease_release"].source)
 
     def hold_lease(self) -> bool:
-        if self.client.set(LEASE, self.token, nx=True, px=LEASE_TTL_MS):
-            return True
-        # NOTE: renewing is check-then-extend; a lease that expired in between is simply taken
-        # again on the next loop by whoever gets it first.
-        if self.client.get(LEASE) == self.token:
-            self.client.pexpire(LEASE, LEASE_TTL_MS)
-            return True
-        return False
+        return bool(self._hold(keys=[LEASE], args=[self.token, LEASE_TTL_MS]))
 
     def tick(self) -> int:
         """Send what is due; how many messages were sent."""
@@ -107,8 +105,7 @@ class Clock:
                 log.warning("clock: Redis unavailable: %s", exc)
                 time.sleep(1)
             time.sleep(LOOP_S)
-        if self.client.get(LEASE) == self.token:
-            self.client.delete(LEASE)
+        self._release(keys=[LEASE], args=[self.token])
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         self.running = False

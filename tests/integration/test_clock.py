@@ -14,6 +14,7 @@ from workers import margin, poller
 from workers.broker import NAMESPACE
 from workers.clock import (
     LEASE,
+    LEASE_TTL_MS,
     Clock,
     Periodic,
     replay_on_reconnect,
@@ -35,6 +36,22 @@ def test_only_the_lease_holder_sends_and_a_standby_takes_over(
     assert second.tick() == 1
     assert first.tick() == 0
     assert sent == ["first", "second"]
+
+
+def test_a_clock_renews_only_its_own_lease_and_gives_back_only_its_own(
+    redis_admin: redis.Redis, clean: None
+) -> None:
+    clock = Clock(redis_admin, [])
+    assert clock.hold_lease()
+    redis_admin.pexpire(LEASE, 100)
+    assert clock.hold_lease()
+    assert redis_admin.pttl(LEASE) > 1_000  # renewed to the full time to live
+    redis_admin.set(LEASE, "another-clock", px=LEASE_TTL_MS)  # ours ran out, another took it
+    assert not clock.hold_lease()
+    assert redis_admin.get(LEASE) == "another-clock"
+    clock.running = False
+    clock.run()  # stopping gives back only a lease it holds
+    assert redis_admin.get(LEASE) == "another-clock"
 
 
 def test_sportmonks_is_polled_every_2_s_while_live_and_every_60_s_otherwise(
