@@ -2,7 +2,8 @@
 
 Any number of clocks may run; only the holder of the lease `lease:clock` (lua/lease_hold.lua:
 taken or renewed every loop in one atomic step) sends, so each period fires once however many
-clocks are up, and a standby takes over within LEASE_TTL_MS when the holder dies. The schedule is a table: add a line per job.
+clocks are up, and a standby takes over within LEASE_TTL_MS when the holder dies. The schedule
+is a table: add a line per job.
 """
 
 from __future__ import annotations
