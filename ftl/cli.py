@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
+from ftl import logs
 from ftl.config import ConfigError, Settings, get_settings
 
 if TYPE_CHECKING:
     from ftl.services import Services
 
 T = TypeVar("T")
+N = TypeVar("N", bound=float)
 
 
 def _fail(message: str) -> int:
@@ -89,9 +91,40 @@ def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     return _with_services(settings, _recover)
 
 
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from ftl import audit
+
+    acknowledged = (
+        audit.read_acknowledged(args.acknowledged.read_text().splitlines())
+        if args.acknowledged
+        else []
+    )
+
+    async def run(services: Services) -> int:
+        # NOTE: hot and durable state only agree once the outbox is drained (decision 0070).
+        if args.wait_flush and not await audit.wait_for_flush(services.redis, args.wait_flush):
+            backlog = await audit.outbox_backlog(services.redis)
+            return _fail(
+                f"audit: the outbox still holds {backlog} entries after {args.wait_flush:g} s;"
+                " is a flusher running? (--wait-flush 0 audits anyway)"
+            )
+        report = await audit.audit(services, acknowledged)
+        for violation in report.violations:
+            print(violation.line())
+        print(report.summary(), file=sys.stderr)
+        return 1 if report.violations else 0
+
+    return _with_services(settings, run)
+
+
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     # NOTE: settings were validated above, so a misconfigured production fails here in one line
     # instead of inside every gunicorn worker.
+    from ftl import multiproc
+
+    # NOTE: set before gunicorn imports prometheus_client, so every worker writes its figures
+    # where GET /metrics merges them (decision 0060).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc.fresh_dir("web", settings.web_port)
     argv = [
         sys.executable,
         "-m",
@@ -149,6 +182,39 @@ def _speed(raw: str) -> float:
     if not 0 < speed <= 100_000:
         raise argparse.ArgumentTypeError("speed must be above 0 and at most 100000")
     return speed
+
+
+def cmd_bots(settings: Settings, args: argparse.Namespace) -> int:
+    # APPSEC: synthetic traders exist for development and demos; production has no dev sign-in.
+    if settings.is_production:
+        return _fail("bots: synthetic traders are off in production (ENV=production)")
+    from ftl.bots import run_bots
+
+    asyncio.run(
+        run_bots(
+            args.url or settings.public_url,
+            args.count,
+            args.rate,
+            turns=args.turns,
+            seed=args.seed,
+        )
+    )
+    return 0
+
+
+def _bounded(kind: Callable[[str], N], low: N, high: N) -> Callable[[str], N]:
+    """An argparse type: a number read by `kind`, from `low` to `high`."""
+
+    def parse(raw: str) -> N:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}")
+        return value
+
+    return parse
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
@@ -229,10 +295,19 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         " stopped; idempotent)",
         cmd_recover,
     ),
+    "audit": (
+        "check the invariants between Redis and Postgres and print every violation (exit 1);"
+        " waits for the flusher to drain the outbox first",
+        cmd_audit,
+    ),
     "keys": ("print a new RS256 signing key as JWT_PRIVATE_KEY_B64=... (development)", cmd_keys),
     "web": ("serve the HTTP API (gunicorn + uvicorn workers)", cmd_web),
     "sim": ("serve a local Sportmonks simulator: `ftl sim sportmonks`", cmd_sim),
     "ws": ("serve the WebSocket fan-out (prices and portfolio frames)", cmd_ws),
+    "bots": (
+        "synthetic traders that move the demo market through the API (not in production)",
+        cmd_bots,
+    ),
     "dev": ("development tools: `ftl dev google`, a local Google ID-token issuer", cmd_dev),
     "replay": (
         "enqueue margin replays: `ftl replay margin USER_ID [--since ISO]`,"
@@ -258,12 +333,42 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--port", type=int, help="port (default: SPORTMONKS_SIM_PORT)")
             command.add_argument("--seed", type=int, default=2026, help="seed of generated matches")
             command.add_argument("--scenario", type=Path, help="play this recorded scenario JSON")
+        if name == "bots":
+            command.add_argument(
+                "--count", type=_bounded(int, 1, 1000), default=20, help="how many bots (20)"
+            )
+            command.add_argument(
+                "--rate",
+                type=_bounded(float, 0.01, 1000.0),
+                default=1.0,
+                help="trades per second, all bots together (1)",
+            )
+            command.add_argument("--url", help="base URL of the API (default: PUBLIC_URL)")
+            command.add_argument(
+                "--turns", type=_bounded(int, 1, 10**9), help="stop after this many trades"
+            )
+            command.add_argument("--seed", type=int, help="seed of the bots' choices")
         if name == "dev":
             command.add_argument("tool", choices=["google"], help="the tool to run")
             command.add_argument("--port", type=int, help="port (default: GOOGLE_DEV_PORT)")
             command.add_argument("--mint", metavar="EMAIL", help="print an ID token for EMAIL")
             command.add_argument("--nonce", help="the nonce claim of the minted token")
             command.add_argument("--aud", help="the audience of the minted token")
+        if name == "audit":
+            command.add_argument(
+                "--wait-flush",
+                type=_bounded(float, 0.0, 3600.0),
+                default=10.0,
+                metavar="SECONDS",
+                help="wait up to this long for the outbox to drain, else exit 2 (0: do not wait)",
+            )
+            command.add_argument(
+                "--acknowledged",
+                type=Path,
+                metavar="FILE",
+                help="JSON lines {userId, positionId, openRequestId, closeRequestId?}: trades"
+                " clients were answered for, each checked to be in Postgres once",
+            )
         if name == "replay":
             command.add_argument("scope", choices=["margin", "all"], help="one user or everyone")
             command.add_argument("user_id", nargs="?", type=UUID, help="the user (scope margin)")
@@ -281,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings()
     except ConfigError as exc:
         return _fail(str(exc))
+    # NOTE: a command speaks through its own lines; libraries' INFO chatter would bury them (and
+    # the one-line failure), so it logs warnings and worse unless LOG_LEVEL asks for more.
+    quiet = (
+        settings.log_level if settings.log_level in ("DEBUG", "ERROR", "CRITICAL") else "WARNING"
+    )
+    logs.setup_unless_configured(quiet)
     _, run = COMMANDS[args.command]
     try:
         return run(settings, args)

@@ -41,7 +41,9 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     web_concurrency: int = 2
+    web_request_read_timeout_s: int = 15  # a request must arrive whole within this (web/worker.py)
     ws_port: int = 8081
+    ws_public_url: str = ""  # empty: ws://<the page's host>:WS_PORT/ws/prices (web/console)
     sportmonks_sim_port: int = 8090
     google_dev_port: int = 8091
     public_url: str = "http://127.0.0.1:8080"
@@ -59,6 +61,9 @@ class Settings:
     disable_rate_limit: bool = False
     admin_email: str = "admin@ftl.local"
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9191
+    prometheus_multiproc_dir: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -91,7 +96,11 @@ class Settings:
             web_host=get("WEB_HOST", defaults.web_host),
             web_port=web_port,
             web_concurrency=_integer(env, "WEB_CONCURRENCY", defaults.web_concurrency),
+            web_request_read_timeout_s=_integer(
+                env, "WEB_REQUEST_READ_TIMEOUT_S", defaults.web_request_read_timeout_s
+            ),
             ws_port=_integer(env, "WS_PORT", defaults.ws_port),
+            ws_public_url=get("WS_PUBLIC_URL", defaults.ws_public_url).strip(),
             sportmonks_sim_port=_integer(env, "SPORTMONKS_SIM_PORT", defaults.sportmonks_sim_port),
             google_dev_port=_integer(env, "GOOGLE_DEV_PORT", defaults.google_dev_port),
             public_url=get("PUBLIC_URL", f"http://127.0.0.1:{web_port}"),
@@ -113,6 +122,10 @@ class Settings:
             disable_rate_limit=_flag(get("DISABLE_RATE_LIMIT", "")),
             admin_email=get("ADMIN_EMAIL", defaults.admin_email),
             log_level=get("LOG_LEVEL", defaults.log_level).upper(),
+            metrics_host=get("METRICS_HOST", defaults.metrics_host),
+            metrics_port=_integer(env, "METRICS_PORT", defaults.metrics_port),
+            # NOTE: set by the launchers (`ftl web`, `python -m workers`), not by operators.
+            prometheus_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR", ""),
         )
 
 

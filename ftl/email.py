@@ -141,10 +141,11 @@ class Sender(Protocol):
 
 
 class NoopSender:
-    """SMTP_URL unset: the email is logged (without its body) and counts as sent."""
+    """SMTP_URL unset: the email is logged (without subject or body) and counts as sent."""
 
     async def send(self, message: EmailMessage) -> None:
-        log.info("email not sent (no SMTP_URL): %s to %s", message["Subject"], message["To"])
+        # APPSEC: the subject of a registration email carries its code; logs never do.
+        log.info("email not sent (no SMTP_URL): %s to %s", message["Message-ID"], message["To"])
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ftl import keys, referral_payout
+from ftl import keys, metrics, referral_payout
 from ftl.money import from_cents
 from ftl.services import Services
 from ftl.ticks import Tick
@@ -358,6 +358,8 @@ class Flusher:
                 pipe.lpush(keys.FLUSH_LAG_SAMPLES, lag)
                 pipe.ltrim(keys.FLUSH_LAG_SAMPLES, 0, keys.FLUSH_LAG_SAMPLES_CAP - 1)
             await pipe.execute()
+        if ticks:
+            metrics.FLUSH_LAG_SECONDS.observe(lag / 1000)
         return FlushReport(
             entries=len(entries),
             positions=len(position_rows),

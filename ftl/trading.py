@@ -19,7 +19,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 
-from ftl import keys, market, wallets
+from ftl import keys, market, metrics, wallets
 from ftl.auth.sessions import FAMILY_CLAIM
 from ftl.auth.tokens import Claims
 from ftl.db.models import CfdPosition, PositionStatus
@@ -242,10 +242,19 @@ def refusal(code: str, details_json: str) -> FtlError:
 
 
 async def refuse(
+    services: Services, caller: Caller, position_id: UUID | None, reply: list[Any], action: str
+) -> FtlError:
+    """The typed error of a refusal (counted by `action` and code). A position missing from hot
+    state may be one the flusher already moved to Postgres once closed: that is
+    `position_closed`, not `not_found`."""
+    error = await _refusal(services, caller, position_id, reply)
+    metrics.trade_outcome(action, error.code).inc()
+    return error
+
+
+async def _refusal(
     services: Services, caller: Caller, position_id: UUID | None, reply: list[Any]
 ) -> FtlError:
-    """The typed error of a refusal. A position missing from hot state may be one the flusher
-    already moved to Postgres once closed: that is `position_closed`, not `not_found`."""
     if reply[1] == "not_found" and position_id is not None:
         async with services.engine.connect() as conn:
             status = (
@@ -261,12 +270,13 @@ async def refuse(
 
 
 async def answer(
-    services: Services, caller: Caller, position_id: UUID | None, reply: list[Any]
+    services: Services, caller: Caller, position_id: UUID | None, reply: list[Any], action: str
 ) -> str:
     """The response JSON of a trade script's reply; raises its refusal."""
     status = reply[0]
     if status == 0:
-        raise await refuse(services, caller, position_id, reply)
+        raise await refuse(services, caller, position_id, reply, action)
+    metrics.trade_outcome(action, "replayed" if status == 2 else "ok").inc()
     body: str = reply[1]
     return f'{body[:-1]},"replayed":{"true" if status == 2 else "false"}}}'
 
@@ -312,7 +322,7 @@ async def open_position(services: Services, caller: Caller, order: OpenOrder) ->
             caller.check_family,
         ],
     )
-    return await answer(services, caller, None, reply)
+    return await answer(services, caller, None, reply, "open")
 
 
 async def close_position(
@@ -339,7 +349,7 @@ async def close_position(
             caller.check_family,
         ],
     )
-    return await answer(services, caller, position_id, reply)
+    return await answer(services, caller, position_id, reply, "close")
 
 
 async def modify_position(
@@ -358,6 +368,7 @@ async def modify_position(
         ],
     )
     if reply[0] == 0:
-        raise await refuse(services, caller, position_id, reply)
+        raise await refuse(services, caller, position_id, reply, "modify")
+    metrics.trade_outcome("modify", "ok").inc()
     body: str = reply[1]
     return body

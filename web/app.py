@@ -11,13 +11,15 @@ from redis.exceptions import RedisError
 
 from ftl.config import Settings, get_settings
 from ftl.services import Services
-from web import errors
+from web import errors, openapi, telemetry
 from web.body import BodyLimit
+from web.params import QueryText
 from web.ratelimit import RateLimit
 from web.resources import accounts as account_routes
 from web.resources import admin_replay as admin_replay_routes
 from web.resources import admin_settings as admin_settings_routes
 from web.resources import auth as auth_routes
+from web.resources import console as console_routes
 from web.resources import instruments as instrument_routes
 from web.resources import leaderboard as leaderboard_routes
 from web.resources import matches as match_routes
@@ -48,7 +50,8 @@ class Lifespan:
 def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     settings = settings or get_settings()
     services = Services.create(settings)
-    middleware: list[Any] = [Lifespan(services), BodyLimit()]
+    # NOTE: Telemetry first, so the request id and the timing cover every other middleware.
+    middleware: list[Any] = [telemetry.Telemetry(), Lifespan(services), BodyLimit(), QueryText()]
     middleware += [
         falcon.CORSMiddleware(
             allow_origins=list(settings.cors_origins),
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     errors.install(app)
     app.add_route("/health", Health())
     app.add_route("/ready", Ready(services))
+    telemetry.add_routes(app, settings.prometheus_multiproc_dir)
     auth_routes.add_routes(app, services)
     account_routes.add_routes(app, services)
     match_routes.add_routes(app, services)
@@ -71,4 +75,6 @@ def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     leaderboard_routes.add_routes(app, services)
     admin_settings_routes.add_routes(app, services)
     admin_replay_routes.add_routes(app, services)
+    console_routes.add_routes(app, services)
+    openapi.add_routes(app, services)
     return app

@@ -3,11 +3,14 @@ simulated match."""
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from falcon import testing
 
+from ftl import logs
 from ftl.config import Settings
 from ftl.seed import seed
 from ftl.services import Services
@@ -39,3 +42,19 @@ async def api(settings: Settings, market: Services) -> AsyncIterator[testing.ASG
     """The HTTP API (lifespan included) over the seeded market."""
     async with testing.ASGIConductor(create_app(settings)) as conductor:
         yield conductor
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Every log line of the test at DEBUG, formatted as production writes them: at emit time, so
+    each line carries the request id of the thread that logged it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)

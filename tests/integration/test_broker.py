@@ -21,6 +21,7 @@ EXPECTED_MIDDLEWARE = [
     "Retries",
     "CurrentMessage",
     "AsyncIO",
+    "RequestIds",
 ]
 
 
@@ -30,6 +31,12 @@ def test_middleware_is_chosen_explicitly(settings: Settings) -> None:
         EXPECTED_MIDDLEWARE
     )
     assert dramatiq.get_broker() is broker
+    # Dramatiq's Prometheus middleware only where `python -m workers` set up its directory.
+    with_metrics = build_broker(settings.redis_url, metrics=True)
+    assert [type(m).__name__ for m in with_metrics.middleware] == [
+        *EXPECTED_MIDDLEWARE,
+        "WorkerMetrics",
+    ]
 
 
 def test_an_async_actor_runs_on_a_real_worker(settings: Settings, clean: None) -> None:

@@ -63,3 +63,20 @@ def test_cors_origins_follow_the_web_port_unless_given() -> None:
     assert Settings.from_env({"WEB_PORT": "9000"}).cors_origins[0] == "http://127.0.0.1:9000"
     given = Settings.from_env({"CORS_ORIGINS": "https://ftl.example, https://www.ftl.example"})
     assert given.cors_origins == ("https://ftl.example", "https://www.ftl.example")
+
+
+def test_metrics_settings_come_from_the_environment() -> None:
+    given = Settings.from_env(
+        {"METRICS_HOST": "0.0.0.0", "METRICS_PORT": "9192", "PROMETHEUS_MULTIPROC_DIR": "/m"}
+    )
+    assert (given.metrics_host, given.metrics_port, given.prometheus_multiproc_dir) == (
+        "0.0.0.0",
+        9192,
+        "/m",
+    )
+    default = Settings.from_env({})
+    assert (default.metrics_host, default.metrics_port, default.prometheus_multiproc_dir) == (
+        "127.0.0.1",
+        9191,
+        "",
+    )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
+from ftl import logs
 from ftl.config import get_settings
 from web.ws.server import run
 
 if __name__ == "__main__":
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logs.setup(settings.log_level)
     asyncio.run(run(settings))
