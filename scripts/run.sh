@@ -14,8 +14,10 @@ if [[ ${FTL_STARTED_REDIS:-0} == 1 || ${FTL_STARTED_PG:-0} == 1 ]]; then
     STOP_SERVICES=1
 fi
 SIM_PID=""
+BOTS_PID=""
 cleanup() {
     [[ -n $SIM_PID ]] && kill "$SIM_PID" 2>/dev/null || true
+    [[ -n $BOTS_PID ]] && kill "$BOTS_PID" 2>/dev/null || true
     [[ $STOP_SERVICES == 1 ]] && scripts/services.sh down || true
 }
 trap cleanup EXIT
@@ -42,17 +44,24 @@ export SPORTMONKS_SIM_PORT
 export SPORTMONKS_BASE_URL="${SPORTMONKS_BASE_URL:-http://127.0.0.1:${SPORTMONKS_SIM_PORT}/v3/football}"
 ftl sim sportmonks --speed "${SIM_SPEED:-15}" &
 SIM_PID=$!
+# Synthetic traders keep the demo market moving (BOTS=0 for none); they wait for the API.
+if [[ ${BOTS:-20} -gt 0 ]]; then
+    ftl bots --count "${BOTS:-20}" --rate "${BOT_RATE:-1}" --url "http://127.0.0.1:${WEB_PORT}" &
+    BOTS_PID=$!
+fi
 
 # The release step already ran above; every other Procfile entry is a long-running process.
 mapfile -t PROCESSES < <(grep -E '^[a-z]+:' Procfile | cut -d: -f1 | grep -v '^release$')
 cat <<MSG
 
 FTL is starting: ${PROCESSES[*]}
+  console    http://127.0.0.1:${WEB_PORT}/console  (open it, sign in, trade the live match)
   API        http://127.0.0.1:${WEB_PORT}/api
   health     http://127.0.0.1:${WEB_PORT}/health
   readiness  http://127.0.0.1:${WEB_PORT}/ready
   matches    http://127.0.0.1:${WEB_PORT}/api/matches
   simulator  ${SPORTMONKS_BASE_URL} (speed ${SIM_SPEED:-15}: match minutes per real minute)
+  bots       ${BOTS:-20} synthetic traders, about ${BOT_RATE:-1} trades a second (BOTS=0: none)
 Try: curl -s -X POST -H 'Content-Type: application/json' -d '{"displayName":"Asha"}' \
        http://127.0.0.1:${WEB_PORT}/api/auth/dev
 Stop with Ctrl-C.

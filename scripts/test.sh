@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make test`: install, bring up Redis and PostgreSQL, lint, type-check, run the whole suite.
+# `make test`: install (Chromium for the browser test too), bring up Redis and PostgreSQL, lint,
+# type-check, run the whole suite.
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -k money).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 scripts/venv.sh
+scripts/browser.sh
 scripts/services.sh up
 # shellcheck source=/dev/null
 . .var/services.env

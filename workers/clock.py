@@ -20,7 +20,7 @@ from types import FrameType
 
 import redis
 
-from ftl import keys, leaderboard
+from ftl import keys, leaderboard, logs
 from ftl.config import get_settings
 from ftl.margin_service import BACKSTOP_PERIOD_S
 from ftl.scripts import read_scripts
@@ -46,9 +46,14 @@ class Periodic:
 
 
 def sportmonks_poll_period_ms(client: redis.Redis) -> int:
-    """Every 2 s while the last poll saw a live fixture, every 60 s otherwise (SPEC §5.2)."""
+    """Every 2 s while the last poll saw a live fixture, every 60 s while it saw none (SPEC §5.2).
+
+    NOTE: no answer on record (a fresh start, or no poll succeeded for LIVE_FIXTURES_TTL_S) polls
+    at the live rate: the period is chosen right after sending, before that poll has answered,
+    so a start during a match would otherwise wait a whole idle minute for its second poll.
+    """
     live = client.get(keys.LIVE_FIXTURES)
-    return poller.LIVE_POLL_PERIOD_MS if live and live != "[]" else poller.IDLE_POLL_PERIOD_MS
+    return poller.IDLE_POLL_PERIOD_MS if live == "[]" else poller.LIVE_POLL_PERIOD_MS
 
 
 def schedule(client: redis.Redis) -> list[Periodic]:
@@ -133,7 +138,7 @@ def replay_on_reconnect(clock: Clock) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=get_settings().log_level)
+    logs.setup(get_settings().log_level)
     client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
     clock = Clock(client, schedule(client))
     threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()

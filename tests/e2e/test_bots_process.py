@@ -1,0 +1,58 @@
+"""`ftl bots` as a real process: it trades against `ftl web` and reports, refuses bad options, and
+refuses to run at all in production."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ftl.auth.tokens import generate_private_key_b64
+from tests.e2e.conftest import WebProcess, run_ftl, running_web
+
+pytestmark = pytest.mark.e2e
+
+
+PRODUCTION = {
+    "ENV": "production",
+    "JWT_PRIVATE_KEY_B64": generate_private_key_b64(),
+    "GOOGLE_CLIENT_ID": "client.apps.googleusercontent.com",
+    "SPORTMONKS_API_TOKEN": "token",
+}
+
+
+def test_bots_are_off_in_production() -> None:
+    refused = run_ftl("bots", "--url", "http://127.0.0.1:9", env=PRODUCTION)
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.strip() == "bots: synthetic traders are off in production (ENV=production)"
+    )
+
+
+def test_bots_pointed_at_production_cannot_sign_in(schema: str, clean: None) -> None:
+    with running_web(PRODUCTION) as production:
+        result = run_ftl("bots", "--url", production.url, "--turns", "1")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "the dev sign-in was refused (not_found)" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "option", [["--count", "0"], ["--count", "1001"], ["--rate", "0"], ["--rate", "x"]]
+)
+def test_bad_options_exit_2(option: list[str]) -> None:
+    result = run_ftl("bots", *option)
+    assert result.returncode == 2
+    assert "ftl bots: error: argument" in result.stderr
+
+
+def test_bots_trade_against_the_web_process(web: WebProcess) -> None:
+    result = run_ftl(
+        "bots", "--count", "3", "--rate", "50", "--turns", "30", "--seed", "1", "--url", web.url
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("bots: 3 synthetic traders (bot-0001...) signed in at")
+    assert lines[-1].startswith("bots: opened ") and "failures 0" in lines[-1]
+    listed = httpx.get(f"{web.url}/api/instruments", timeout=5).json()["instruments"]
+    assert any(instrument["netLots"] != 0 for instrument in listed)
