@@ -8,6 +8,8 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+import redis.exceptions
+import sqlalchemy.exc
 
 from ftl.errors import ErrorKind, FtlError, RateLimited
 
@@ -75,7 +77,29 @@ async def handle_unexpected(
     resp.media = envelope("internal_error", "Something went wrong on our side.")
 
 
+# A store that does not answer (Postgres restarting, Redis gone): 503, the client retries.
+STORE_DOWN: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+RETRY_AFTER_S = 1
+
+
+async def handle_store_down(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    log.warning("store unavailable on %s %s: %s", req.method, req.path, type(ex).__name__)
+    resp.status = falcon.HTTP_503
+    resp.set_header("Retry-After", str(RETRY_AFTER_S))
+    resp.media = envelope("unavailable", "A store is unavailable; try again shortly.")
+
+
 def install(app: falcon.asgi.App[Any, Any]) -> None:
     app.add_error_handler(Exception, handle_unexpected)
+    for store_down in STORE_DOWN:
+        app.add_error_handler(store_down, handle_store_down)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(FtlError, handle_ftl_error)

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from ftl import keys, trading
+from ftl.audit import audit
 from ftl.config import Settings
 from ftl.db.engine import libpq_url
 from ftl.services import Services
@@ -139,6 +140,8 @@ async def test_a_flusher_killed_mid_batch_loses_and_doubles_nothing(
     assert net is not None and net[1] == total_ticks
     hot = await hot_net_lots(services, instrument)
     assert net[0] * 100 == hot
+    report = await audit(services)
+    assert report.violations == []
 
 
 async def pending_entries(services: Services) -> int:
