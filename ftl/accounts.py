@@ -17,8 +17,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ftl.db.models import District, User, UserRole, Wallet
-from ftl.errors import InvalidInput
 from ftl.referrals import new_referral_code
+from ftl.text import human_text
 
 STARTING_BALANCE = Decimal("10000.00")
 DISTRICT_COUNT = 14
@@ -114,14 +114,8 @@ async def insert_wallet(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) ->
 
 
 def display_name_of(raw: object) -> str:
-    """A synthetic user's display name: text of 1 to 50 characters, surrounding spaces dropped."""
-    if not isinstance(raw, str) or not 1 <= len(raw.strip()) <= DISPLAY_NAME_MAX_CHARS:
-        raise InvalidInput(
-            "validation_error",
-            f"displayName must be text of 1 to {DISPLAY_NAME_MAX_CHARS} characters.",
-            {"field": "displayName"},
-        )
-    return raw.strip()
+    """A synthetic user's display name: human text of 1 to 50 characters (ftl/text.py)."""
+    return human_text(raw, "displayName", DISPLAY_NAME_MAX_CHARS)
 
 
 def _synthetic_row(name: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ftl.db.models import LeaderboardSnapshot, User
 from ftl.errors import InvalidInput
 from ftl.money import from_cents, json_number
 from ftl.services import Services
+from ftl.text import is_small_whole_number
 
 MAX_LIMIT = 100
 DISTRICTS = range(1, 15)
@@ -28,7 +29,7 @@ def invalid(field: str, message: str) -> InvalidInput:
 def _number(raw: str | None, field: str, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not is_small_whole_number(raw) or not low <= int(raw) <= high:
         raise invalid(field, f"must be {low} to {high}")
     return int(raw)
 

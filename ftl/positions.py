@@ -21,6 +21,7 @@ from ftl.db.models import CfdPosition, Instrument, PositionStatus
 from ftl.errors import InvalidInput, NotFound
 from ftl.money import json_number, to_cents
 from ftl.services import Services
+from ftl.text import is_small_whole_number
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -104,7 +105,7 @@ async def get(services: Services, user_id: UUID, position_id: UUID) -> dict[str,
 def limit_param(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not is_small_whole_number(raw) or not 1 <= int(raw) <= MAX_PAGE:
         raise InvalidInput(
             "validation_error", f"limit must be 1 to {MAX_PAGE}.", {"field": "limit"}
         )

@@ -17,6 +17,7 @@ from ftl.matches import instrument_json
 from ftl.money import json_number, to_cents
 from ftl.positions import iso
 from ftl.services import Services
+from ftl.text import is_small_whole_number
 
 MAX_HISTORY = 1_000
 
@@ -75,7 +76,7 @@ async def price_history(
     """Ticks oldest first, from `since` (ISO-8601) on, at most `limit` (≤ 1000)."""
     limit = MAX_HISTORY
     if limit_raw is not None:
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_HISTORY:
+        if not is_small_whole_number(limit_raw) or not 1 <= int(limit_raw) <= MAX_HISTORY:
             raise invalid("limit", f"must be 1 to {MAX_HISTORY}")
         limit = int(limit_raw)
     query = select(PriceTick).where(PriceTick.instrument_id == instrument_id)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ftl.db.models import Referral, ReferralInvite, User
 from ftl.errors import InvalidInput, NotFound
 from ftl.money import json_number, to_cents
+from ftl.text import human_text
 
 REFERRAL_CODE_BYTES = 4
 REFERRAL_CODE = re.compile(r"[0-9a-f]{8}")
@@ -100,13 +101,7 @@ async def record(conn: AsyncConnection, referred_id: uuid.UUID, claim: ReferralC
 
 
 def invite_label(raw: object) -> str:
-    if not isinstance(raw, str) or not 1 <= len(raw.strip()) <= INVITE_LABEL_MAX_CHARS:
-        raise InvalidInput(
-            "validation_error",
-            f"label must be text of 1 to {INVITE_LABEL_MAX_CHARS} characters.",
-            {"field": "label"},
-        )
-    return raw.strip()
+    return human_text(raw, "label", INVITE_LABEL_MAX_CHARS)
 
 
 def _invite_json(row: Any, signups: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ftl.auth.tokens import Claims, TokenType
 from ftl.db.models import User
 from ftl.errors import Conflict, Forbidden, InvalidInput, RateLimited, Unauthorized
 from ftl.services import Services
+from ftl.text import human_text
 
 OTP_DIGITS = 6
 OTP_TTL_S = 300
@@ -180,9 +181,7 @@ def _invalid(field: str, message: str) -> InvalidInput:
 
 
 def _name(raw: object, field: str) -> str:
-    if not isinstance(raw, str) or not 1 <= len(raw.strip()) <= NAME_MAX_CHARS:
-        raise _invalid(field, f"{field} must be 1 to {NAME_MAX_CHARS} characters.")
-    return raw.strip()
+    return human_text(raw, field, NAME_MAX_CHARS)
 
 
 def _whole_number(raw: object, field: str, allowed: range, message: str) -> int:

@@ -14,6 +14,7 @@ from ftl.auth import google, sessions
 from ftl.auth.tokens import TTL_S, Claims, TokenType
 from ftl.errors import InvalidInput, Unauthorized
 from ftl.services import Services
+from ftl.text import human_text
 from web.auth import (
     REFRESH_COOKIE,
     authenticate,
@@ -196,13 +197,9 @@ class DevBatch:
                 f"count must be a whole number from 1 to {accounts.DEV_BATCH_MAX}.",
                 {"field": "count"},
             )
-        prefix = body.get("prefix", DEV_BATCH_PREFIX)
-        if not isinstance(prefix, str) or not 1 <= len(prefix) <= DEV_BATCH_PREFIX_MAX_CHARS:
-            raise InvalidInput(
-                "validation_error",
-                f"prefix must be text of 1 to {DEV_BATCH_PREFIX_MAX_CHARS} characters.",
-                {"field": "prefix"},
-            )
+        prefix = human_text(
+            body.get("prefix", DEV_BATCH_PREFIX), "prefix", DEV_BATCH_PREFIX_MAX_CHARS
+        )
         names = [f"{prefix}{number:04d}" for number in range(1, count + 1)]
         created = await accounts.synthetic_accounts(self.services.engine, names)
         resp.media = {

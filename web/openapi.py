@@ -1,0 +1,914 @@
+"""The OpenAPI 3.1 document of every HTTP route (SPEC §3), served at GET /api/openapi.json.
+
+Built once as a plain dict. tests/integration/test_openapi.py keeps it true: every routed
+path and method is here and nothing else is, and real responses validate against the schema
+documented for their status. Objects are closed (`additionalProperties: false`) so a new field
+in a response fails that test until it is written down here.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from ftl.services import Services
+from ftl.sportmonks.payload import Stat
+from ftl.sportmonks.scoring import EVERY_POSITION, POSITIONS
+from web.body import MAX_BODY_BYTES
+
+Schema = dict[str, Any]
+
+OPENAPI_PATH = "/api/openapi.json"
+
+
+# --- schema builders ------------------------------------------------------------------------
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict[str, Schema], optional: tuple[str, ...] = ()) -> Schema:
+    """A closed object: every property required unless named optional."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+        "additionalProperties": False,
+    }
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STRING: Schema = {"type": "string"}
+UUID: Schema = {"type": "string", "format": "uuid"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+BOOL: Schema = {"type": "boolean"}
+INT: Schema = {"type": "integer"}
+POINTS: Schema = {"type": "number", "description": "Points, exact to the cent."}
+DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": 14}
+# A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
+PRICE_IN: Schema = {"type": "number", "minimum": 0.01, "maximum": 1_000_000, "multipleOf": 0.01}
+CLIENT_REQUEST_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
+NAME_IN: Schema = {"type": "string", "minLength": 1, "maxLength": 50}
+
+
+# Score points per unit of a statistic (SPEC §1.3): -100 to 100, at most 2 decimals; answered
+# as decimal strings, taken as numbers or decimal strings.
+STAT_WEIGHTS: Schema = {
+    "type": "object",
+    "propertyNames": {"enum": [stat.value for stat in Stat]},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "number", "minimum": -100, "maximum": 100, "multipleOf": 0.01},
+            {"type": "string", "pattern": "^-?[0-9]{1,3}(\\.[0-9]{1,2})?$"},
+        ]
+    },
+}
+POSITION: Schema = obj(
+    {
+        "id": UUID,
+        "instrumentId": UUID,
+        "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "direction": {"enum": ["long", "short"]},
+        "lotSize": {"type": "number", "minimum": 0.01, "maximum": 100},
+        "entryPrice": POINTS,
+        "margin": POINTS,
+        "stopLoss": nullable(POINTS),
+        "takeProfit": nullable(POINTS),
+        "openedAt": TIME,
+        "status": {"enum": ["open", "closed"]},
+        "exitPrice": nullable(POINTS),
+        "realizedPnl": nullable(POINTS),
+        "closedAt": nullable(TIME),
+        "closedBy": nullable(
+            {"enum": ["user", "stop_loss", "take_profit", "washout", "auto_exit_ft"]}
+        ),
+    }
+)
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                    "message": STRING,
+                    "details": {"type": "object"},
+                }
+            )
+        }
+    ),
+    "User": obj(
+        {
+            "id": UUID,
+            "email": nullable(STRING),
+            "firstName": STRING,
+            "lastName": nullable(STRING),
+            "displayName": STRING,
+            "districtId": DISTRICT_ID,
+            "role": {"enum": ["user", "admin"]},
+            "referralCode": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+            "isSynthetic": BOOL,
+        }
+    ),
+    "Session": obj(
+        {
+            "user": ref("User"),
+            "accessToken": STRING,
+            "refreshToken": STRING,
+            "expiresIn": {"type": "integer", "description": "Seconds the access token lives."},
+        }
+    ),
+    "NeedsProfile": obj(
+        {
+            "needsProfile": {"const": True},
+            "registrationTicket": STRING,
+            "email": STRING,
+            "givenName": nullable(STRING),
+            "familyName": nullable(STRING),
+        }
+    ),
+    "Wallet": obj(
+        {
+            "balance": POINTS,
+            "usedMargin": POINTS,
+            "equity": POINTS,
+            "freeMargin": POINTS,
+            "marginLevel": nullable({"type": "number", "description": "Percent, 2 dp."}),
+        }
+    ),
+    "Position": POSITION,
+    "OpenPosition": {
+        **POSITION,
+        "description": "An open position with its current price and unrealised PnL.",
+        "properties": {**POSITION["properties"], "price": POINTS, "unrealizedPnl": POINTS},
+        "required": [*POSITION["required"], "price", "unrealizedPnl"],
+    },
+    "TradeResult": obj({"position": ref("Position"), "wallet": ref("Wallet"), "replayed": BOOL}),
+    "PositionPage": obj(
+        {"positions": {"type": "array", "items": ref("Position")}, "nextCursor": nullable(STRING)}
+    ),
+    "Fill": obj(
+        {
+            "positionId": UUID,
+            "kind": {"enum": ["open", "close"]},
+            "at": TIME,
+            "instrumentId": UUID,
+            "idx": INT,
+            "side": {"enum": ["buy", "sell"]},
+            "lotSize": POINTS,
+            "price": nullable(POINTS),
+            "realizedPnl": nullable(POINTS),
+            "closedBy": nullable(STRING),
+        }
+    ),
+    "FillPage": obj(
+        {"trades": {"type": "array", "items": ref("Fill")}, "nextCursor": nullable(STRING)}
+    ),
+    "Portfolio": obj(
+        {
+            "balance": POINTS,
+            "equity": POINTS,
+            "usedMargin": POINTS,
+            "freeMargin": POINTS,
+            "marginLevel": nullable(POINTS),
+            "unrealizedPnl": POINTS,
+            "realizedPnl": POINTS,
+            "positions": {"type": "array", "items": ref("OpenPosition")},
+        }
+    ),
+    "Instrument": obj(
+        {
+            "id": UUID,
+            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "sportmonksPlayerId": INT,
+            "name": STRING,
+            "team": STRING,
+            "position": {"enum": ["GK", "DEF", "MID", "FWD"]},
+            "formIndex": {"type": "number"},
+            "basePrice": POINTS,
+            "liveBasePrice": POINTS,
+            "price": POINTS,
+            "kMod": {"type": "number", "description": "Points per lot."},
+            "netLots": {"type": "number"},
+            "isActive": BOOL,
+            "frozen": BOOL,
+            "degraded": BOOL,
+        }
+    ),
+    "Tick": obj(
+        {
+            "seq": {"type": "integer", "minimum": 1},
+            "at": TIME,
+            "price": POINTS,
+            "liveBasePrice": POINTS,
+            "netLots": {"type": "number"},
+            "source": {"type": "integer", "minimum": 0, "maximum": 4},
+        }
+    ),
+    "Match": obj(
+        {
+            "id": UUID,
+            "sportmonksFixtureId": INT,
+            "homeTeam": STRING,
+            "awayTeam": STRING,
+            "stage": nullable(STRING),
+            "kickoffAt": TIME,
+            "status": {"enum": ["scheduled", "live", "finished"]},
+            "minute": nullable(INT),
+            "homeScore": nullable(INT),
+            "awayScore": nullable(INT),
+            "fullTimeAt": nullable(TIME),
+            "instruments": {"type": "array", "items": ref("Instrument")},
+        }
+    ),
+    "Leaderboard": obj(
+        {
+            "entries": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "rank": {"type": "integer", "minimum": 1},
+                        "userId": UUID,
+                        "displayName": nullable(STRING),
+                        "districtId": nullable(DISTRICT_ID),
+                        "score": POINTS,
+                    }
+                ),
+            },
+            "me": nullable(obj({"rank": nullable({"type": "integer"}), "score": POINTS})),
+        }
+    ),
+    "Invite": obj({"id": UUID, "label": STRING, "createdAt": TIME, "signups": INT}),
+    "Referrals": obj(
+        {
+            "code": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+            "invites": {"type": "array", "items": ref("Invite")},
+            "referredCount": INT,
+            "paidCount": INT,
+            "bonusTotal": POINTS,
+        }
+    ),
+    "Flag": obj({"name": STRING, "enabled": BOOL, "isPublic": BOOL}),
+    "ScoringWeights": obj(
+        {position: STAT_WEIGHTS for position in (*POSITIONS, EVERY_POSITION)},
+    ),
+    "Checks": {
+        "type": "object",
+        "description": 'Each readiness check: "ok" or a one-line reason.',
+        "additionalProperties": STRING,
+    },
+}
+
+
+# --- operations -----------------------------------------------------------------------------
+
+ERROR_CONTENT = {"application/json": {"schema": ref("Error")}}
+ERROR_DESCRIPTIONS = {
+    400: "Malformed or invalid input (`invalid_json`, `validation_error`, `unknown_field`).",
+    401: "Not signed in, or the token is invalid, expired or revoked.",
+    403: "Not allowed (`forbidden`).",
+    404: "No such resource (also another user's).",
+    409: "A rule of the game refuses the request.",
+    413: f"The body is over {MAX_BODY_BYTES} bytes.",
+    415: "The body is not application/json.",
+    422: "Unprocessable (`needs_profile`, `idempotency_conflict`).",
+    429: "Rate limited; wait Retry-After seconds.",
+    503: "`coming_soon`, or `unavailable` (a store does not answer; retry shortly).",
+}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+
+
+def error(status: int) -> Schema:
+    response: Schema = {"description": ERROR_DESCRIPTIONS[status], "content": ERROR_CONTENT}
+    if status == 429:
+        response["headers"] = RETRY_AFTER
+    return response
+
+
+def ok(schema: Schema, description: str = "OK.") -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def body(schema: Schema, *, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def query(name: str, schema: Schema, description: str = "") -> Schema:
+    param: Schema = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+def path_id(name: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": UUID}
+
+
+SIGNED_IN: list[dict[str, list[str]]] = [{"bearer": []}, {"cookie": []}]
+MAYBE_SIGNED_IN: list[dict[str, list[str]]] = [*SIGNED_IN, {}]
+PUBLIC: list[dict[str, list[str]]] = [{}]
+
+
+def op(
+    summary: str,
+    responses: dict[int, Schema],
+    *,
+    security: list[dict[str, list[str]]] = PUBLIC,
+    errors: tuple[int, ...] = (),
+    request: Schema | None = None,
+    parameters: list[Schema] | None = None,
+    tag: str = "api",
+    limited: bool = True,
+    stores: bool = True,
+) -> Schema:
+    """One operation. Every one may answer 400 (a query parameter holding a control character,
+    web/params.py); bodies add 413/415; signed-in routes add 401 and the coming-soon 503; every
+    rate-limited route adds 429; every route that reads a store (the rate limit reads Redis)
+    adds 503 `unavailable`."""
+    statuses = {*errors, 400}
+    if stores:
+        statuses.add(503)
+    if request is not None:
+        statuses |= {413, 415}
+    if security is SIGNED_IN:
+        statuses |= {401, 503}
+    if security is MAYBE_SIGNED_IN:
+        statuses |= {401}
+    if limited:
+        statuses.add(429)
+    operation: Schema = {
+        "summary": summary,
+        "tags": [tag],
+        "security": security,
+        "responses": {str(s): r for s, r in responses.items()}
+        | {str(s): error(s) for s in sorted(statuses)},
+    }
+    if request is not None:
+        operation["requestBody"] = request
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def operation_id(method: str, path: str) -> str:
+    """`get_api_positions_position_id`: stable, derived, unique per method and path."""
+    words = re.findall(r"[a-z0-9]+", path.lower())
+    return "_".join([method.lower(), *words])
+
+
+POSITION_PATH = "/api/positions/{position_id}"
+# NOTE: links let clients (and schemathesis' stateful phase) follow an open to the position.
+POSITION_LINKS = {
+    name: {
+        "operationId": operation_id(method, POSITION_PATH),
+        "parameters": {"position_id": "$response.body#/position/id"},
+    }
+    for name, method in (("GetPosition", "get"), ("SetLevels", "patch"), ("Close", "delete"))
+}
+LIMIT_100: Schema = {"type": "integer", "minimum": 1, "maximum": 100}
+LOGIN = {200: ok(ref("Session"), "Signed in; both session cookies are set.")}
+TICKET = {"type": "string", "minLength": 1}
+
+PATHS: dict[str, dict[str, Schema]] = {
+    "/health": {
+        "get": op(
+            "The process is alive.",
+            {200: ok(obj({"status": {"const": "ok"}}))},
+            tag="operations",
+            limited=False,
+            stores=False,
+        )
+    },
+    "/ready": {
+        "get": op(
+            "Postgres, Redis, the Lua scripts, the eviction policy and hot state are all fine.",
+            {200: ok(obj({"status": {"const": "ready"}, "checks": ref("Checks")}))},
+            errors=(503,),
+            tag="operations",
+            limited=False,
+        )
+    },
+    "/metrics": {
+        "get": op(
+            "Prometheus text of every worker of this web process.",
+            {
+                200: {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": STRING}},
+                }
+            },
+            tag="operations",
+            limited=False,
+            stores=False,
+        )
+    },
+    "/console": {
+        "get": op(
+            "Outside production only: the live console page.",
+            {200: {"description": "The page.", "content": {"text/html": {"schema": STRING}}}},
+            tag="console",
+        )
+    },
+    "/console/{name}": {
+        "get": op(
+            "Outside production only: the console's assets, and config.json (where ws listens).",
+            {
+                200: {
+                    "description": "The asset.",
+                    "content": {
+                        "application/json": {"schema": obj({"wsUrl": STRING})},
+                        "text/javascript": {"schema": STRING},
+                        "text/css": {"schema": STRING},
+                    },
+                }
+            },
+            errors=(404,),
+            parameters=[
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": ["config.json", "console.js", "msgpack.js", "console.css"]},
+                }
+            ],
+            tag="console",
+        )
+    },
+    OPENAPI_PATH: {"get": op("This document.", {200: ok({"type": "object"})}, tag="operations")},
+    "/api/auth/google": {
+        "post": op(
+            "Sign in with a Google ID token; a new user gets 422 `needsProfile` and a code.",
+            {
+                **LOGIN,
+                422: ok(ref("NeedsProfile"), "A new user: complete the profile."),
+            },
+            errors=(401,),
+            request=body(
+                obj({"idToken": {"type": "string", "minLength": 1}, "nonce": STRING}),
+            ),
+            tag="auth",
+        )
+    },
+    "/api/auth/verify-otp": {
+        "post": op(
+            "Confirm the 6-digit code of a registration ticket.",
+            {200: ok(obj({"verified": {"const": True}}))},
+            errors=(401,),
+            request=body(obj({"registrationTicket": TICKET, "otp": STRING})),
+            tag="auth",
+        )
+    },
+    "/api/auth/resend-otp": {
+        "post": op(
+            "Send a new code (not within 60 s of the last one).",
+            {200: ok(obj({"sent": {"const": True}}))},
+            errors=(401,),
+            request=body(obj({"registrationTicket": TICKET})),
+            tag="auth",
+        )
+    },
+    "/api/auth/google/complete": {
+        "post": op(
+            "Complete the profile of a verified registration ticket: creates user and wallet.",
+            {201: ok(ref("Session"), "Registered and signed in.")},
+            errors=(401, 403, 409),
+            request=body(
+                obj(
+                    {
+                        "registrationTicket": TICKET,
+                        "firstName": NAME_IN,
+                        "lastName": nullable({"type": "string", "maxLength": 50}),
+                        "age": {"type": "integer", "minimum": 18, "maximum": 120},
+                        "phone": {"type": "string", "pattern": "^[6-9][0-9]{9}$"},
+                        "districtId": DISTRICT_ID,
+                        "referralCode": nullable({"type": "string", "pattern": "^[0-9a-f]{8}$"}),
+                        "inviteId": nullable(UUID),
+                    },
+                    optional=("lastName", "referralCode", "inviteId"),
+                )
+            ),
+            tag="auth",
+        )
+    },
+    "/api/auth/refresh": {
+        "post": op(
+            "Rotate the session: new access and refresh tokens; the old refresh token dies.",
+            LOGIN,
+            errors=(401,),
+            request=body(obj({"refreshToken": STRING}, optional=("refreshToken",)), required=False),
+            tag="auth",
+        )
+    },
+    "/api/auth/logout": {
+        "post": op(
+            "Revoke the presented tokens and clear the cookies; idempotent.",
+            {204: {"description": "Signed out."}},
+            request=body(obj({"refreshToken": STRING}, optional=("refreshToken",)), required=False),
+            tag="auth",
+        )
+    },
+    "/api/auth/dev": {
+        "post": op(
+            "Outside production only: sign in as a synthetic user (absent in production).",
+            LOGIN,
+            request=body(obj({"displayName": NAME_IN})),
+            tag="auth",
+        )
+    },
+    "/api/auth/dev/batch": {
+        "post": op(
+            "Outside production only: up to 1,000 synthetic users with access tokens.",
+            {
+                200: ok(
+                    obj(
+                        {
+                            "users": {
+                                "type": "array",
+                                "items": obj({"user": ref("User"), "accessToken": STRING}),
+                            },
+                            "expiresIn": INT,
+                        }
+                    )
+                )
+            },
+            request=body(
+                obj(
+                    {
+                        "count": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "prefix": {"type": "string", "minLength": 1, "maxLength": 40},
+                    },
+                    optional=("prefix",),
+                )
+            ),
+            tag="auth",
+        )
+    },
+    "/api/ws/token": {
+        "post": op(
+            "A 60-second token for the WebSocket process.",
+            {200: ok(obj({"token": STRING, "expiresIn": {"const": 60}}))},
+            security=SIGNED_IN,
+            tag="auth",
+        )
+    },
+    "/api/me": {
+        "get": op(
+            "Who is signed in: `{loggedIn: false}` or the profile with wallet and referral code.",
+            {
+                200: ok(
+                    {
+                        "oneOf": [
+                            obj({"loggedIn": {"const": False}}),
+                            obj(
+                                {
+                                    "loggedIn": {"const": True},
+                                    "user": ref("User"),
+                                    "wallet": obj(
+                                        {
+                                            **SCHEMAS["Wallet"]["properties"],
+                                            "realizedPnl": POINTS,
+                                        }
+                                    ),
+                                    "referralCode": STRING,
+                                }
+                            ),
+                        ]
+                    }
+                )
+            },
+            security=MAYBE_SIGNED_IN,
+            tag="accounts",
+        )
+    },
+    "/api/flags": {
+        "get": op(
+            "The public feature flags by name.",
+            {200: ok({"type": "object", "additionalProperties": BOOL})},
+            tag="accounts",
+        )
+    },
+    "/api/admin/flags/{name}": {
+        "put": op(
+            "Admin: create or change a feature flag.",
+            {200: ok(ref("Flag"))},
+            security=SIGNED_IN,
+            errors=(403,),
+            request=body(obj({"enabled": BOOL, "isPublic": BOOL}, optional=("isPublic",))),
+            parameters=[
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,63}$"},
+                }
+            ],
+            tag="admin",
+        )
+    },
+    "/api/districts": {
+        "get": op(
+            "The 14 Kerala districts.",
+            {
+                200: ok(
+                    obj(
+                        {
+                            "districts": {
+                                "type": "array",
+                                "items": obj({"id": DISTRICT_ID, "name": STRING}),
+                            }
+                        }
+                    )
+                )
+            },
+            tag="accounts",
+        )
+    },
+    "/api/public/referral/validate": {
+        "get": op(
+            "Whether a referral code exists; always 200.",
+            {200: ok(obj({"valid": BOOL}))},
+            parameters=[query("code", STRING)],
+            tag="accounts",
+        )
+    },
+    "/api/referrals": {
+        "get": op(
+            "My referral code, invites, paid count and bonus total.",
+            {200: ok(ref("Referrals"))},
+            security=SIGNED_IN,
+            errors=(404,),
+            tag="accounts",
+        )
+    },
+    "/api/referrals/invites": {
+        "post": op(
+            "Create a named invite.",
+            {201: ok(ref("Invite"), "Created.")},
+            security=SIGNED_IN,
+            request=body(obj({"label": {"type": "string", "minLength": 1, "maxLength": 80}})),
+            tag="accounts",
+        )
+    },
+    "/api/instruments": {
+        "get": op(
+            "Instruments with every field and the current price.",
+            {200: ok(obj({"instruments": {"type": "array", "items": ref("Instrument")}}))},
+            errors=(400,),
+            parameters=[
+                query("team", STRING),
+                query("position", {"enum": ["GK", "DEF", "MID", "FWD"]}),
+                query("fixtureId", UUID),
+            ],
+            tag="market",
+        )
+    },
+    "/api/instruments/{instrument_id}": {
+        "get": op(
+            "One instrument.",
+            {200: ok(ref("Instrument"))},
+            errors=(404,),
+            parameters=[path_id("instrument_id")],
+            tag="market",
+        )
+    },
+    "/api/instruments/{instrument_id}/price-history": {
+        "get": op(
+            "Ticks from price_ticks, oldest first.",
+            {200: ok(obj({"ticks": {"type": "array", "items": ref("Tick")}}))},
+            errors=(400, 404),
+            parameters=[
+                path_id("instrument_id"),
+                query("since", TIME),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            ],
+            tag="market",
+        )
+    },
+    "/api/matches": {
+        "get": op(
+            "Fixtures (upcoming, live, finished) with their instruments.",
+            {200: ok(obj({"matches": {"type": "array", "items": ref("Match")}}))},
+            errors=(400,),
+            parameters=[query("status", {"enum": ["scheduled", "live", "finished"]})],
+            tag="market",
+        )
+    },
+    "/api/matches/{match_id}": {
+        "get": op(
+            "One fixture with its instruments.",
+            {200: ok(ref("Match"))},
+            errors=(404,),
+            parameters=[path_id("match_id")],
+            tag="market",
+        )
+    },
+    "/api/positions/open": {
+        "post": op(
+            "Open a position at the fill price of the curve; idempotent by clientRequestId.",
+            {
+                201: {
+                    **ok(ref("TradeResult"), "Opened (or the first result, replayed)."),
+                    "links": POSITION_LINKS,
+                }
+            },
+            security=SIGNED_IN,
+            errors=(404, 409, 422),
+            request=body(
+                obj(
+                    {
+                        "instrumentId": UUID,
+                        "direction": {"enum": ["long", "short"]},
+                        "lotSize": {
+                            "type": "number",
+                            "minimum": 0.01,
+                            "maximum": 100,
+                            "multipleOf": 0.01,
+                        },
+                        "clientRequestId": CLIENT_REQUEST_ID,
+                        "clientPrice": PRICE_IN,
+                        "slippageTolerancePct": {"type": "number", "minimum": 0, "maximum": 0.05},
+                        "stopLoss": nullable(PRICE_IN),
+                        "takeProfit": nullable(PRICE_IN),
+                    },
+                    optional=("slippageTolerancePct", "stopLoss", "takeProfit"),
+                )
+            ),
+            tag="trading",
+        )
+    },
+    "/api/positions": {
+        "get": op(
+            "My positions, newest first, cursor paging.",
+            {200: ok(ref("PositionPage"))},
+            security=SIGNED_IN,
+            errors=(400,),
+            parameters=[
+                query("status", {"enum": ["open", "closed"]}),
+                query("limit", LIMIT_100),
+                query("cursor", STRING, "The nextCursor of the previous page."),
+            ],
+            tag="trading",
+        )
+    },
+    POSITION_PATH: {
+        "get": op(
+            "One of my positions.",
+            {200: ok(ref("Position"))},
+            security=SIGNED_IN,
+            errors=(404,),
+            parameters=[path_id("position_id")],
+            tag="trading",
+        ),
+        "patch": op(
+            "Set (a number) or clear (null) the stop-loss and take-profit; absent keeps.",
+            {200: ok(ref("Position"))},
+            security=SIGNED_IN,
+            errors=(404, 409),
+            request=body(
+                obj(
+                    {"stopLoss": nullable(PRICE_IN), "takeProfit": nullable(PRICE_IN)},
+                    optional=("stopLoss", "takeProfit"),
+                )
+            ),
+            parameters=[path_id("position_id")],
+            tag="trading",
+        ),
+        "delete": op(
+            "Close at market; idempotent by clientRequestId.",
+            {200: ok(ref("TradeResult"), "Closed (or the first result, replayed).")},
+            security=SIGNED_IN,
+            errors=(400, 404, 409, 422),
+            parameters=[
+                path_id("position_id"),
+                {
+                    "name": "clientRequestId",
+                    "in": "query",
+                    "required": True,
+                    "schema": CLIENT_REQUEST_ID,
+                },
+            ],
+            tag="trading",
+        ),
+    },
+    "/api/portfolio": {
+        "get": op(
+            "The wallet at current prices and the open positions.",
+            {200: ok(ref("Portfolio"))},
+            security=SIGNED_IN,
+            tag="trading",
+        )
+    },
+    "/api/trades": {
+        "get": op(
+            "My fills (opens and closes), newest first.",
+            {200: ok(ref("FillPage"))},
+            security=SIGNED_IN,
+            errors=(400,),
+            parameters=[query("limit", LIMIT_100), query("cursor", STRING)],
+            tag="trading",
+        )
+    },
+    "/api/leaderboard": {
+        "get": op(
+            "The overall or a district board; `me` when a valid access token is presented.",
+            {200: ok(ref("Leaderboard"))},
+            security=MAYBE_SIGNED_IN,
+            errors=(400,),
+            parameters=[
+                query("scope", {"enum": ["overall", "district"]}),
+                query("districtId", DISTRICT_ID),
+                query("limit", LIMIT_100),
+                query("offset", {"type": "integer", "minimum": 0}),
+            ],
+            tag="market",
+        )
+    },
+    "/api/admin/settings": {
+        "get": op(
+            "Admin: the operator's settings (scoring weights).",
+            {200: ok(obj({"scoringWeights": ref("ScoringWeights")}))},
+            security=SIGNED_IN,
+            errors=(403,),
+            tag="admin",
+        ),
+        "put": op(
+            "Admin: replace the scoring weights.",
+            {200: ok(obj({"scoringWeights": ref("ScoringWeights")}))},
+            security=SIGNED_IN,
+            errors=(403,),
+            request=body(obj({"scoringWeights": ref("ScoringWeights")})),
+            tag="admin",
+        ),
+    },
+    "/api/admin/replay": {
+        "post": op(
+            "Admin: enqueue one user's margin replay.",
+            {
+                202: ok(
+                    obj({"enqueued": {"const": True}, "userId": UUID, "since": nullable(TIME)}),
+                    "Enqueued.",
+                )
+            },
+            security=SIGNED_IN,
+            errors=(403, 404),
+            request=body(obj({"userId": UUID, "since": nullable(TIME)}, optional=("since",))),
+            tag="admin",
+        )
+    },
+}
+
+
+# APPSEC: in production the development logins and the console (which uses them) are not
+# routed, so not documented either.
+DEV_ONLY_PATHS = frozenset({"/api/auth/dev", "/api/auth/dev/batch", "/console", "/console/{name}"})
+
+
+@cache
+def document(production: bool) -> dict[str, Any]:
+    paths = {
+        path: {verb: {"operationId": operation_id(verb, path), **o} for verb, o in ops.items()}
+        for path, ops in PATHS.items()
+        if not (production and path in DEV_ONLY_PATHS)
+    }
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": "FTL (Football Trade League) API",
+            "version": "1",
+            "description": "Errors are `{error: {code, message, details}}` (SPEC §3). Rate limits"
+            " per client IP: 200 requests/min overall plus per-route limits; 429 carries"
+            " Retry-After.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "ftl_access"},
+            },
+        },
+    }
+
+
+class OpenApi:
+    """GET /api/openapi.json (public)."""
+
+    def __init__(self, production: bool) -> None:
+        self.production = production
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = document(self.production)
+
+
+def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:
+    app.add_route(OPENAPI_PATH, OpenApi(services.settings.is_production))
