@@ -15,9 +15,8 @@
 --! include engine.lua
 local uid, pid, request_id, fingerprint = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
-if E.session_ended(KEYS[3], KEYS[5], ARGV[5]) then return E.refuse('unauthorized') end
-local replayed = E.replay(KEYS[2], fingerprint)
-if replayed then return replayed end
+local refused_or_replayed = E.admit(KEYS[3], KEYS[5], ARGV[5], KEYS[2], fingerprint)
+if refused_or_replayed then return refused_or_replayed end
 local p = E.position(pid)
 -- APPSEC: another user's position is indistinguishable from a missing one.
 if not p or p.userId ~= uid then return E.refuse('not_found', {positionId = pid}) end
@@ -26,13 +25,20 @@ local inst = E.instrument(p.instrumentId)
 if not inst then return E.refuse('not_found', {instrumentId = p.instrumentId}) end
 if not inst.active then return E.refuse('instrument_inactive', {instrumentId = inst.id}) end
 if inst.frozen then return E.refuse('instrument_frozen', {instrumentId = inst.id}) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'wallet_missing', '{}'} end
+local w = E.wallet(uid)
+if not w then return {0, 'wallet_missing', '{}'} end
 
 local now = E.now_ms()
 local exit = E.fill(inst, tonumber(p.lotsCentis), -tonumber(p.direction))
-local tick = E.close(p, exit, 'user', now, request_id)
-E.settle(tick, now)
-local body = E.body(pid, uid)
+local tick = E.close(p, exit, 'user', now, request_id, w)
+local body
+if E.settle(tick, now) == 0 then
+  -- PERF: the position and the wallet as E.close left them; no need to read them again.
+  local equity = w.balance + E.holdings(uid) - w.cost
+  body = E.encode_body(p, E.wallet_json(w.balance, w.used, equity))
+else
+  body = E.body(pid, uid)
+end
 E.remember(KEYS[2], fingerprint, body)
 E.frame(uid, 'position_closed', body)
 return {1, body}

@@ -22,17 +22,15 @@ local client, tol = tonumber(ARGV[5]), tonumber(ARGV[6])
 local sl, tp = tonumber(ARGV[7]), tonumber(ARGV[8])
 local request_id, fingerprint, pid = ARGV[9], ARGV[10], ARGV[11]
 
-if E.session_ended(KEYS[4], KEYS[6], ARGV[12]) then return E.refuse('unauthorized') end
-local replayed = E.replay(KEYS[3], fingerprint)
-if replayed then return replayed end
+local refused_or_replayed = E.admit(KEYS[4], KEYS[6], ARGV[12], KEYS[3], fingerprint)
+if refused_or_replayed then return refused_or_replayed end
 local inst = E.instrument(iid)
 if not inst then return E.refuse('not_found', {instrumentId = iid}) end
 if not inst.active then return E.refuse('instrument_inactive', {instrumentId = iid}) end
 if inst.frozen then return E.refuse('instrument_frozen', {instrumentId = iid}) end
-local w = redis.call('HMGET', KEYS[1], 'balanceCents', 'usedMarginCents', 'openCount', 'referralId',
-  'costCents')
-if not w[1] then return {0, 'wallet_missing', '{}'} end
-if tonumber(w[3]) >= E.MAX_OPEN then
+local w = E.wallet(uid)
+if not w then return {0, 'wallet_missing', '{}'} end
+if w.open >= E.MAX_OPEN then
   return E.refuse('too_many_positions', {limit = E.MAX_OPEN})
 end
 local fill = E.fill(inst, lots, dir)
@@ -45,40 +43,50 @@ if bad then
   return E.refuse('validation_error', {field = bad, price = price / 100})
 end
 local margin = E.margin(fill, lots)
-local free = tonumber(w[1]) + E.unrealized(uid, tonumber(w[5])) - tonumber(w[2])
+local value, held, held_price = E.holdings(uid, iid)
+local free = w.balance + value - w.cost - w.used
 if margin > free then
   return E.refuse('insufficient_margin', {requiredMargin = margin / 100, freeMargin = free / 100})
 end
 
 local now = E.now_ms()
-local pk = E.k_position(pid)
-redis.call('HSET', pk, 'userId', uid, 'instrumentId', iid, 'idx', inst.idx, 'direction', dir,
-  'lotsCentis', lots, 'entryCents', fill, 'marginCents', E.int(margin), 'status', 'open',
-  'openedAtMs', E.int(now), 'openRequestId', request_id)
 redis.call('SADD', KEYS[2], pid)
-redis.call('HINCRBY', KEYS[1], 'usedMarginCents', E.int(margin))
-redis.call('HINCRBY', KEYS[1], 'openCount', 1)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-E.add_exposure(uid, iid, dir * lots, dir * lots * fill)
+w.used, w.cost, w.open = w.used + margin, w.cost + dir * lots * fill, w.open + 1
+E.save_wallet(w)
+E.add_exposure(uid, iid, dir * lots)
+local outbox = {'position', pid, 'wallet', uid}
+if w.referral and w.referral ~= '' then
+  -- NOTE: the referred user's first position; the flusher pays the referrer exactly once.
+  redis.call('HDEL', KEYS[1], 'referralId')
+  outbox[5], outbox[6] = 'referral', w.referral
+end
+local tick = E.tick(iid, E.TRADE, now, outbox, dir * lots)
+local p = {id = pid, userId = uid, instrumentId = iid, idx = inst.idx, direction = dir,
+  lotsCentis = lots, entryCents = fill, marginCents = margin, stopLossCents = sl,
+  takeProfitCents = tp, status = 'open', openedAtMs = now}
+local fields = {'userId', uid, 'instrumentId', iid, 'idx', inst.idx, 'direction', dir,
+  'lotsCentis', lots, 'entryCents', fill, 'marginCents', E.int(margin), 'status', 'open',
+  'openedAtMs', E.int(now), 'openRequestId', request_id, 'openSeq', tick.seq}
 if sl then
-  redis.call('HSET', pk, 'stopLossCents', sl)
+  fields[#fields + 1] = 'stopLossCents'
+  fields[#fields + 1] = sl
   redis.call('ZADD', dir == 1 and E.k_below(iid) or E.k_above(iid), sl, pid)
 end
 if tp then
-  redis.call('HSET', pk, 'takeProfitCents', tp)
+  fields[#fields + 1] = 'takeProfitCents'
+  fields[#fields + 1] = tp
   redis.call('ZADD', dir == 1 and E.k_above(iid) or E.k_below(iid), tp, pid)
 end
-E.add_net_lots(iid, dir * lots)
-local tick = E.tick(iid, E.TRADE, now)
-redis.call('HSET', pk, 'openSeq', tick.seq)
-redis.call('XADD', E.OUTBOX, '*', 'position', pid, 'wallet', uid)
-if w[4] and w[4] ~= '' then
-  -- NOTE: the referred user's first position; the flusher pays the referrer exactly once.
-  redis.call('HDEL', KEYS[1], 'referralId')
-  redis.call('XADD', E.OUTBOX, '*', 'referral', w[4])
+redis.call('HSET', E.k_position(pid), unpack(fields))
+local body
+if E.settle(tick, now) == 0 then
+  -- PERF: nothing else moved, so equity follows from the holdings read for the margin check:
+  -- only this instrument's price and the user's lots on it changed.
+  value = value - held_price * held + tick.price * (held + dir * lots)
+  body = E.encode_body(p, E.wallet_json(w.balance, w.used, w.balance + value - w.cost))
+else
+  body = E.body(pid, uid)
 end
-E.settle(tick, now)
-local body = E.body(pid, uid)
 E.remember(KEYS[3], fingerprint, body)
 E.frame(uid, 'position_opened', body)
 return {1, body}

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,6 +33,9 @@ ALGORITHM = "RS256"
 ALGORITHMS = [ALGORITHM]  # APPSEC: never None, never an HMAC algorithm
 RSA_KEY_BITS = 2048
 REQUIRED_CLAIMS = ("sub", "typ", "jti", "iat", "exp", "iss", "aud")
+# PERF: access tokens a process remembers as verified (LRU; ~1.5 KiB each with their claims), so
+# a user's requests pay the RS256 check and the claim checks once per token (decision 0018).
+VERIFIED_ACCESS_TOKENS = 4096
 # NOTE: other modules name key objects by this alias so that only this module imports jose.
 RsaKey = CryptographyRSAKey
 
@@ -193,6 +197,7 @@ class Tokens:
         self.issuer = issuer
         self.audience = audience
         self.clock = clock
+        self._verified_access: OrderedDict[str, Claims] = OrderedDict()
 
     def issue(
         self,
@@ -224,7 +229,29 @@ class Tokens:
         return sign_rs256(payload, self._signing_key, self.kid), claims
 
     def verify(self, token: str, expected: TokenType) -> Claims:
-        """The claims of a valid token of the expected type; Unauthorized otherwise."""
+        """The claims of a valid token of the expected type; Unauthorized otherwise.
+
+        An access token verified before is answered from memory, but only until its `exp`, as
+        python-jose would (a token is expired once the clock is past `exp`). APPSEC: only a token
+        identical to one that passed every check is a hit, and revocation (a blocked jti, an
+        ended session) is never cached: callers check it in Redis on every request.
+        """
+        if expected is not TokenType.ACCESS:
+            return self._verify(token, expected)
+        cached = self._verified_access.get(token)
+        if cached is None:
+            cached = self._verify(token, expected)
+            self._verified_access[token] = cached
+            if len(self._verified_access) > VERIFIED_ACCESS_TOKENS:
+                self._verified_access.popitem(last=False)
+        elif cached.exp < int(time.time()):
+            self._verified_access.pop(token, None)
+            raise Unauthorized("token_expired", "The token has expired.")
+        else:
+            self._verified_access.move_to_end(token)
+        return cached
+
+    def _verify(self, token: str, expected: TokenType) -> Claims:
         if unverified_kid(token) != self.kid:
             raise Unauthorized("unauthorized", "The token is not valid.")
         payload = decode_rs256(

@@ -83,6 +83,21 @@ function E.session_ended(jti_key, family_key, check)
   return check == '1' and redis.call('EXISTS', family_key) == 0
 end
 
+-- Whether a trade may go on: a refusal when the caller's session ended (as E.session_ended),
+-- the first result when `idem_key` holds one (E.remember), or nil to go on.
+-- PERF: one MGET reads the session's keys (strings) and the idempotency key.
+function E.admit(jti_key, family_key, check, idem_key, fingerprint)
+  local v = redis.call('MGET', jti_key, family_key, idem_key)
+  if v[1] or (check == '1' and not v[2]) then return E.refuse('unauthorized') end
+  local stored = v[3]
+  if not stored then return nil end
+  local sep = string.find(stored, '\n', 1, true)
+  if string.sub(stored, 1, sep - 1) ~= fingerprint then
+    return E.refuse('idempotency_conflict')
+  end
+  return {2, string.sub(stored, sep + 1)}
+end
+
 function E.refuse(code, details)
   return {0, code, cjson.encode(details or {})}
 end
@@ -112,27 +127,28 @@ function E.iso(ms)
     math.floor((sod % 3600) / 60), sod % 60, ms - s * 1000)
 end
 
--- PERF: instruments read once per call; every write to one goes through E.changed(id).
+-- PERF: instruments read once per call; a script that writes one itself calls E.changed(id),
+-- E.tick keeps the cached copy current instead.
 local instruments = {}
 
 function E.instrument(id)
   local inst = instruments[id]
   if inst then return inst end
   local f = redis.call('HMGET', E.k_instrument(id), 'idx', 'liveBasePriceCents', 'kModMicros',
-    'netLotsCentis', 'isActive', 'frozen', 'degraded')
+    'netLotsCentis', 'isActive', 'frozen', 'degraded', 'seq')
   if not f[1] then return nil end
   inst = {id = id, idx = tonumber(f[1]), live = tonumber(f[2]), kmod = tonumber(f[3]),
-    net = tonumber(f[4]), active = f[5] == '1', frozen = f[6] == '1', degraded = tonumber(f[7])}
+    net = tonumber(f[4]), active = f[5] == '1', frozen = f[6] == '1', degraded = tonumber(f[7]),
+    seq = tonumber(f[8]) or 0}
   instruments[id] = inst
   return inst
 end
 
-function E.add_net_lots(id, lots)
-  redis.call('HINCRBY', E.k_instrument(id), 'netLotsCentis', E.int(lots))
-  instruments[id] = nil
-end
-
 function E.changed(id) instruments[id] = nil end
+
+-- A fresh cache for a call of a Redis Function (its library outlives the call; a script's run
+-- starts fresh anyway).
+function E.reset() instruments = {} end
 
 local POSITION_FIELDS = {'userId', 'instrumentId', 'idx', 'direction', 'lotsCentis', 'entryCents',
   'marginCents', 'stopLossCents', 'takeProfitCents', 'status', 'openedAtMs', 'exitCents',
@@ -153,9 +169,11 @@ local function money(cents)
   return tonumber(cents) / 100
 end
 
+-- `p` as E.position returns it, or with numbers where it holds strings (a position just written).
 function E.position_view(p)
   return {id = p.id, instrumentId = p.instrumentId, idx = tonumber(p.idx),
-    direction = p.direction == '1' and 'long' or 'short', lotSize = tonumber(p.lotsCentis) / 100,
+    direction = tonumber(p.direction) == 1 and 'long' or 'short',
+    lotSize = tonumber(p.lotsCentis) / 100,
     entryPrice = money(p.entryCents), margin = money(p.marginCents),
     stopLoss = money(p.stopLossCents), takeProfit = money(p.takeProfitCents),
     openedAt = E.iso(p.openedAtMs), status = p.status, exitPrice = money(p.exitCents),
@@ -163,37 +181,72 @@ function E.position_view(p)
     closedBy = p.closedBy or cjson.null}
 end
 
--- Unrealized PnL of the user's open positions at current prices, in cents:
--- Σ over held instruments of price × (Σ lots × direction), minus costCents (Σ entry × lots ×
--- direction over every open position, kept in the wallet hash).
+-- The user's holdings at current prices, in cents: Σ over held instruments of price × (Σ lots ×
+-- direction); unrealized PnL is that minus costCents (Σ entry × lots × direction over every open
+-- position, kept in the wallet hash). Also returns the lots held on `iid` (when given) and the
+-- price they were valued at.
 -- PERF: one HMGET of the `prices` hash (price of each instrument as of its last tick) instead of
 -- one read per instrument; an instrument not ticked yet is priced from its own hash.
-function E.unrealized(uid, cost)
+function E.holdings(uid, iid)
   local flat = redis.call('HGETALL', E.k_exposure(uid))
-  local total = -cost
-  if #flat == 0 then return total end
+  local n = #flat / 2
+  if n == 0 then return 0, 0, 0 end
   local ids = {}
-  for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+  for i = 1, n do ids[i] = flat[2 * i - 1] end
   local prices = redis.call('HMGET', E.PRICES, unpack(ids))
-  for i, iid in ipairs(ids) do
-    local price = tonumber(prices[i]) or E.price(E.instrument(iid))
-    total = total + price * tonumber(flat[2 * i])
+  local value, lots_on, price_on = 0, 0, 0
+  for i = 1, n do
+    local price = tonumber(prices[i]) or E.price(E.instrument(ids[i]))
+    local lots = tonumber(flat[2 * i])
+    value = value + price * lots
+    if ids[i] == iid then lots_on, price_on = lots, price end
   end
-  return total
+  return value, lots_on, price_on
 end
 
-function E.wallet_view(uid)
-  local w = redis.call('HMGET', E.k_wallet(uid), 'balanceCents', 'usedMarginCents', 'costCents')
-  local balance, used = tonumber(w[1]), tonumber(w[2])
-  local equity = balance + E.unrealized(uid, tonumber(w[3]))
+-- The wallet hash with its numbers as numbers; nil when the user is not in hot state.
+function E.wallet(uid)
+  local f = redis.call('HMGET', E.k_wallet(uid), 'balanceCents', 'realizedCents',
+    'usedMarginCents', 'costCents', 'openCount', 'version', 'districtId', 'boardMember',
+    'referralId')
+  if not f[1] then return nil end
+  return {uid = uid, balance = tonumber(f[1]), realized = tonumber(f[2]) or 0,
+    used = tonumber(f[3]) or 0, cost = tonumber(f[4]) or 0, open = tonumber(f[5]) or 0,
+    version = tonumber(f[6]) or 0, district = f[7], member = f[8], referral = f[9]}
+end
+
+-- PERF: one HSET of every figure a trade changes instead of one HINCRBY per figure.
+function E.save_wallet(w)
+  w.version = w.version + 1
+  local fields = {'balanceCents', E.int(w.balance), 'realizedCents', E.int(w.realized),
+    'usedMarginCents', E.int(w.used), 'costCents', E.int(w.cost), 'openCount', E.int(w.open),
+    'version', E.int(w.version)}
+  if w.member then
+    fields[#fields + 1] = 'boardMember'
+    fields[#fields + 1] = w.member
+  end
+  redis.call('HSET', E.k_wallet(w.uid), unpack(fields))
+end
+
+-- The `wallet` of a response or frame, from balance, used margin and equity in cents.
+function E.wallet_json(balance, used, equity)
   local level = cjson.null
   if used > 0 then level = E.div(equity * 10000, used) / 100 end
   return {balance = balance / 100, usedMargin = used / 100, equity = equity / 100,
     freeMargin = (equity - used) / 100, marginLevel = level}
 end
 
+function E.wallet_view(uid)
+  local w = E.wallet(uid)
+  return E.wallet_json(w.balance, w.used, w.balance + E.holdings(uid) - w.cost)
+end
+
+function E.encode_body(p, wallet)
+  return cjson.encode({position = E.position_view(p), wallet = wallet})
+end
+
 function E.body(pid, uid)
-  return cjson.encode({position = E.position_view(E.position(pid)), wallet = E.wallet_view(uid)})
+  return E.encode_body(E.position(pid), E.wallet_view(uid))
 end
 
 function E.frame(uid, event, body)
@@ -201,24 +254,24 @@ function E.frame(uid, event, body)
     '{"type":"portfolio","event":"' .. event .. '",' .. string.sub(body, 2))
 end
 
-function E.replay(key, fingerprint)
-  local stored = redis.call('GET', key)
-  if not stored then return nil end
-  local sep = string.find(stored, '\n', 1, true)
-  if string.sub(stored, 1, sep - 1) ~= fingerprint then
-    return E.refuse('idempotency_conflict')
-  end
-  return {2, string.sub(stored, sep + 1)}
-end
-
 function E.remember(key, fingerprint, body)
   redis.call('SET', key, fingerprint .. '\n' .. body, 'EX', E.IDEM_TTL)
 end
 
--- A tick of the instrument as it stands now: seq + 1, tick log, PUBLISH, outbox.
-function E.tick(iid, source, now)
+-- A tick of the instrument as it stands now, after a trade moved its netLots by `lots` (when
+-- given): seq + 1, tick log, PUBLISH, outbox (the entry also carries `outbox`, more field-value
+-- pairs, when given: one XADD per trade).
+-- PERF: seq and netLots written in one HSET, from the instrument as this call read it.
+function E.tick(iid, source, now, outbox, lots)
   local inst = E.instrument(iid)
-  local seq = redis.call('HINCRBY', E.k_instrument(iid), 'seq', 1)
+  local seq = inst.seq + 1
+  inst.seq = seq
+  if lots then
+    inst.net = inst.net + lots
+    redis.call('HSET', E.k_instrument(iid), 'seq', E.int(seq), 'netLotsCentis', E.int(inst.net))
+  else
+    redis.call('HSET', E.k_instrument(iid), 'seq', E.int(seq))
+  end
   local price = E.price(inst)
   local json = string.format('{"id":"%s","i":%d,"q":%d,"p":%d,"b":%d,"n":%d,"s":%d,"t":%d,"d":%d}',
     iid, inst.idx, seq, price, inst.live, inst.net, source, now, inst.degraded)
@@ -227,15 +280,15 @@ function E.tick(iid, source, now)
   redis.call('ZADD', log, seq, json)
   redis.call('ZREMRANGEBYRANK', log, 0, -(E.TICK_LOG_CAP + 1))
   redis.call('PUBLISH', 'price:' .. iid, json)
-  redis.call('XADD', E.OUTBOX, '*', 'tick', json)
+  redis.call('XADD', E.OUTBOX, '*', 'tick', json, unpack(outbox or {}))
   return {iid = iid, seq = seq, price = price, json = json}
 end
 
--- A position's lots (× direction) on its instrument and its cost (entry × lots × direction).
-function E.add_exposure(uid, iid, lots, cost)
+-- A position's lots (× direction) on its instrument (its cost, entry × lots × direction, is the
+-- caller's to add to the wallet's costCents).
+function E.add_exposure(uid, iid, lots)
   local key = E.k_exposure(uid)
   local q = redis.call('HINCRBY', key, iid, E.int(lots))
-  redis.call('HINCRBY', E.k_wallet(uid), 'costCents', E.int(cost))
   if q == 0 then
     redis.call('HDEL', key, iid)
     redis.call('SREM', E.k_holders(iid), uid)
@@ -247,53 +300,53 @@ end
 
 -- Overall and district boards: score = realized PnL cents; among equal scores the earlier
 -- arrival ranks first (ZREVRANGE orders equal scores by member, descending).
-local function board(uid, realized)
-  local wk = E.k_wallet(uid)
-  local w = redis.call('HMGET', wk, 'boardMember', 'districtId')
+local function board(w)
   local arrival = redis.call('INCR', E.ARRIVALS)
-  local member = string.format('%015d:%s', 999999999999999 - arrival, uid)
-  local district = E.k_district(w[2])
-  if w[1] then
-    redis.call('ZREM', E.BOARD, w[1])
-    redis.call('ZREM', district, w[1])
+  local member = string.format('%015d:%s', 999999999999999 - arrival, w.uid)
+  local district = E.k_district(w.district)
+  if w.member then
+    redis.call('ZREM', E.BOARD, w.member)
+    redis.call('ZREM', district, w.member)
   end
-  redis.call('ZADD', E.BOARD, E.int(realized), member)
-  redis.call('ZADD', district, E.int(realized), member)
-  redis.call('HSET', wk, 'boardMember', member)
+  redis.call('ZADD', E.BOARD, E.int(w.realized), member)
+  redis.call('ZADD', district, E.int(w.realized), member)
+  w.member = member
 end
 
 -- Close an open position at `exit`: wallet, exposure, netLots, stops, board, outbox, trade tick.
-function E.close(p, exit, reason, now, request_id)
+-- `w` is the owner's E.wallet (read here when not given) and `p` (E.position) become the state
+-- after the close.
+function E.close(p, exit, reason, now, request_id, w)
   local pid, uid, iid = p.id, p.userId, p.instrumentId
   local dir, lots = tonumber(p.direction), tonumber(p.lotsCentis)
   local entry, margin = tonumber(p.entryCents), tonumber(p.marginCents)
   local pnl = (exit - entry) * lots * dir
-  local pk = E.k_position(pid)
-  redis.call('HSET', pk, 'status', 'closed', 'exitCents', E.int(exit), 'pnlCents', E.int(pnl),
-    'closedAtMs', E.int(now), 'closedBy', reason, 'closeRequestId', request_id)
+  w = w or E.wallet(uid)
   redis.call('SREM', E.k_open(uid), pid)
-  redis.call('ZREM', E.k_below(iid), pid)
-  redis.call('ZREM', E.k_above(iid), pid)
-  E.add_exposure(uid, iid, -dir * lots, -dir * lots * entry)
-  local wk = E.k_wallet(uid)
-  local balance = redis.call('HINCRBY', wk, 'balanceCents', E.int(pnl))
-  local realized = redis.call('HINCRBY', wk, 'realizedCents', E.int(pnl))
-  redis.call('HINCRBY', wk, 'usedMarginCents', E.int(-margin))
-  redis.call('HINCRBY', wk, 'openCount', -1)
-  redis.call('HINCRBY', wk, 'version', 1)
-  board(uid, realized)
-  E.add_net_lots(iid, -dir * lots)
-  local tick = E.tick(iid, E.TRADE, now)
-  redis.call('HSET', pk, 'closeSeq', tick.seq)
+  if p.stopLossCents or p.takeProfitCents then
+    redis.call('ZREM', E.k_below(iid), pid)
+    redis.call('ZREM', E.k_above(iid), pid)
+  end
+  E.add_exposure(uid, iid, -dir * lots)
+  w.balance, w.realized = w.balance + pnl, w.realized + pnl
+  w.used, w.cost, w.open = w.used - margin, w.cost - dir * lots * entry, w.open - 1
+  board(w)
+  E.save_wallet(w)
   local ledger = string.format(
     '{"entryKey":"close:%s","userId":"%s","reason":"position_closed","amountCents":%d,"balanceAfterCents":%d,"positionId":"%s","atMs":%d}',
-    pid, uid, pnl, balance, pid, now)
-  redis.call('XADD', E.OUTBOX, '*', 'position', pid, 'wallet', uid, 'ledger', ledger)
+    pid, uid, pnl, w.balance, pid, now)
+  local tick = E.tick(iid, E.TRADE, now, {'position', pid, 'wallet', uid, 'ledger', ledger},
+    -dir * lots)
+  p.status, p.exitCents, p.pnlCents, p.closedAtMs, p.closedBy = 'closed', exit, pnl, now, reason
+  redis.call('HSET', E.k_position(pid), 'status', 'closed', 'exitCents', E.int(exit),
+    'pnlCents', E.int(pnl), 'closedAtMs', E.int(now), 'closedBy', reason,
+    'closeRequestId', request_id, 'closeSeq', tick.seq)
   return tick
 end
 
 -- Close, at the tick's price, every position whose stop-loss or take-profit the tick reached;
 -- each close is a trade tick that may reach further levels (handled in order, breadth first).
+-- Returns how many positions it closed.
 function E.settle(first, now)
   local queue, head, closes = {first}, 1, 0
   while head <= #queue do
@@ -308,15 +361,16 @@ function E.settle(first, now)
     end
     table.sort(hits)
     for _, pid in ipairs(hits) do
-      if closes >= E.MAX_SYSTEM_CLOSES then return end
+      if closes >= E.MAX_SYSTEM_CLOSES then return closes end
       local p = E.position(pid)
       local reason = p and p.status == 'open' and E.stop_reached(tonumber(p.direction),
         tonumber(p.stopLossCents), tonumber(p.takeProfitCents), t.price)
       if reason then
         queue[#queue + 1] = E.close(p, t.price, reason, now, '')
         closes = closes + 1
-        E.frame(p.userId, 'position_closed', E.body(pid, p.userId))
+        E.frame(p.userId, 'position_closed', E.encode_body(p, E.wallet_view(p.userId)))
       end
     end
   end
+  return closes
 end

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 
+from ftl import keys
 from ftl.scripts import read_scripts
 from ftl.services import Services
 
@@ -21,3 +23,24 @@ async def test_script_flush_is_survived_by_reloading_on_noscript(services: Servi
     answer, _ = await services.scripts.call("ping")
     assert answer == "PONG"
     assert "ping" not in await services.scripts.missing()
+
+
+async def test_function_flush_is_survived_by_loading_the_trade_library_again(
+    services: Services,
+) -> None:
+    await services.redis.function_flush()
+    assert set(services.scripts.library.functions) <= set(await services.scripts.missing())
+    user, position = str(uuid.uuid4()), str(uuid.uuid4())
+    reply = await services.scripts.call(
+        "position_close",
+        keys=[
+            keys.wallet(user),
+            keys.idempotency(user, "r1"),
+            keys.revoked_jti("j1"),
+            keys.position(position),
+            keys.revoked_jti("j1"),
+        ],
+        args=[user, position, "r1", "fingerprint", "0"],
+    )
+    assert reply[:2] == [0, "not_found"]
+    assert await services.scripts.missing() == []

@@ -154,3 +154,28 @@ def test_a_missing_or_broken_key_is_a_one_line_config_error() -> None:
         Tokens("", issuer="ftl", audience="ftl-api")
     with pytest.raises(ConfigError, match="not a base64 PEM"):
         Tokens("bm90IGEga2V5", issuer="ftl", audience="ftl-api")
+
+
+def test_a_remembered_access_token_still_expires_at_its_exp() -> None:
+    tokens = Tokens(KEY_B64, issuer="ftl", audience="ftl-api")
+    token, issued = tokens.issue(TokenType.ACCESS, USER, ttl_s=1)
+    assert tokens.verify(token, TokenType.ACCESS) == issued  # remembered from here on
+    assert tokens.verify(token, TokenType.ACCESS) == issued
+    while int(time.time()) <= issued.exp:
+        time.sleep(0.05)
+    assert rejected(tokens, token) == "token_expired"
+    assert rejected(tokens, token) == "token_expired"
+
+
+def test_a_remembered_access_token_is_no_other_type_and_vouches_for_no_look_alike() -> None:
+    tokens = Tokens(KEY_B64, issuer="ftl", audience="ftl-api")
+    token, _ = tokens.issue(TokenType.ACCESS, USER)
+    tokens.verify(token, TokenType.ACCESS)
+    header, payload, signature = token.split(".")
+    assert rejected(tokens, token, TokenType.REFRESH) == "unauthorized"
+    assert rejected(tokens, token, TokenType.WS) == "unauthorized"
+    flipped = "B" if signature[10] == "A" else "A"
+    tampered = f"{header}.{payload}.{signature[:10]}{flipped}{signature[11:]}"
+    assert rejected(tokens, tampered) == "unauthorized"
+    forged = forge({"alg": "none", "typ": "JWT", "kid": tokens.kid}, valid_payload(), None)
+    assert rejected(tokens, forged) == "unauthorized"
