@@ -1,9 +1,10 @@
 """`ftl recover` at full size (SPEC §2: well under 60 s for 50,000 users; target < 10 s).
 
 Builds USERS users with wallets, POSITIONS_PER_USER open positions each (some with stop-loss and
-take-profit), one closed position for every other user (the boards) and TICKS_PER_INSTRUMENT
-ticks per instrument directly in Postgres (COPY), FLUSHDB, then times `recover`. Prints one JSON
-object.
+take-profit), one closed position for every other user (the boards; closed after his open ones
+were opened, so his margin watermark is rebuilt too) and TICKS_PER_INSTRUMENT ticks per
+instrument, one a minute up to now, directly in Postgres (COPY), FLUSHDB, then times `recover`.
+Prints one JSON object.
 
     python -m bench.recover [--users 50000] --reset
 
@@ -17,7 +18,6 @@ import argparse
 import asyncio
 import json
 import random
-import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -44,7 +44,9 @@ def build(database_url: str, users: int, rng: random.Random) -> None:
             "INSERT INTO districts (id, name) SELECT n, 'District ' || n"
             " FROM generate_series(1, 14) n"
         )
-        pg.execute("SELECT ftl_ensure_price_ticks_partition(%s)", (now.date(),))
+        opened_at = now - timedelta(minutes=TICKS_PER_INSTRUMENT)
+        for day in {opened_at.date(), now.date()}:
+            pg.execute("SELECT ftl_ensure_price_ticks_partition(%s)", (day,))
         instrument_ids = [uuid.uuid4() for _ in range(INSTRUMENTS)]
         with pg.cursor().copy(
             "COPY instruments (id, idx, sportmonks_player_id, name, team, position, base_price,"
@@ -57,7 +59,7 @@ def build(database_url: str, users: int, rng: random.Random) -> None:
             "COPY users (id, first_name, display_name, district_id, referral_code) FROM STDIN"
         ) as copy:
             for n, uid in enumerate(user_ids):
-                copy.write_row((uid, "Bench", f"Bench {n}", n % 14 + 1, secrets.token_hex(4)))
+                copy.write_row((uid, "Bench", f"Bench {n}", n % 14 + 1, f"{n:08x}"))
         with pg.cursor().copy("COPY wallets (user_id, realized_pnl) FROM STDIN") as copy:
             for n, uid in enumerate(user_ids):
                 copy.write_row((uid, rng.randint(-500, 500) if n % 2 else 0))
@@ -74,10 +76,10 @@ def build(database_url: str, users: int, rng: random.Random) -> None:
                         (uuid.uuid4(), uid, rng.choice(instrument_ids),
                          "long" if long else "short", 1, 100, 1000,
                          *(stops if k == 0 else (None, None)), "open", None, None, None,
-                         f"o{k}", 1, None, now, None)
+                         f"o{k}", 1, None, opened_at, None)
                     )  # fmt: skip
                 if n % 2:
-                    closed_at = now - timedelta(seconds=n)
+                    closed_at = now - timedelta(milliseconds=n)
                     copy.write_row(
                         (uuid.uuid4(), uid, rng.choice(instrument_ids), "long", 1, 100, 1000,
                          None, None, "closed", 101, 100, "user", "c", 1, 2, closed_at, closed_at)
@@ -88,7 +90,8 @@ def build(database_url: str, users: int, rng: random.Random) -> None:
         ) as copy:
             for iid in instrument_ids:
                 for seq in range(1, TICKS_PER_INSTRUMENT + 1):
-                    copy.write_row((iid, seq, now, 100, 100, 0, 1))
+                    at = now - timedelta(minutes=TICKS_PER_INSTRUMENT - seq)
+                    copy.write_row((iid, seq, at, 100, 100, 0, 1))
 
 
 async def timed_recover() -> dict[str, object]:
@@ -105,6 +108,7 @@ async def timed_recover() -> dict[str, object]:
         "users": report.wallets,
         "open_positions": report.positions,
         "board_members": report.board_members,
+        "watermarks": report.watermarks,
         "instruments": report.instruments,
         "ticks": report.ticks,
         "recover_s": round(seconds, 2),

@@ -9,16 +9,27 @@
 -- Errors: none.
 --! include engine.lua
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+
+local function flat(fields)
+  local list = {}
+  for name, value in pairs(fields) do
+    list[#list + 1] = name
+    list[#list + 1] = value
+  end
+  return list
+end
+
 local uid = ARGV[1]
-local wallet = cjson.decode(ARGV[2])
-for name, value in pairs(wallet) do redis.call('HSET', KEYS[1], name, value) end
+redis.call('HSET', KEYS[1], unpack(flat(cjson.decode(ARGV[2]))))
 redis.call('DEL', KEYS[2], KEYS[3])
+local cost = 0
 for _, row in ipairs(cjson.decode(ARGV[3])) do
-  local pk, f = E.k_position(row.id), row.fields
-  for name, value in pairs(f) do redis.call('HSET', pk, name, value) end
+  local f = row.fields
+  redis.call('HSET', E.k_position(row.id), unpack(flat(f)))
   redis.call('SADD', KEYS[2], row.id)
   local dir, lots = tonumber(f.direction), tonumber(f.lotsCentis)
-  E.add_exposure(uid, f.instrumentId, dir * lots, dir * lots * tonumber(f.entryCents))
+  E.add_exposure(uid, f.instrumentId, dir * lots)
+  cost = cost + dir * lots * tonumber(f.entryCents)
   if f.stopLossCents then
     redis.call('ZADD', dir == 1 and E.k_below(f.instrumentId) or E.k_above(f.instrumentId),
       f.stopLossCents, row.id)
@@ -28,4 +39,6 @@ for _, row in ipairs(cjson.decode(ARGV[3])) do
       f.takeProfitCents, row.id)
   end
 end
+-- NOTE: costCents = Σ entry × lots × direction of the open positions (lua/lib/engine.lua).
+redis.call('HSET', KEYS[1], 'costCents', E.int(cost))
 return 1

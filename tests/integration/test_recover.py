@@ -1,10 +1,14 @@
 """`ftl recover`: trade through the API, flush, lose Redis entirely, rebuild it from Postgres and
-find the same answers; trading then continues on the same sequences."""
+find the same answers; trading then continues on the same sequences. A referral payout cut off
+halfway is not paid again, and a margin replay after the loss does not judge old ticks against
+the balance a later washout left (docs/decisions/0051)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,6 +22,14 @@ from ftl.flush import Flusher
 from ftl.portfolio import portfolio
 from ftl.recover import recover
 from ftl.services import Services
+from tests.integration.margin_helpers import (
+    CLOCK_STEP_S,
+    balance,
+    evaluate,
+    move,
+    open_position,
+    persist,
+)
 from tests.integration.trading_helpers import access_token, make_instrument, make_user
 from web.app import create_app
 
@@ -81,6 +93,10 @@ async def snapshot(
         state[f"wallet {user}"] = wallet
         state[f"portfolio {user}"] = await portfolio(services, user)
         state[f"exposure {user}"] = await redis.hgetall(keys.exposure(user))
+        open_ids: set[str] = await redis.smembers(keys.open_positions(user))  # type: ignore[assignment]
+        state[f"positions {user}"] = open_ids
+        for pid in open_ids:
+            state[f"position {pid}"] = await redis.hgetall(keys.position(pid))
         state[f"board {user}"] = await leaderboard.leaderboard(
             services, "overall", None, None, None, user
         )
@@ -161,3 +177,80 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     assert seqs == list(range(1, last_seq + 3))
     board = await leaderboard.leaderboard(services, "overall", None, None, None, carol)
     assert len(board["entries"]) == 3 and board["me"] is not None  # one member per user
+
+
+async def test_a_referral_credited_before_redis_was_lost_is_not_paid_again(
+    client: testing.ASGIConductor, services: Services, pg_admin: psycopg.Connection
+) -> None:
+    a = await make_instrument(services, pg_admin, live_base_cents=10_000)
+    alice, carol = make_user(pg_admin), make_user(pg_admin)
+    referral = uuid4()
+    pg_admin.execute(
+        "INSERT INTO referrals (id, referrer_id, referred_id) VALUES (%s, %s, %s)",
+        (referral, alice, carol),
+    )
+    await services.flags.set("comingSoon", False)
+    as_carol = Trader(client, services, carol)
+    await as_carol.open(a, "c1")
+    await drain(services)  # carol's first open, and alice's payout (referral_pay.lua)
+    # NOTE: as if the flusher died between referral_pay.lua and its UPDATE of the row ...
+    pg_admin.execute("UPDATE referrals SET paid_at = NULL, bonus = 0 WHERE id = %s", (referral,))
+    await drain(services)  # ... and another flush wrote the credit before Redis was lost
+    assert balance(pg_admin, alice) == Decimal("10500.00")
+
+    await services.redis.flushdb()
+    report = await recover(services)
+
+    assert report.payouts_completed == 1
+    row = pg_admin.execute(
+        "SELECT paid_at IS NOT NULL, bonus FROM referrals WHERE id = %s", (referral,)
+    ).fetchone()
+    assert row == (True, Decimal("500.00"))
+    assert "referralId" not in await services.redis.hgetall(keys.wallet(carol))
+    assert await services.redis.hget(keys.wallet(alice), "paidReferrals") == "1"
+    await as_carol.open(a, "c2")
+    await drain(services)
+    await drain(services)
+    assert balance(pg_admin, alice) == Decimal("10500.00")
+    assert await services.redis.hget(keys.wallet(alice), "balanceCents") == "1050000"
+
+
+async def test_a_replay_after_recover_starts_at_the_last_close_not_at_the_opens(
+    services: Services, pg_admin: psycopg.Connection
+) -> None:
+    """2,000.00 points, a long lot on X and one on Y at 100.00 (margin 1,000.00 each). X rises
+    while Y dips to 94.00 (level 120 %), Y recovers, then X falls to 88.00: 40 %, X washes out
+    (-1,200.00) and 80 % remain. Judged from the opens against the balance after that washout,
+    Y's dip would read 20 % and wash Y out as well, for a loss that had not happened yet."""
+    user = make_user(pg_admin, balance="2000.00")
+    x = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=Decimal(0))
+    y = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=Decimal(0))
+    on_x = await open_position(services, user, x, "long", 100, 10_000)
+    on_y = await open_position(services, user, y, "long", 100, 10_000)
+
+    async def step(instrument: UUID, live_base_cents: int) -> int:
+        # NOTE: a millisecond apart, so the replay's order is the order of the moves.
+        await asyncio.sleep(CLOCK_STEP_S)
+        return await move(services, instrument, live_base_cents)
+
+    await step(x, 11_000)
+    await step(y, 9_400)
+    y_seq = await step(y, 10_000)
+    await step(x, 8_800)
+    assert (await evaluate(services, user)).closed == 1
+    await persist(services)
+    await persist(services)
+    assert balance(pg_admin, user) == Decimal("800.00")
+
+    await services.redis.flushdb()
+    report = await recover(services)
+
+    assert report.watermarks == 1
+    watermark = await services.redis.hgetall(keys.margin_watermark(user))
+    assert watermark == {"v": "0", "below": "1", str(y): str(y_seq)}
+    assert (await evaluate(services, user)).closed == 0
+    assert await services.redis.smembers(keys.open_positions(user)) == {str(on_y)}
+    closed = pg_admin.execute(
+        "SELECT id FROM cfd_positions WHERE user_id = %s AND status = 'closed'", (user,)
+    ).fetchall()
+    assert closed == [(on_x,)]

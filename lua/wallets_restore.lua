@@ -1,0 +1,57 @@
+-- wallets_restore.lua: `ftl recover` (SPEC §2): replace the hot state of a chunk of wallets with
+-- their Postgres rows: wallet:{userId}, positions:{userId}, exposure:{userId} and each open
+-- position:{id}, as trading and wallet_load.lua write them. (The holders index and the SL/TP
+-- sets are per instrument: ftl/recover.py writes them whole.)
+--
+-- KEYS: none: every key derives from the user and position ids, as in lua/lib/engine.lua.
+-- ARGV: [1] JSON array of wallets, each [userId, the WALLET fields in order,
+--       [instrumentId, net lots centis, ...], [position, ...]], each position [positionId, the
+--       POSITION fields in order]; values are strings, or null for a field the hash lacks.
+--       [2] JSON {userId -> boardMember} for the chunk's users on the boards.
+-- Returns: the number of wallets written.
+-- Errors: none.
+--! include engine.lua
+-- PERF: positional rows, not objects (ftl/recover.py's SQL builds them as text, cheaply), and
+-- one command per key: 150,000 positions are written at once.
+local WALLET = {'balanceCents', 'realizedCents', 'bonusCents', 'usedMarginCents', 'costCents',
+  'openCount', 'version', 'districtId', 'paidReferrals', 'referralId'}
+local POSITION = {'instrumentId', 'idx', 'direction', 'lotsCentis', 'entryCents', 'marginCents',
+  'openedAtMs', 'openSeq', 'openRequestId', 'stopLossCents', 'takeProfitCents'}
+
+-- HSET arguments: name, value, ... of the row's non-null values after row[1].
+local function pairs_of(names, row)
+  local list = {}
+  for n, name in ipairs(names) do
+    local value = row[n + 1]
+    if value ~= cjson.null then
+      list[#list + 1] = name
+      list[#list + 1] = value
+    end
+  end
+  return list
+end
+
+local members = cjson.decode(ARGV[2])
+local users = cjson.decode(ARGV[1])
+for _, user in ipairs(users) do
+  local uid = user[1]
+  local wallet, open, exposure = E.k_wallet(uid), E.k_open(uid), E.k_exposure(uid)
+  redis.call('DEL', wallet, open, exposure)
+  local fields = pairs_of(WALLET, user)
+  if members[uid] then
+    fields[#fields + 1] = 'boardMember'
+    fields[#fields + 1] = members[uid]
+  end
+  redis.call('HSET', wallet, unpack(fields))
+  local net = user[#WALLET + 2]
+  if #net > 0 then redis.call('HSET', exposure, unpack(net)) end
+  local positions = user[#WALLET + 3]
+  local ids = {}
+  for n, row in ipairs(positions) do
+    ids[n] = row[1]
+    local position = pairs_of(POSITION, row)
+    redis.call('HSET', E.k_position(row[1]), 'userId', uid, 'status', 'open', unpack(position))
+  end
+  if #ids > 0 then redis.call('SADD', open, unpack(ids)) end
+end
+return #users
