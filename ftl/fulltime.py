@@ -2,17 +2,17 @@
 holders' margin up to now, close every open position at one snapshot price per instrument
 (`auto_exit_ft`), re-base the players who took part (`postmatch` ticks), unfreeze.
 
-Idempotent and safe to run twice or concurrently: one run at a time holds
-`lease:fulltime:{fixtureId}`; positions already closed are skipped by position_system_close.lua;
-the re-basing commits in the same Postgres transaction that stamps `fixtures.closed_out_at`, so it
-happens once; a rerun after a crash only re-applies the committed bases to Redis and unfreezes.
+Idempotent and safe to run twice or concurrently: one run at a time holds the renewed lease
+`lease:fulltime:{fixtureId}` (ftl/leases.py); positions already closed are skipped by
+position_system_close.lua; the re-basing commits in the same Postgres transaction that stamps
+`fixtures.closed_out_at`, so it happens once; a rerun after a crash only re-applies the committed
+bases to Redis and unfreezes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ftl import instruments, keys, margin_service
 from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.errors import Conflict, NotFound
+from ftl.leases import Lease
 from ftl.market import price_cents
 from ftl.money import from_cents
 from ftl.prices import apply_base_price
@@ -31,7 +32,7 @@ from ftl.sportmonks.scoring import post_match_rebase
 from ftl.ticks import TickSource
 
 DRAIN_S = 0.5  # in-flight trades finish before the snapshot (SPEC §1.7)
-LEASE_TTL_MS = 120_000
+LEASE_TTL_MS = 15_000  # renewed while the close-out runs; a dead run's lease is gone this soon
 CLOSE_BATCH = 200  # positions per position_system_close.lua call
 
 
@@ -175,10 +176,10 @@ async def close_out(services: Services, fixture_id: UUID) -> CloseOut:
     fixture, rows = await _fixture_instruments(services, fixture_id)
     if fixture.full_time_at is None:
         raise Conflict("not_full_time", "The fixture has not reached full time.")
-    lease, token = keys.lease(f"fulltime:{fixture_id}"), uuid.uuid4().hex
-    if not await services.redis.set(lease, token, nx=True, px=LEASE_TTL_MS):
-        raise Conflict("close_out_running", "Another close-out of this fixture is running.")
-    try:
+    lease = Lease(services.scripts, f"fulltime:{fixture_id}", LEASE_TTL_MS)
+    async with lease as held:
+        if not held:
+            raise Conflict("close_out_running", "Another close-out of this fixture is running.")
         await _set_frozen(services, rows, True)
         washouts = closed = 0
         already_done = fixture.closed_out_at is not None
@@ -186,10 +187,8 @@ async def close_out(services: Services, fixture_id: UUID) -> CloseOut:
             await asyncio.sleep(DRAIN_S)
             holders = await margin_service.holders_of(services, [r.id for r in rows])
             washouts = await margin_service.evaluate_users(services, holders)
-            closed = await _close_at_snapshot(services, rows, lease)
+            closed = await _close_at_snapshot(services, rows, lease.key)
             await _rebase_in_postgres(services, fixture, rows)
         rebased = await _apply_bases(services, fixture_id)
         await _set_frozen(services, rows, False)
-    finally:
-        await services.scripts.call("lease_release", keys=[lease], args=[token])
     return CloseOut(fixture_id, closed, washouts, rebased, already_done)

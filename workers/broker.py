@@ -10,23 +10,32 @@ visible decision:
 - Retries: failed messages are retried with backoff; actors are idempotent so a retry is safe.
 - CurrentMessage: actors can read their own message id (idempotency keys, logs).
 - AsyncIO: actors are `async def` and share the same async ftl services as the web process.
+- RequestIds: a message sent while a request id is in play (a web request, or a message that
+  carried one) carries it in its options, and its processing logs under it (ftl/logs.py).
+- WorkerMetrics (workers/metrics.py): Dramatiq's Prometheus middleware, only in processes started
+  by `python -m workers`, which sets up the metrics directory and port (docs/decisions/0060).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
     Retries,
     ShutdownNotifications,
     TimeLimit,
 )
 
+from ftl import logs
 from ftl.config import get_settings
 
 NAMESPACE = "ftl-dramatiq"
@@ -34,10 +43,47 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 500
 DEFAULT_MAX_BACKOFF_MS = 30_000
 DEFAULT_TIME_LIMIT_MS = 60_000
+# NOTE: a SIGKILLed worker's unacknowledged messages go back to their queue when maintenance
+# finds its heartbeat older than this; Dramatiq's defaults (60 s, and maintenance on 1 in 1,000
+# broker commands) left a killed full time or sweep waiting for minutes.
+HEARTBEAT_TIMEOUT_MS = 15_000
+MAINTENANCE_CHANCE_PER_MILLION = 10_000
 
 
-def build_broker(redis_url: str) -> RedisBroker:
-    middleware = [
+REQUEST_ID_OPTION = "request_id"
+
+
+class RequestIds(Middleware):
+    """Carries the request id from the sender into the processing of the message."""
+
+    def before_enqueue(
+        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
+    ) -> None:
+        request_id = logs.request_id.get()
+        if request_id is not None:
+            message.options[REQUEST_ID_OPTION] = request_id
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        # NOTE: the AsyncIO middleware schedules the actor from this thread, so its coroutine
+        # starts with a copy of this context.
+        logs.request_id.set(logs.valid_request_id(message.options.get(REQUEST_ID_OPTION)))
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        logs.request_id.set(None)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        logs.request_id.set(None)
+
+
+def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
+    middleware: list[Middleware] = [
         AgeLimit(),
         TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
         ShutdownNotifications(),
@@ -50,11 +96,23 @@ def build_broker(redis_url: str) -> RedisBroker:
         ),
         CurrentMessage(),
         AsyncIO(),
+        RequestIds(),
     ]
+    if metrics:
+        # NOTE: imported only here: Dramatiq's module reads its settings from the environment
+        # at import, which `python -m workers` prepares.
+        from workers.metrics import WorkerMetrics
+
+        middleware.append(WorkerMetrics())
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url, namespace=NAMESPACE, middleware=middleware
+        url=redis_url,
+        namespace=NAMESPACE,
+        middleware=middleware,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        maintenance_chance=MAINTENANCE_CHANCE_PER_MILLION,
     )
 
 
-broker = build_broker(get_settings().redis_url)
+_settings = get_settings()
+broker = build_broker(_settings.redis_url, metrics=bool(_settings.prometheus_multiproc_dir))
 dramatiq.set_broker(broker)
