@@ -1,14 +1,17 @@
 """WebSocket fan-out under the SPEC §8 load: two `ftl ws` replicas, 20,000 connections (10,000
 each), every client subscribed to 5 of 44 instruments, all 44 ticking every 2 s for a minute.
 
-Prints one JSON object: tick-to-client latency p50/p95/p99 (publish to the client's receive, in
-ms, so it includes the client processes' own delay on the same machine), the server side of it
-(a tick's age when its fan-out cycle had written every frame, from each replica's /metrics),
-ticks delivered vs expected, RSS per connection and CPU of each replica and of the clients.
-Clients run in several processes so none of them passes the file limit; each `ws` process gets
-its file limit raised to `--nofile` (10,000 connections need a bit over 10,000 descriptors).
+Prints one JSON object. Latency runs from each tick's `t` (taken just before it is published) to
+two moments on the same clock: `tick_to_socket_ms` when its bytes reached the client's socket (the
+kernel's receive timestamp, SO_TIMESTAMPNS: what a client on another machine would see, give or
+take the network) and `tick_to_client_code_ms` when the client's code had them (adds the clients'
+own scheduling delay, since they share the cores with the servers). Also: ticks delivered vs
+expected, connections lost, the server side (a tick's age when its fan-out cycle had written every
+frame, from each replica's /metrics), RSS per connection, CPU of each replica (also per price
+frame) and of the clients. The clients are as cheap as they can be (raw sockets on uvloop, one
+process per core); the `ws` processes and the clients get their file limit raised to `--nofile`.
 
-    python -m bench.ws [--connections 20000] [--seconds 60] [--client-processes 4]
+    python -m bench.ws [--connections 20000] [--seconds 60] [--client-processes 2]
 
 Needs REDIS_URL (make services-up). Uses instruments with idx 65001-65044 and removes them after.
 """
@@ -17,30 +20,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing
 import os
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import uuid
 from array import array
-from collections.abc import Callable
 from decimal import Decimal
-from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import httpx
 import msgpack
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
-from websockets.uri import parse_uri
+import uvloop
 
 from ftl import hotstore, instruments, keys
 from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
@@ -56,6 +55,7 @@ TICK_INTERVAL_S = 2.0
 HANDSHAKES_IN_FLIGHT = 16  # per client process
 CONNECT_ATTEMPTS = 5  # a refused or dropped handshake is retried, as a real client would
 DRAIN_S = 3.0  # after the last tick, before counting
+CATCH_UP_S = 2.0  # a client reading nothing new for this long has read everything
 
 
 def subscribed_idxs(connection_number: int) -> list[int]:
@@ -65,63 +65,163 @@ def subscribed_idxs(connection_number: int) -> list[int]:
 
 
 # -- client processes
+#
+# PERF: the clients share the two cores with the servers they measure, so each costs as little as
+# possible: a raw non-blocking socket read straight from the event loop (uvloop's add_reader), the
+# server's frames (unmasked, RFC 6455 §5.2) split by hand, one process per core.
+
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+SO_TIMESTAMPNS = 35  # Linux; the `socket` module does not name it
+TIMESPEC = struct.Struct("qq")
+RECV_BYTES = 65_536
+ANCILLARY_BYTES = socket.CMSG_SPACE(TIMESPEC.size)
 
 
-class BenchClient(asyncio.Protocol):
-    """A lean client on websockets' Sans-I/O protocol (no task or future per frame), so the
-    clients' own overhead disturbs the servers' figures as little as possible."""
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame: masked, as RFC 6455 requires of clients; the all-zero key leaves the
+    payload as it is (the server unmasks whatever key it gets)."""
+    assert len(payload) < 126
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
 
-    def __init__(self, target: str, idxs: list[int], record: Callable[[Any, float], None]) -> None:
-        self.protocol = ClientProtocol(parse_uri(target))
-        self.idxs = idxs
-        self.record = record
-        self.acks = 0
-        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.protocol.send_request(self.protocol.connect())
-        self._flush()
+def split_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole (opcode, payload) frames at the start of `buffer`, and what is left of it."""
+    whole = []
+    position, end = 0, len(buffer)
+    while end - position >= 2:
+        size = buffer[position + 1] & 0x7F
+        header = 2
+        if size == 126:
+            header = 4
+            size = int.from_bytes(buffer[position + 2 : position + 4], "big")
+        elif size == 127:
+            header = 10
+            size = int.from_bytes(buffer[position + 2 : position + 10], "big")
+        if end - position < header + size:
+            break
+        start = position + header
+        whole.append((buffer[position] & 0x0F, buffer[start : start + size]))
+        position = start + size
+    return whole, buffer[position:]
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.protocol.receive_data(data)
-        for event in self.protocol.events_received():
-            if isinstance(event, Response):
-                if event.status_code != 101:
-                    refused = ConnectionError(f"refused: {event.status_code} {event.body!r}")
-                    self.subscribed.set_exception(refused)
-                    return
-                for idx in self.idxs:
-                    self.protocol.send_text(
-                        json.dumps({"action": "subscribe", "idx": idx}).encode()
-                    )
-            elif not isinstance(event, Frame):
-                continue
-            elif event.opcode is Opcode.BINARY:
-                self.record(msgpack.unpackb(event.data), now)
-            elif event.opcode is Opcode.TEXT:
-                self.acks += 1
-                if self.acks == len(self.idxs):
-                    self.subscribed.set_result(None)
-        self._flush()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.subscribed.done():
-            self.subscribed.set_exception(ConnectionError(f"lost while subscribing: {exc}"))
+class Ticks:
+    """Every tick this process received: its seq, when its bytes reached the client's socket
+    (the kernel's receive timestamp) and when the client's code had them in hand."""
 
-    def _flush(self) -> None:
-        assert self.transport is not None
-        for data in self.protocol.data_to_send():
-            if data:
-                self.transport.write(data)
+    def __init__(self) -> None:
+        self.seqs, self.arrived, self.handled = array("q"), array("d"), array("d")
+        self.frames = 0
+
+    def record(self, payload: bytes, arrived: float, handled: float) -> None:
+        self.frames += 1
+        decoded = msgpack.unpackb(payload)
+        for tick in decoded if isinstance(decoded, list) else [decoded]:
+            self.seqs.append(tick["q"])
+            self.arrived.append(arrived)
+            self.handled.append(handled)
+
+
+class Feed:
+    """One subscribed connection, read by `on_readable` whenever its socket has data."""
+
+    def __init__(self, sock: socket.socket, pending: bytes, ticks: Ticks) -> None:
+        self.sock = sock
+        self.pending = pending
+        self.ticks = ticks
+        self.open = True
+
+    def on_readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, ANCILLARY_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        handled = time.time()
+        if not data:
+            self.close()
+            return
+        arrived = handled
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = TIMESPEC.unpack(value)
+                arrived = seconds + nanoseconds / 1e9
+        whole, self.pending = split_frames(self.pending + data if self.pending else data)
+        for opcode, payload in whole:
+            if opcode == BINARY:
+                self.ticks.record(payload, arrived, handled)
+            elif opcode == PING:
+                self.sock.send(client_frame(PONG, payload))
+            elif opcode == CLOSE:
+                self.close()
+                return
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+async def open_feed(port: int, token: str, idxs: list[int], ticks: Ticks) -> Feed:
+    """Handshake, subscribe to `idxs` and wait for every acknowledgement."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET /ws/prices?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            buffer += await _receive(loop, sock)
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        if head.split(b" ", 2)[1] != b"101":
+            raise ConnectionError(f"refused: {head.splitlines()[0]!r}")
+        commands = (json.dumps({"action": "subscribe", "idx": idx}).encode() for idx in idxs)
+        await loop.sock_sendall(sock, b"".join(client_frame(TEXT, c) for c in commands))
+        acks = 0
+        while True:
+            whole, buffer = split_frames(buffer)
+            for opcode, payload in whole:
+                if opcode == PING:
+                    await loop.sock_sendall(sock, client_frame(PONG, payload))
+                    continue
+                if opcode != TEXT or json.loads(payload).get("type") != "subscribed":
+                    raise ConnectionError(f"not subscribed: {opcode} {payload!r}")
+                acks += 1
+            if acks == len(idxs):
+                break
+            buffer += await _receive(loop, sock)
+    except BaseException:
+        sock.close()
+        raise
+    feed = Feed(sock, buffer, ticks)
+    loop.add_reader(sock.fileno(), feed.on_readable)
+    return feed
+
+
+async def _receive(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    data = await loop.sock_recv(sock, RECV_BYTES)
+    if not data:
+        raise ConnectionError("closed by the server")
+    return data
 
 
 def _own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def latencies_ms(seqs: array[int], at: array[float], sent_at: dict[int, float]) -> list[float]:
+    return sorted((when - sent_at[seq]) * 1000 for seq, when in zip(seqs, at, strict=True))
 
 
 async def _clients(
@@ -132,33 +232,17 @@ async def _clients(
     )
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
-    seqs, received_at = array("q"), array("d")
-    frames = 0
-
-    def record(decoded: Any, now: float) -> None:
-        nonlocal frames
-        frames += 1
-        for tick in decoded if isinstance(decoded, list) else [decoded]:
-            seqs.append(tick["q"])
-            received_at.append(now)
-
+    ticks = Ticks()
     retries = 0
 
-    async def one(number: int) -> BenchClient:
+    async def one(number: int) -> Feed:
         nonlocal retries
         port = ports[number % len(ports)]
         for attempt in range(CONNECT_ATTEMPTS):
             token, _ = tokens.issue(TokenType.WS, str(uuid.uuid4()))
-            target = f"ws://127.0.0.1:{port}/ws/prices?token={token}"
             async with gate:
                 try:
-                    _, client = await loop.create_connection(
-                        partial(BenchClient, target, subscribed_idxs(number), record),
-                        "127.0.0.1",
-                        port,
-                    )
-                    await client.subscribed
-                    return client
+                    return await open_feed(port, token, subscribed_idxs(number), ticks)
                 except (ConnectionError, OSError):
                     if attempt == CONNECT_ATTEMPTS - 1:
                         raise
@@ -166,25 +250,42 @@ async def _clients(
             await asyncio.sleep(0.5)
         raise AssertionError("unreachable")
 
-    clients = await asyncio.gather(*(one(number) for number in numbers))
+    feeds = await asyncio.gather(*(one(number) for number in numbers))
     control.send("ready")
     cpu_before = _own_cpu_s()
     sent_at: dict[int, float] = await loop.run_in_executor(None, control.recv)
+    # NOTE: a client at low priority may still be reading its backlog; it has until it stalls.
+    expected = len(numbers) * SUBSCRIPTIONS_PER_CLIENT * len(sent_at)
+    while len(ticks.seqs) < expected:
+        before = len(ticks.seqs)
+        await asyncio.sleep(CATCH_UP_S)
+        if len(ticks.seqs) == before:
+            break
     cpu_s = _own_cpu_s() - cpu_before
-    latencies_ms = sorted(
-        (at - sent_at[seq]) * 1000 for seq, at in zip(seqs, received_at, strict=True)
-    )
-    for client in clients:
-        if client.transport is not None:
-            client.transport.close()
+    lost = sum(not feed.open for feed in feeds)
+    for feed in feeds:
+        feed.close()
     control.send(
-        {"frames": frames, "latencies_ms": latencies_ms, "retries": retries, "cpu_s": cpu_s}
+        {
+            "frames": ticks.frames,
+            "arrived_ms": latencies_ms(ticks.seqs, ticks.arrived, sent_at),
+            "handled_ms": latencies_ms(ticks.seqs, ticks.handled, sent_at),
+            "retries": retries,
+            "lost": lost,
+            "cpu_s": cpu_s,
+        }
     )
 
 
-def client_process(numbers: range, ports: list[int], control: Connection) -> None:
+def client_process(
+    numbers: range, ports: list[int], nofile: int, nice: int, control: Connection
+) -> None:
+    raise_file_limit(nofile)
+    # NOTE: the clients yield the cores to the servers they measure; the kernel's receive
+    # timestamp does not depend on when a client gets to read its socket.
+    os.nice(nice)
     try:
-        asyncio.run(_clients(numbers, ports, get_settings(), control))
+        uvloop.run(_clients(numbers, ports, get_settings(), control))
     except Exception as exc:  # noqa: BLE001 - reported to the main process, which stops
         control.send(f"failed: {exc!r}")
 
@@ -192,13 +293,14 @@ def client_process(numbers: range, ports: list[int], control: Connection) -> Non
 # -- the servers
 
 
-def start_ws(port: int, nofile: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    def raise_file_limit() -> None:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
+def raise_file_limit(nofile: int) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(nofile, hard), hard))
 
+
+def start_ws(port: int, nofile: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [FTL, "ws"], env={**env, "WS_PORT": str(port)}, preexec_fn=raise_file_limit
+        [FTL, "ws"], env={**env, "WS_PORT": str(port)}, preexec_fn=lambda: raise_file_limit(nofile)
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -259,8 +361,22 @@ def tick_age_bound_ms(samples: dict[str, float], fraction: float) -> float | Non
     return None
 
 
+def price_frames(samples: dict[str, float]) -> float:
+    return samples['ftl_ws_frames_sent_total{kind="price"}']
+
+
 def percentile(ordered: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 1)
+
+
+def summary(ordered: list[float]) -> dict[str, float] | None:
+    if not ordered:
+        return None
+    fractions = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+    return {
+        **{name: percentile(ordered, fraction) for name, fraction in fractions.items()},
+        "max": round(ordered[-1], 1),
+    }
 
 
 async def add_instruments(settings: Settings) -> list[uuid.UUID]:
@@ -302,12 +418,14 @@ async def remove_instruments(settings: Settings, ids: list[uuid.UUID]) -> None:
 
 
 async def tick_all(settings: Settings, ids: list[uuid.UUID], rounds: int) -> dict[int, float]:
-    """Every instrument ticks once per round (seq = round); returns each round's publish time."""
+    """Every instrument ticks once per round (seq = round); returns each round's tick time `t`
+    (epoch seconds, the clock the clients' receive times are on), taken before publishing."""
     redis = hotstore.connect(settings)
     sent_at: dict[int, float] = {}
     start = time.monotonic()
     for seq in range(1, rounds + 1):
         await asyncio.sleep(max(0.0, start + seq * TICK_INTERVAL_S - time.monotonic()))
+        sent_at[seq] = time.time()
         async with redis.pipeline(transaction=False) as pipe:
             for n, instrument_id in enumerate(ids):
                 tick = Tick(
@@ -318,11 +436,10 @@ async def tick_all(settings: Settings, ids: list[uuid.UUID], rounds: int) -> dic
                     23_000,
                     0,
                     TickSource.SYNTHETIC,
-                    int(time.time() * 1000),
+                    int(sent_at[seq] * 1000),
                 )
                 pipe.zadd(keys.tick_log(instrument_id), {tick.to_json(): seq})
                 pipe.publish(keys.price_channel(instrument_id), tick.to_json())
-            sent_at[seq] = time.time()
             await pipe.execute()
     await redis.aclose()
     return sent_at
@@ -333,8 +450,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20_000, help="in total")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=60, help="ticking time")
-    parser.add_argument("--client-processes", type=int, default=4)
-    parser.add_argument("--nofile", type=int, default=16_384, help="file limit of each ws")
+    parser.add_argument("--client-processes", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--client-nice", type=int, default=19, help="nice increment of the client processes"
+    )
+    parser.add_argument(
+        "--nofile", type=int, default=16_384, help="file limit of each ws and client process"
+    )
     args = parser.parse_args()
     os.environ.setdefault("JWT_PRIVATE_KEY_B64", generate_private_key_b64())
     os.environ.update(LOG_LEVEL="WARNING", WS_MAX_CONNECTIONS=str(args.connections))
@@ -352,7 +474,9 @@ def main() -> None:
         for start in range(0, args.connections, share):
             ours, theirs = spawn.Pipe()
             numbers = range(start, min(start + share, args.connections))
-            worker = spawn.Process(target=client_process, args=(numbers, ports, theirs))
+            worker = spawn.Process(
+                target=client_process, args=(numbers, ports, args.nofile, args.client_nice, theirs)
+            )
             worker.start()
             workers.append(worker)
             controls.append(ours)
@@ -367,8 +491,8 @@ def main() -> None:
         sent_at = asyncio.run(tick_all(settings, ids, rounds))
         time.sleep(DRAIN_S)
         wall_s = time.monotonic() - tick_started
-        cpu_pct = [
-            round((cpu_seconds(server.pid) - before) / wall_s * 100, 1)
+        cpu_s = [
+            cpu_seconds(server.pid) - before
             for server, before in zip(servers, cpu_before, strict=True)
         ]
         scraped = [scrape(port) for port in ports]
@@ -384,7 +508,8 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
         asyncio.run(remove_instruments(settings, ids))
-    latencies = sorted(ms for result in results for ms in result["latencies_ms"])
+    arrived = sorted(ms for result in results for ms in result["arrived_ms"])
+    handled = sorted(ms for result in results for ms in result["handled_ms"])
     expected = args.connections * SUBSCRIPTIONS_PER_CLIENT * rounds
     per_replica = args.connections / args.replicas
     print(
@@ -398,25 +523,29 @@ def main() -> None:
                 "tick_rounds": rounds,
                 "connect_s": round(connect_s, 1),
                 "ticks_expected": expected,
-                "ticks_delivered": len(latencies),
+                "ticks_delivered": len(arrived),
                 "frames_delivered": sum(result["frames"] for result in results),
+                "connections_lost": sum(result["lost"] for result in results),
                 "handshake_retries": sum(result["retries"] for result in results),
-                "latency_p50_ms": percentile(latencies, 0.50),
-                "latency_p95_ms": percentile(latencies, 0.95),
-                "latency_p99_ms": percentile(latencies, 0.99),
-                "latency_max_ms": round(latencies[-1], 1) if latencies else None,
+                "tick_to_socket_ms": summary(arrived),
+                "tick_to_client_code_ms": summary(handled),
                 "rss_per_connection_kib": [
                     round((after - before) / per_replica / 1024, 1)
                     for before, after in zip(idle_rss, connected_rss, strict=True)
                 ],
                 "rss_mib": [round(after / 2**20, 1) for after in connected_rss],
-                "cpu_percent_of_one_core": cpu_pct,
+                "cpu_percent_of_one_core": [round(one / wall_s * 100, 1) for one in cpu_s],
+                "cpu_us_per_price_frame": [
+                    round(one / max(price_frames(samples), 1) * 1e6, 1)
+                    for one, samples in zip(cpu_s, scraped, strict=True)
+                ],
                 "fan_out_cycle_mean_ms": [fan_out_mean_ms(one) for one in scraped],
                 "server_tick_age_p50_under_ms": [tick_age_bound_ms(one, 0.5) for one in scraped],
                 "server_tick_age_p99_under_ms": [tick_age_bound_ms(one, 0.99) for one in scraped],
                 "clients_cpu_percent_of_one_core": round(
                     sum(result["cpu_s"] for result in results) / wall_s * 100, 1
                 ),
+                "client_nice": args.client_nice,
                 "ws_nofile": args.nofile,
             }
         )

@@ -230,6 +230,27 @@ async def test_ticks_due_in_one_cycle_come_as_one_array_oldest_first(
         assert await recv(client) == expected
 
 
+async def test_connections_due_the_same_ticks_share_a_frame_and_others_get_their_own(
+    server: WsServer, tokens: Tokens, hot: Redis
+) -> None:
+    first, second = await add_instrument(hot, 1), await add_instrument(hot, 2)
+    async with (
+        connect(url(server, tokens)) as one,
+        connect(url(server, tokens)) as two,
+        connect(url(server, tokens)) as only_first,
+        connect(url(server, tokens)) as only_second,
+    ):
+        for client, idxs in ((one, [1, 2]), (two, [1, 2]), (only_first, [1]), (only_second, [2])):
+            for idx in idxs:
+                await command(client, {"action": "subscribe", "idx": idx})
+        await append_ticks(hot, [tick(first, 1, 3, 5_000), tick(second, 2, 4, 7_525)])
+        both = b"\x92" + map_bytes(1, 50.0, 1, 3) + map_bytes(2, 75.25, 1, 4)
+        assert await recv(one) == both
+        assert await recv(two) == both
+        assert await recv(only_first) == map_bytes(1, 50.0, 1, 3)
+        assert await recv(only_second) == map_bytes(2, 75.25, 1, 4)
+
+
 async def test_only_subscribers_get_an_instrument_and_unsubscribe_stops_it(
     server: WsServer, tokens: Tokens, hot: Redis
 ) -> None:

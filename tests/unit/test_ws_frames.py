@@ -8,10 +8,20 @@ import uuid
 
 import msgpack
 import pytest
+from websockets.frames import Frame, Opcode
 
 from ftl.errors import InvalidInput
 from ftl.ticks import Tick, TickSource
-from web.ws.frames import Action, Command, pack_tick, parse_command, price_frame
+from web.ws.frames import (
+    BINARY,
+    TEXT,
+    Action,
+    Command,
+    pack_tick,
+    parse_command,
+    price_frame,
+    wire_frame,
+)
 
 INSTRUMENT = uuid.uuid4()
 
@@ -52,6 +62,14 @@ def test_several_ticks_make_the_same_bytes_as_packing_the_array(count: int) -> N
 def test_one_tick_is_a_bare_map_not_an_array() -> None:
     packed = pack_tick(a_tick(1, 100))
     assert price_frame([packed]) == packed
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536])
+@pytest.mark.parametrize("opcode", [Opcode.BINARY, Opcode.TEXT])
+def test_a_prebuilt_frame_is_what_websockets_would_write(size: int, opcode: Opcode) -> None:
+    payload = bytes(n % 251 for n in range(size))
+    expected = Frame(opcode, payload).serialize(mask=False, extensions=[])
+    assert wire_frame(payload, BINARY if opcode is Opcode.BINARY else TEXT) == expected
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,25 @@ def price_frame(packed_ticks: Sequence[bytes]) -> bytes:
     return header + b"".join(packed_ticks)
 
 
+TEXT, BINARY = 0x1, 0x2  # WebSocket opcodes (RFC 6455 §5.2)
+
+
+def wire_frame(payload: bytes, opcode: int = BINARY) -> bytes:
+    """`payload` as one whole, unmasked WebSocket frame: the bytes a server writes to the socket.
+
+    PERF: a price frame is framed once per fan-out cycle and the same bytes are written to every
+    connection due it. Valid because the server negotiates no extension (SPEC §7: no
+    compression), so every connection frames a message the same way."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x80 | opcode, size))
+    elif size < 1 << 16:
+        header = bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
+    return header + payload
+
+
 def _text(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"))
 

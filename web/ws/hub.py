@@ -3,7 +3,8 @@
 One Redis pub/sub connection per process listens to every price and portfolio channel
 (PSUBSCRIBE); each tick reaches only the connections subscribed to its instrument, each portfolio
 frame only the connections of its user that asked for them. Ticks are gathered for one short
-window (`coalesce_window_s`) and then every connection gets at most one price frame per cycle.
+window (`coalesce_window_s`, from the first one's arrival) and then every connection gets at most
+one price frame per cycle; connections due the same ticks share that frame's bytes.
 
 A frame is written straight to the socket while the connection's write buffer is under
 `write_limit_bytes`; otherwise it waits in the connection's outbox for its own sender task, which
@@ -52,6 +53,16 @@ class Subscription:
     last_seq: int  # the highest seq passed on to the client (-1: none yet)
     held: list[Tick] | None = None  # live ticks held while the replay is read
 
+    def passes(self, tick: Tick) -> bool:
+        """Whether a live tick goes out now (the seam rule of the module docstring)."""
+        if self.held is not None:
+            self.held.append(tick)
+            return False
+        if tick.seq <= self.last_seq:
+            return False
+        self.last_seq = tick.seq
+        return True
+
 
 @dataclass(eq=False)
 class Client:
@@ -67,43 +78,33 @@ class Client:
     outbox: asyncio.Queue[tuple[str | bytes, str]] = field(default_factory=asyncio.Queue)
     sender: asyncio.Task[None] | None = None
 
-    def offer(self, frame: str | bytes, kind: str) -> None:
-        if self.deliver(frame, kind):
+    def offer(self, message: str | bytes, kind: str) -> None:
+        """Send one message: text JSON for a str, binary for bytes."""
+        if isinstance(message, str):
+            wire = frames.wire_frame(message.encode(), frames.TEXT)
+        else:
+            wire = frames.wire_frame(message)
+        if self.deliver(message, wire, kind):
             self.metrics.frames_sent[kind].inc()
-            self.metrics.bytes_sent.inc(len(frame))
+            self.metrics.bytes_sent.inc(len(message))
 
-    def deliver(self, frame: str | bytes, kind: str) -> bool:
-        """Write the frame now if the connection takes it, else queue it for the sender task
-        (which counts it once sent); True when it was written now, uncounted."""
+    def deliver(self, message: str | bytes, wire: bytes, kind: str) -> bool:
+        """Write the message, already framed as `wire`, now if the connection takes it, else
+        queue it for the sender task (which counts it once sent); True when it was written now,
+        uncounted."""
         connection = self.connection
         if connection.state is not State.OPEN:
             return False
+        transport = connection.transport
         if not self.outbox.empty() or (
-            connection.transport.get_write_buffer_size() >= self.config.write_limit_bytes
+            transport.get_write_buffer_size() >= self.config.write_limit_bytes
         ):
-            self.outbox.put_nowait((frame, kind))
+            self.outbox.put_nowait((message, kind))
             return False
-        # PERF: the fast path frames the message with websockets' Sans-I/O protocol and writes
-        # it straight to the transport: no task switch, no coroutine, per frame. Whole messages
-        # only, so it interleaves safely with websockets' own writes (pings, close).
-        protocol = connection.protocol
-        if isinstance(frame, str):
-            protocol.send_text(frame.encode())
-        else:
-            protocol.send_binary(frame)
-        for data in protocol.data_to_send():
-            connection.transport.write(data)
-        return True
-
-    def passes(self, instrument_id: str, tick: Tick) -> bool:
-        """Whether a live tick goes out now (the seam rule of the module docstring)."""
-        subscription = self.subscriptions[instrument_id]
-        if subscription.held is not None:
-            subscription.held.append(tick)
-            return False
-        if tick.seq <= subscription.last_seq:
-            return False
-        subscription.last_seq = tick.seq
+        # PERF: the frame goes straight to the transport: no task switch, no coroutine, no
+        # framing per connection. Whole frames only, so it interleaves safely with websockets'
+        # own writes (pings, close).
+        transport.write(wire)
         return True
 
     async def send_loop(self) -> None:
@@ -136,10 +137,12 @@ class Hub:
         self.config = config
         self.metrics = metrics
         self.clients: set[Client] = set()
-        self.price_subscribers: dict[str, set[Client]] = {}  # instrument id -> clients
+        # instrument id -> its subscribers and their subscriptions to it
+        self.price_subscribers: dict[str, dict[Client, Subscription]] = {}
         self.portfolio_subscribers: dict[str, set[Client]] = {}  # user id -> clients
         self.connections_per_user: Counter[str] = Counter()
         self._due: list[Tick] = []
+        self._first_due_at = 0.0  # time.monotonic() of the arrival of the first tick in _due
         self._wake = asyncio.Event()
         self._arrived: list[str] = []  # users whose first connection opened, to announce
         self._left: dict[str, int] = {}  # users whose last connection closed -> epoch ms
@@ -201,6 +204,8 @@ class Hub:
                 log.warning("ignoring a malformed tick on %s", channel)
                 return
             self.metrics.ticks_received.inc()
+            if not self._due:
+                self._first_due_at = time.monotonic()
             self._due.append(tick)
             self._wake.set()
             return
@@ -210,7 +215,10 @@ class Hub:
     async def _fan_out_loop(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.config.coalesce_window_s)
+            # NOTE: the window runs from the first due tick's arrival: ticks that queued up while
+            # the last cycle was being written go out at once instead of waiting a window more.
+            window_ends = self._first_due_at + self.config.coalesce_window_s
+            await asyncio.sleep(window_ends - time.monotonic())
             self._wake.clear()
             due, self._due = self._due, []
             started = time.perf_counter()
@@ -221,23 +229,36 @@ class Hub:
                 self.metrics.tick_age.observe(max(0.0, written_ms - tick.at_ms) / 1000)
 
     def fan_out(self, ticks: list[Tick]) -> None:
-        """One cycle: every subscriber gets one frame with its due ticks, in arrival order."""
-        batches: dict[Client, list[bytes]] = {}
+        """One cycle: every subscriber gets one frame with its due ticks, in arrival order.
+
+        PERF: connections due the same ticks get the same frame, packed and framed once per
+        cycle; what is left per connection is a lookup and one write of shared bytes. A
+        connection's due ticks are the bits of an int, not a list: nothing is allocated per
+        connection that the cyclic GC tracks, so a cycle's 10,000 temporaries cannot be promoted
+        to the old generation and bring on a full collection (0.5 s at 10,000 connections)."""
+        packed: list[bytes] = []
+        due: dict[Client, int] = {}  # client -> bit n set for each packed[n] due to it
         for tick in ticks:
             instrument_id = str(tick.instrument_id)
             subscribers = self.price_subscribers.get(instrument_id)
             if not subscribers:
                 continue
-            packed = frames.pack_tick(tick)
-            for client in subscribers:
-                if client.passes(instrument_id, tick):
-                    batches.setdefault(client, []).append(packed)
+            bit = 1 << len(packed)
+            packed.append(frames.pack_tick(tick))
+            for client, subscription in subscribers.items():
+                if subscription.passes(tick):
+                    due[client] = due.get(client, 0) | bit
+        built: dict[int, tuple[bytes, bytes]] = {}  # due bits -> (message, wire)
         written = written_bytes = 0
-        for client, packed_ticks in batches.items():
-            frame = frames.price_frame(packed_ticks)
-            if client.deliver(frame, "price"):
+        for client, bits in due.items():
+            frame = built.get(bits)
+            if frame is None:
+                oldest_first = [packed[n] for n in range(bits.bit_length()) if bits >> n & 1]
+                message = frames.price_frame(oldest_first)
+                frame = built[bits] = (message, frames.wire_frame(message))
+            if client.deliver(frame[0], frame[1], "price"):
                 written += 1
-                written_bytes += len(frame)
+                written_bytes += len(frame[0])
         # PERF: counted once per cycle, not per frame.
         self.metrics.frames_sent["price"].inc(written)
         self.metrics.bytes_sent.inc(written_bytes)
@@ -347,7 +368,7 @@ class Hub:
                     f"At most {self.config.max_subscriptions} instruments per connection.",
                 )
             subscription = client.subscriptions[instrument_id] = Subscription(last_seq=-1)
-            self.price_subscribers.setdefault(instrument_id, set()).add(client)
+            self.price_subscribers.setdefault(instrument_id, {})[client] = subscription
             self.metrics.subscriptions.inc()
         client.offer(frames.subscribed_frame(idx, instrument_id), "reply")
         if last_sequence is None:
@@ -376,7 +397,7 @@ class Hub:
         self.metrics.subscriptions.dec()
         subscribers = self.price_subscribers.get(instrument_id)
         if subscribers is not None:
-            subscribers.discard(client)
+            subscribers.pop(client, None)
             if not subscribers:
                 del self.price_subscribers[instrument_id]
 
