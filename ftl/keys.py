@@ -174,6 +174,12 @@ def margin_watermark(user_id: UUID | str) -> str:
     return f"margin:watermark:{user_id}"
 
 
+def margin_follow_up(instrument_id: UUID | str) -> str:
+    """Set while a pass over the instrument's holders is owed because washouts moved its price;
+    the pass that pays it deletes it before reading its cut (ftl/margin_service.py)."""
+    return f"margin:followup:{instrument_id}"
+
+
 MARGIN_OUTBOX = "margin_outbox"  # stream: warning and washout events bound for margin_events
 MARGIN_BACKSTOP_LEASE = "margin-backstop"  # the lease name of the 5-minute sweep
 

@@ -12,6 +12,7 @@ Units: cents, centilots, margin level in hundredths of a percent (ftl/market.py)
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -82,6 +83,50 @@ class Replay:
     balance_cents: int
 
 
+@dataclass(frozen=True)
+class PriceRange:
+    """The prices one instrument took in a window of ticks: lowest, highest, the last tick's seq
+    and how many ticks (at least one)."""
+
+    lowest_cents: int
+    highest_cents: int
+    last_seq: int
+    ticks: int
+
+
+class WindowRanges:
+    """One instrument's ticks (by seq) that precede a cut millisecond, with the price range of
+    every suffix, so the range of the window after any seq is one bisect.
+
+    PERF: built once per instrument per evaluation pass and shared by all its holders, whose
+    watermarks differ (replay_if_quiet).
+    """
+
+    def __init__(self, ticks: Sequence[Tick], cut_ms: int) -> None:
+        self._seqs = [t.seq for t in ticks]
+        self._suffix: list[PriceRange | None] = [None] * (len(ticks) + 1)
+        after: PriceRange | None = None
+        for at in range(len(ticks) - 1, -1, -1):
+            tick = ticks[at]
+            if tick.at_ms < cut_ms:
+                price = tick.price_cents
+                after = (
+                    PriceRange(price, price, tick.seq, 1)
+                    if after is None
+                    else PriceRange(
+                        min(price, after.lowest_cents),
+                        max(price, after.highest_cents),
+                        after.last_seq,
+                        after.ticks + 1,
+                    )
+                )
+            self._suffix[at] = after
+
+    def after(self, seq: int) -> PriceRange | None:
+        """The range of the ticks with a seq above `seq`; None when there are none."""
+        return self._suffix[bisect_right(self._seqs, seq)]
+
+
 def tick_order(ticks_by_instrument: Mapping[UUID, Sequence[Tick]]) -> Iterator[Tick]:
     """Every tick of every instrument, merged by (at ms, instrument id, seq).
 
@@ -91,16 +136,40 @@ def tick_order(ticks_by_instrument: Mapping[UUID, Sequence[Tick]]) -> Iterator[T
     lists: Iterable[Iterable[Tick]] = (
         sorted(ticks, key=lambda t: t.seq) for ticks in ticks_by_instrument.values()
     )
-    return heapq.merge(*lists, key=lambda t: (t.at_ms, str(t.instrument_id), t.seq))
+    names = {iid: str(iid) for iid in ticks_by_instrument}  # PERF: not once per tick
+    return heapq.merge(*lists, key=lambda t: (t.at_ms, names[t.instrument_id], t.seq))
 
 
-def _account(balance: int, open_: Iterable[HeldPosition], prices: Mapping[UUID, int]) -> Account:
-    positions = list(open_)
-    return Account(
-        balance=balance,
-        used_margin=sum(p.margin_cents for p in positions),
-        unrealized_pnl=sum(_unrealized(p, prices) for p in positions),
-    )
+class _Book:
+    """The open positions of a replay, with used margin and unrealised PnL per instrument kept
+    up to date. PERF: a tick re-prices only its own instrument's positions; same integers as
+    summing every position each time."""
+
+    def __init__(self, prices: Mapping[UUID, int]) -> None:
+        self.prices = prices
+        self.open: dict[UUID, HeldPosition] = {}
+        self.used_margin = 0
+        self._by_instrument: dict[UUID, list[HeldPosition]] = {}
+        self._pnl: dict[UUID, int] = {}
+
+    def add(self, position: HeldPosition) -> None:
+        self.open[position.id] = position
+        self.used_margin += position.margin_cents
+        self._by_instrument.setdefault(position.instrument_id, []).append(position)
+        self.reprice(position.instrument_id)
+
+    def remove(self, position: HeldPosition) -> None:
+        del self.open[position.id]
+        self.used_margin -= position.margin_cents
+        self._by_instrument[position.instrument_id].remove(position)
+        self.reprice(position.instrument_id)
+
+    def reprice(self, instrument_id: UUID) -> None:
+        held = self._by_instrument.get(instrument_id, ())
+        self._pnl[instrument_id] = sum(_unrealized(p, self.prices) for p in held)
+
+    def account(self, balance: int) -> Account:
+        return Account(balance, self.used_margin, sum(self._pnl.values()))
 
 
 def _unrealized(position: HeldPosition, prices: Mapping[UUID, int]) -> int:
@@ -132,10 +201,10 @@ def replay(
     seqs = dict(start.seqs)
     prices = dict(prices_at_start)
     waiting = sorted(positions, key=lambda p: (p.open_seq, str(p.id)))
-    open_: dict[UUID, HeldPosition] = {}
-    joined = [p for p in waiting if p.open_seq <= seqs[p.instrument_id]]
-    for position in joined:
-        open_[position.id] = position
+    book = _Book(prices)
+    open_ = book.open
+    for position in [p for p in waiting if p.open_seq <= seqs[p.instrument_id]]:
+        book.add(position)
     waiting = [p for p in waiting if p.id not in open_]
     below = start.below_warning
     balance = balance_cents
@@ -148,10 +217,11 @@ def replay(
             continue
         seqs[iid] = tick.seq
         prices[iid] = tick.price_cents
+        book.reprice(iid)
         for position in [p for p in waiting if p.instrument_id == iid and p.open_seq <= tick.seq]:
-            open_[position.id] = position
+            book.add(position)
             waiting.remove(position)
-        account = _account(balance, open_.values(), prices)
+        account = book.account(balance)
         level = account.margin_level_basis
         if level is not None and level < WARNING_LEVEL_BASIS and not below:
             warnings.append(
@@ -173,9 +243,9 @@ def replay(
                     level_basis=level,
                 )
             )
-            del open_[loser.id]
+            book.remove(loser)
             balance += pnl
-            account = _account(balance, open_.values(), prices)
+            account = book.account(balance)
             level = account.margin_level_basis
         below = level is not None and level < WARNING_LEVEL_BASIS
 
@@ -185,4 +255,85 @@ def replay(
         warnings=tuple(warnings),
         watermark=Watermark({i: s for i, s in seqs.items() if i in held}, below),
         balance_cents=balance,
+    )
+
+
+def replay_if_quiet(
+    balance_cents: int,
+    positions: Sequence[HeldPosition],
+    start: Watermark,
+    prices_at_start: Mapping[UUID, int],
+    ranges: Mapping[UUID, PriceRange],
+) -> Replay | None:
+    """What `replay` would return, without walking the ticks, when no tick of the window can
+    raise a warning or a washout; None when one might (then run `replay`).
+
+    `ranges` holds, for each instrument of `start.seqs` with ticks after its start seq, the range
+    of those ticks (the same ticks `replay` would judge). At any tick the open positions are those
+    in play at the start plus some that joined, each priced inside its instrument's range (or at
+    its start price), so with each position at the worse (better) end of its prices:
+    `equity − usedMargin ≥ balance + Σ in play (worst PnL − margin) + Σ joining min(0, …)` and
+    `≤ balance + Σ in play (best PnL − margin) + Σ joining max(0, …)`. Two windows are settled:
+    - always at or above 100 % (lower bound ≥ 0): nothing happens, and after the first tick the
+      level is not below 100 % any more;
+    - already below 100 %, never back to 100 % (upper bound, with the rounding of the level, says
+      below 99.995 %) and never at 50 % (the lower bound scaled the same way says ≥ 50.005 %):
+      nothing happens and the level stays below 100 %.
+    """
+    floor = ceiling = 0  # equity − used margin, at worst and at best, without the balance
+    breach_floor = 0  # 20,000 × equity − 10,001 × used margin at worst: ≥ 0 keeps the level > 50 %
+    total_margin = 0
+    any_in_play = False
+    for position in positions:
+        iid = position.instrument_id
+        if iid not in start.seqs or position.margin_cents <= 0:
+            return None
+        in_play = position.open_seq <= start.seqs[iid]
+        if in_play and iid not in prices_at_start:
+            return None
+        seen = [prices_at_start[iid]] if in_play else []
+        if iid in ranges:
+            seen += [ranges[iid].lowest_cents, ranges[iid].highest_cents]
+        total_margin += position.margin_cents
+        if not seen:
+            continue  # NOTE: joins at no tick of this window
+        pnls = [
+            pnl_cents(position.entry_cents, price, position.lots_centis, position.direction)
+            for price in seen
+        ]
+        margin = position.margin_cents
+        worst, best = min(pnls) - margin, max(pnls) - margin
+        at_breach = 20_000 * min(pnls) - 10_001 * margin
+        if in_play:
+            any_in_play = True
+            floor, ceiling, breach_floor = floor + worst, ceiling + best, breach_floor + at_breach
+        else:
+            floor, ceiling = floor + min(0, worst), ceiling + max(0, best)
+            breach_floor += min(0, at_breach)
+    if balance_cents + floor >= 0:
+        below = False
+    elif (
+        start.below_warning
+        and any_in_play
+        and 20_000 * (balance_cents + ceiling) + total_margin < 0
+        and 20_000 * balance_cents + breach_floor >= 0
+    ):
+        below = True
+    else:
+        return None
+    seqs = dict(start.seqs)
+    judged = False
+    for iid, window in ranges.items():
+        if iid in seqs:
+            seqs[iid] = window.last_seq
+            judged = True
+    held = {p.instrument_id for p in positions}
+    return Replay(
+        washouts=(),
+        warnings=(),
+        watermark=Watermark(
+            {i: s for i, s in seqs.items() if i in held},
+            below if judged else start.below_warning,
+        ),
+        balance_cents=balance_cents,
     )

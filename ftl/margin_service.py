@@ -4,13 +4,15 @@
 One evaluation:
 1. The pass (one user, or every holder after a tick batch) reads the Redis clock: its cut.
 2. `margin_snapshot.lua` reads, in one step, the balance, the watermark (with its version) and
-   the open positions.
+   the open positions (of a chunk of users at once in a pass).
 3. The ticks of every held instrument after the watermark and before the cut's millisecond come
    from the recent tick log (parsed once per pass), and from Postgres `price_ticks` where the log
    no longer reaches.
-4. The replay runs; its washouts, warnings and new watermark go to `position_system_close.lua`,
-   which applies them only if the watermark version is still the one read in step 2 (else the
-   evaluation starts again), so concurrent or repeated runs close nothing twice.
+4. When no price in that window can take the level below 100 %, the quick check settles the
+   outcome without walking the ticks (docs/decisions/0043); otherwise the replay runs. Its
+   washouts, warnings and new watermark go to `position_system_close.lua`, which applies them
+   only if the watermark version is still the one read in step 2 (else the evaluation starts
+   again), so concurrent or repeated runs close nothing twice.
 5. The events it wrote to the `margin_outbox` stream become `margin_events` rows (and washout
    emails) in Postgres, exactly once by the rows' unique cause.
 """
@@ -21,8 +23,8 @@ import asyncio
 import json
 import logging
 import time
-from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -33,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ftl import email, keys, market
+from ftl import email, keys, market, metrics
 from ftl.db.models import (
     CfdPosition,
     Instrument,
@@ -42,7 +44,15 @@ from ftl.db.models import (
     PriceTick,
     User,
 )
-from ftl.margin import HeldPosition, Replay, Watermark, replay
+from ftl.margin import (
+    HeldPosition,
+    PriceRange,
+    Replay,
+    Watermark,
+    WindowRanges,
+    replay,
+    replay_if_quiet,
+)
 from ftl.money import from_cents
 from ftl.services import Services
 from ftl.ticks import Tick, TickSource
@@ -52,11 +62,19 @@ log = logging.getLogger(__name__)
 WASHOUT = "washout"
 STALE_RETRIES = 5  # a run that keeps losing the watermark race gives way to the next trigger
 OUTBOX_BATCH_EVENTS = 500
-WATERMARK_LAG_TICKS = 200  # an uneventful replay moves the watermark only past this many ticks
-EVALUATION_CONCURRENCY = 64  # users evaluated at once by one evaluator call
+# An uneventful replay moves the watermark only past this many ticks: settled from price ranges
+# (replay_if_quiet), a long window costs nothing more; walked tick by tick, it does.
+WATERMARK_LAG_TICKS = 200
+WATERMARK_LAG_WALKED_TICKS = 20
+EVALUATION_CONCURRENCY = 16  # users committing at once in one pass (Redis runs scripts one by one)
+# NOTE: a follow-up mark outlives a lost message by at most this: then the next washout on the
+# instrument sends a new follow-up.
+FOLLOW_UP_MARK_TTL_MS = 10_000
+SNAPSHOT_CHUNK_USERS = 50  # users read by one margin_snapshot.lua call (< 1 ms of Redis time)
 BACKSTOP_PERIOD_S = 300  # the clock sends the backstop sweep every 5 minutes
 BACKSTOP_LEASE_TTL_S = 30
 BACKSTOP_RENEW_AFTER_S = 10  # the sweep renews its lease when this old (a third of its TTL)
+BACKSTOP_CHUNK_USERS = 500  # users per pass of the sweep (well under a second per pass)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 
@@ -85,17 +103,33 @@ def _ms(moment: datetime) -> int:
     return (moment - EPOCH) // ONE_MS
 
 
-async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
-    """The user's state at the cut; None when his wallet is not in hot state (nothing is open)."""
+async def snapshots(services: Services, user_ids: Sequence[UUID]) -> list[Snapshot | None]:
+    """Each user's state at one cut, in one script call; None for a user whose wallet is not in
+    hot state (nothing is open)."""
     reply: list[Any] = await services.scripts.call(
         "margin_snapshot",
         keys=[
-            keys.wallet(user_id),
-            keys.open_positions(user_id),
-            keys.margin_watermark(user_id),
+            key
+            for user_id in user_ids
+            for key in (
+                keys.wallet(user_id),
+                keys.open_positions(user_id),
+                keys.margin_watermark(user_id),
+            )
         ],
     )
-    cut, balance, flat, rows = reply
+    cut = int(reply[0])
+    return [_snapshot(cut, *user) for user in reply[1]]
+
+
+async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
+    """One user's state at the cut (see snapshots)."""
+    return (await snapshots(services, [user_id]))[0]
+
+
+def _snapshot(
+    cut: int, balance: str | None, flat: list[str], rows: list[list[str]]
+) -> Snapshot | None:
     if balance is None:
         return None
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -114,7 +148,7 @@ async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
         for pid, iid, direction, lots, entry, margin, open_seq in rows
     )
     seqs = {UUID(iid): int(seq) for iid, seq in fields.items()}
-    return Snapshot(int(cut), int(balance), Watermark(seqs, below), version, positions)
+    return Snapshot(cut, int(balance), Watermark(seqs, below), version, positions)
 
 
 async def _ticks_from_postgres(
@@ -154,19 +188,25 @@ async def _ticks_from_postgres(
     ]
 
 
-async def ticks_from(services: Services, firsts: Mapping[UUID, int]) -> dict[UUID, list[Tick]]:
-    """Every tick with `seq >= firsts[instrument]` of each instrument: the recent logs
-    (keys.tick_log, one round trip for all), Postgres for whatever older part a log no longer
-    holds."""
+async def ticks_from(
+    services: Services, firsts: Mapping[UUID, int], befores: Mapping[UUID, int] | None = None
+) -> dict[UUID, list[Tick]]:
+    """Every tick with `seq >= firsts[instrument]` (and `seq < befores[instrument]` where given)
+    of each instrument: the recent logs (keys.tick_log, one round trip for all), Postgres for
+    whatever older part a log no longer holds."""
+    befores = befores or {}
     async with services.redis.pipeline(transaction=False) as pipe:
         for iid, first in firsts.items():
-            pipe.zrangebyscore(keys.tick_log(iid), first, "+inf")
+            before = befores.get(iid)
+            pipe.zrangebyscore(
+                keys.tick_log(iid), first, "+inf" if before is None else f"({before}"
+            )
         logged: list[list[str]] = await pipe.execute()
     found = {}
     for (iid, first), raws in zip(firsts.items(), logged, strict=True):
         ticks = [Tick.from_json(raw) for raw in raws]
         if not ticks or ticks[0].seq > first:
-            before = ticks[0].seq if ticks else None
+            before = ticks[0].seq if ticks else befores.get(iid)
             ticks = await _ticks_from_postgres(services, iid, first, before) + ticks
         found[iid] = ticks
     return found
@@ -183,23 +223,45 @@ class TickLogs:
         self.services = services
         self.cut_ms = cut_ms
         self._ticks: dict[UUID, list[Tick]] = {}  # by seq, from self._first[instrument] on
+        self._seqs: dict[UUID, list[int]] = {}  # the seqs of self._ticks, for bisect
         self._first: dict[UUID, int] = {}
+        self._ranges: dict[UUID, WindowRanges] = {}  # before cut_ms, built when first asked
 
     @classmethod
     async def begin(cls, services: Services) -> TickLogs:
         seconds, micros = await services.redis.time()
         return cls(services, seconds * 1000 + micros // 1000)
 
-    async def since(self, firsts: Mapping[UUID, int]) -> dict[UUID, list[Tick]]:
-        """Each instrument's ticks with `seq >= firsts[instrument]`, whatever their `at`."""
+    async def fetch(self, firsts: Mapping[UUID, int]) -> None:
+        """Make sure each instrument's ticks with `seq >= firsts[instrument]` are here."""
         missing = {i: f for i, f in firsts.items() if self._first.get(i, f + 1) > f}
         if missing:
-            for iid, ticks in (await ticks_from(self.services, missing)).items():
+            # PERF: only the older part not fetched yet: users' watermarks differ.
+            fetched = {i: self._first[i] for i in missing if i in self._first}
+            for iid, older in (await ticks_from(self.services, missing, fetched)).items():
+                ticks = older + self._ticks.get(iid, [])
                 self._ticks[iid], self._first[iid] = ticks, missing[iid]
-        return {
-            iid: self._ticks[iid][bisect_left(self._ticks[iid], first, key=lambda t: t.seq) :]
-            for iid, first in firsts.items()
-        }
+                self._seqs[iid] = [t.seq for t in ticks]
+                self._ranges.pop(iid, None)
+
+    def price_at(self, instrument_id: UUID, seq: int) -> int | None:
+        """The price of the instrument's tick `seq`, if fetched."""
+        at = bisect_left(self._seqs[instrument_id], seq)
+        ticks = self._ticks[instrument_id]
+        return ticks[at].price_cents if at < len(ticks) and ticks[at].seq == seq else None
+
+    def after(self, instrument_id: UUID, seq: int, cut_ms: int) -> list[Tick]:
+        """The fetched ticks with a seq above `seq` and `at` before `cut_ms`, by seq."""
+        ticks = self._ticks[instrument_id]
+        return [
+            t for t in ticks[bisect_right(self._seqs[instrument_id], seq) :] if t.at_ms < cut_ms
+        ]
+
+    def range_after(self, instrument_id: UUID, seq: int) -> PriceRange | None:
+        """The price range of `after(instrument_id, seq, self.cut_ms)`."""
+        if instrument_id not in self._ranges:
+            self._ranges[instrument_id] = WindowRanges(self._ticks[instrument_id], self.cut_ms)
+        return self._ranges[instrument_id].after(seq)
 
 
 async def _last_seq_at(services: Services, instrument_id: UUID, moment: datetime) -> int | None:
@@ -229,15 +291,32 @@ async def _current_price(services: Services, instrument_id: UUID) -> int:
     return market.price_cents(live, k_mod, net)
 
 
-async def _inputs(
+def _first_opens(state: Snapshot) -> dict[UUID, int]:
+    """The seq of the first open of the user's positions on each instrument he holds."""
+    firsts: dict[UUID, int] = {}
+    for p in state.positions:
+        firsts[p.instrument_id] = min(p.open_seq, firsts.get(p.instrument_id, p.open_seq))
+    return firsts
+
+
+def _earliest_starts(states: Iterable[Snapshot]) -> dict[UUID, int]:
+    """The first seq any of these users' replays (without `since`) reads, per instrument."""
+    earliest: dict[UUID, int] = {}
+    for state in states:
+        for iid, first_open in _first_opens(state).items():
+            first = state.watermark.seqs.get(iid, first_open)
+            earliest[iid] = min(first, earliest.get(iid, first))
+    return earliest
+
+
+async def _start(
     services: Services, logs: TickLogs, state: Snapshot, since: datetime | None
-) -> tuple[Watermark, dict[UUID, int], dict[UUID, list[Tick]]]:
-    """The replay's start (a seq for every held instrument), the prices there, and the ticks
-    after it that precede the cut's millisecond (docs/decisions/0040)."""
+) -> tuple[Watermark, dict[UUID, int]]:
+    """The replay's start (a seq for every held instrument) and the prices there; the ticks after
+    it are fetched into `logs` (docs/decisions/0040)."""
     seeds: dict[UUID, int | None] = {}
     firsts: dict[UUID, int] = {}
-    for iid in sorted({p.instrument_id for p in state.positions}, key=str):
-        first_open = min(p.open_seq for p in state.positions if p.instrument_id == iid)
+    for iid, first_open in _first_opens(state).items():
         seed = state.watermark.seqs.get(iid)
         if seed is None and since is not None:
             # NOTE: `since` only places the start of an instrument the user has no watermark for;
@@ -246,24 +325,51 @@ async def _inputs(
             seed = at_since if at_since is not None and at_since >= first_open else None
         seeds[iid] = seed
         firsts[iid] = first_open if seed is None else seed
+    await logs.fetch(firsts)
     starts: dict[UUID, int] = {}
     prices: dict[UUID, int] = {}
-    ticks: dict[UUID, list[Tick]] = {}
-    # NOTE: ticks in or after the cut's millisecond wait for the next run, so no run ever splits
-    # a millisecond and every run sees the same (at, instrument, seq) order.
-    cut_ms = min(logs.cut_ms, state.cut_ms)
-    for iid, fetched in (await logs.since(firsts)).items():
-        seed = seeds[iid]
+    for iid, seed in seeds.items():
         if seed is None:
             starts[iid] = firsts[iid] - 1
         else:
             starts[iid] = seed
-            seeded = [t for t in fetched if t.seq == seed]
             # NOTE: only if the watermark's own tick is lost from both stores does the price
             # fall back to the current one.
-            prices[iid] = seeded[0].price_cents if seeded else await _current_price(services, iid)
-        ticks[iid] = [t for t in fetched if t.seq > starts[iid] and t.at_ms < cut_ms]
-    return Watermark(starts, state.watermark.below_warning), prices, ticks
+            price = logs.price_at(iid, seed)
+            prices[iid] = price if price is not None else await _current_price(services, iid)
+    return Watermark(starts, state.watermark.below_warning), prices
+
+
+async def _judge(
+    services: Services,
+    logs: TickLogs,
+    state: Snapshot,
+    since: datetime | None,
+    quick: bool,
+) -> tuple[Replay, int, bool]:
+    """The replay of the user's ticks after his start that precede the cut's millisecond, how
+    many ticks it judged, and whether it walked them one by one.
+
+    PERF: with `quick`, a window in which no price can take the level below 100 % is settled by
+    `replay_if_quiet` from each instrument's price range, without walking its ticks
+    (docs/decisions/0043); the outcome is the one `replay` gives.
+    """
+    start, prices = await _start(services, logs, state, since)
+    # NOTE: ticks in or after the cut's millisecond wait for the next run, so no run ever splits
+    # a millisecond and every run sees the same (at, instrument, seq) order.
+    cut_ms = min(logs.cut_ms, state.cut_ms)
+    if quick and cut_ms == logs.cut_ms:
+        ranges = {
+            iid: window
+            for iid, seq in start.seqs.items()
+            if (window := logs.range_after(iid, seq)) is not None
+        }
+        quiet = replay_if_quiet(state.balance_cents, state.positions, start, prices, ranges)
+        if quiet is not None:
+            return quiet, sum(window.ticks for window in ranges.values()), False
+    ticks = {iid: logs.after(iid, seq, cut_ms) for iid, seq in start.seqs.items()}
+    outcome = replay(state.balance_cents, state.positions, start, prices, ticks)
+    return outcome, sum(len(instrument_ticks) for instrument_ticks in ticks.values()), True
 
 
 def _plan(user_id: UUID, version: str, outcome: Replay) -> str:
@@ -304,24 +410,32 @@ def _plan(user_id: UUID, version: str, outcome: Replay) -> str:
     )
 
 
+def _observe_washout_delays(outcome: Replay) -> None:
+    committed_ms = time.time() * 1000
+    for washout in outcome.washouts:
+        metrics.WASHOUT_DELAY_SECONDS.observe((committed_ms - washout.at_ms) / 1000)
+
+
 async def evaluate_user(
     services: Services,
     user_id: UUID,
     *,
     since: datetime | None = None,
     logs: TickLogs | None = None,
+    state: Snapshot | None = None,
+    quick: bool = True,
 ) -> Evaluation:
     """Replay the user's ticks since his watermark and commit the outcome (SPEC §1.5); `logs`
-    shares the parsed ticks of an evaluation pass over many users."""
+    shares the parsed ticks of an evaluation pass over many users, `state` is his snapshot if
+    the pass has read it already, and `quick=False` walks every tick even of a quiet window."""
     logs = logs or await TickLogs.begin(services)
     for _ in range(STALE_RETRIES):
-        state = await snapshot(services, user_id)
+        state = state or await snapshot(services, user_id)
         if state is None:
             return Evaluation(None, 0)
-        start, prices, ticks = await _inputs(services, logs, state, since)
-        outcome = replay(state.balance_cents, state.positions, start, prices, ticks)
-        judged = sum(len(instrument_ticks) for instrument_ticks in ticks.values())
-        if not outcome.washouts and not outcome.warnings and judged < WATERMARK_LAG_TICKS:
+        outcome, judged, walked = await _judge(services, logs, state, since, quick)
+        lag = WATERMARK_LAG_WALKED_TICKS if walked else WATERMARK_LAG_TICKS
+        if not outcome.washouts and not outcome.warnings and judged < lag:
             # PERF: nothing happened, so the watermark may stay where it is: the next run
             # replays these ticks again from it and reaches the same outcome, and most users
             # cost no write at all.
@@ -335,6 +449,7 @@ async def evaluate_user(
             return Evaluation(outcome, int(reply[1]))
         if reply[1] != "stale":
             raise RuntimeError(f"margin commit refused: {reply[1]} {reply[2]}")
+        state = None
     log.warning("margin replay of %s lost the watermark race %d times", user_id, STALE_RETRIES)
     return Evaluation(None, 0)
 
@@ -348,19 +463,67 @@ async def holders_of(services: Services, instrument_ids: Iterable[UUID]) -> set[
     return {UUID(m) for m in members}
 
 
-async def evaluate_users(services: Services, user_ids: Iterable[UUID]) -> int:
-    """Evaluate users concurrently (bounded) in one pass; the number of positions washed out.
+@dataclass(frozen=True)
+class Pass:
+    """The outcome of one evaluation pass: positions washed out, and the instruments whose
+    prices those washouts moved (their trade ticks can breach other holders)."""
 
-    PERF: the pass parses each instrument's ticks once for all its users (TickLogs).
+    closed: int
+    moved: frozenset[UUID]
+
+
+async def evaluate_users(services: Services, user_ids: Iterable[UUID]) -> int:
+    """Evaluate users in one pass; the number of positions washed out."""
+    return (await evaluate_pass(services, user_ids)).closed
+
+
+async def evaluate_pass(services: Services, user_ids: Iterable[UUID]) -> Pass:
+    """Evaluate users in one pass (see Pass).
+
+    PERF: the pass parses each instrument's ticks once for all its users (TickLogs) and reads
+    the users' snapshots a chunk per script call; a user whose replay needs no write costs no
+    further round trip, and those that do commit concurrently (bounded).
     """
     gate = asyncio.Semaphore(EVALUATION_CONCURRENCY)
     logs = await TickLogs.begin(services)
+    ordered = sorted(user_ids, key=str)
+    moved: set[UUID] = set()
 
-    async def one(user_id: UUID) -> int:
+    async def one(user_id: UUID, state: Snapshot) -> int:
         async with gate:
-            return (await evaluate_user(services, user_id, logs=logs)).closed
+            evaluation = await evaluate_user(services, user_id, logs=logs, state=state)
+        if evaluation.closed and evaluation.replay is not None:
+            moved.update(w.position_instrument_id for w in evaluation.replay.washouts)
+        return evaluation.closed
 
-    return sum(await asyncio.gather(*(one(u) for u in sorted(user_ids, key=str))))
+    closed = 0
+    for at in range(0, len(ordered), SNAPSHOT_CHUNK_USERS):
+        chunk = ordered[at : at + SNAPSHOT_CHUNK_USERS]
+        states = await snapshots(services, chunk)
+        # PERF: one fetch of the ticks the whole chunk reads, not one per user reaching further.
+        await logs.fetch(_earliest_starts(s for s in states if s is not None))
+        evaluations = [one(u, s) for u, s in zip(chunk, states, strict=True) if s is not None]
+        closed += sum(await asyncio.gather(*evaluations))
+    return Pass(closed, frozenset(moved))
+
+
+async def owe_follow_up(services: Services, instrument_ids: Iterable[UUID]) -> list[UUID]:
+    """Of the instruments washouts just moved, those no pending pass will cover yet (each marked
+    owed now): the caller evaluates their holders again (docs/decisions/0044)."""
+    ids = sorted(instrument_ids, key=str)
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for iid in ids:
+            pipe.set(keys.margin_follow_up(iid), 1, nx=True, px=FOLLOW_UP_MARK_TTL_MS)
+        marked: list[bool | None] = await pipe.execute()
+    return [iid for iid, fresh in zip(ids, marked, strict=True) if fresh]
+
+
+async def pay_follow_up(services: Services, instrument_ids: Iterable[UUID]) -> None:
+    """A pass over these instruments' holders is starting: the follow-ups owed on them are
+    covered by it (call before the pass reads its cut)."""
+    names = [keys.margin_follow_up(i) for i in instrument_ids]
+    if names:
+        await services.redis.delete(*names)
 
 
 async def users_with_open_positions(services: Services) -> list[UUID]:
@@ -388,8 +551,9 @@ async def backstop_sweep(services: Services) -> int | None:
     try:
         users = await users_with_open_positions(services)
         renewed = time.monotonic()
-        for user_id in users:
-            await evaluate_user(services, user_id)
+        # PERF: a pass per chunk shares its snapshots and parsed ticks (evaluate_pass).
+        for at in range(0, len(users), BACKSTOP_CHUNK_USERS):
+            await evaluate_pass(services, users[at : at + BACKSTOP_CHUNK_USERS])
             if time.monotonic() - renewed > BACKSTOP_RENEW_AFTER_S:
                 await lease.reacquire()
                 renewed = time.monotonic()

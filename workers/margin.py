@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import dramatiq
@@ -41,13 +41,23 @@ async def _drain_and_mail(services: Services) -> None:
         await asyncio.to_thread(send_email.send, str(outbox_id))
 
 
+async def _follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
+    """Washouts made trade ticks that can breach other holders of those instruments: evaluate
+    them now, not at the next tick batch (docs/decisions/0044)."""
+    owed = await margin_service.owe_follow_up(services, moved)
+    if owed:
+        await asyncio.to_thread(evaluate_instruments.send, [str(i) for i in owed])
+
+
 @dramatiq.actor(queue_name=QUEUE, max_age=REPLAY_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
 async def replay_user(user_id: str, since: str | None = None) -> None:
     """Replay one user's ticks since his watermark; `since` (ISO-8601) places the start of the
     instruments he has no watermark for (docs/decisions/0041)."""
     start = datetime.fromisoformat(since) if since else None
     async with services() as svc:
-        await margin_service.evaluate_user(svc, uuid.UUID(user_id), since=start)
+        evaluation = await margin_service.evaluate_user(svc, uuid.UUID(user_id), since=start)
+        if evaluation.closed and evaluation.replay is not None:
+            await _follow_up(svc, (w.position_instrument_id for w in evaluation.replay.washouts))
         await _drain_and_mail(svc)
 
 
@@ -55,16 +65,22 @@ async def replay_user(user_id: str, since: str | None = None) -> None:
 async def evaluate_instruments(
     instrument_ids: list[str], chunk_users: int = EVALUATE_CHUNK_USERS
 ) -> None:
-    """After a batch of ticks: evaluate every holder of the ticked instruments. Holders beyond the
-    first `chunk_users` go out as `evaluate_holders` messages, so every worker process shares
-    the batch (PERF: one process evaluates ~1,700 users/s; docs/benchmarks.md)."""
+    """After a batch of ticks (or washouts' trade ticks): evaluate every holder of the ticked
+    instruments. Holders beyond the first `chunk_users` go out as `evaluate_holders` messages, so
+    every worker process shares the batch (docs/benchmarks.md)."""
     async with services() as svc:
-        ids = (uuid.UUID(i) for i in instrument_ids)
+        ids = [uuid.UUID(i) for i in instrument_ids]
+        # NOTE: before any share of this pass reads its cut, so the pass covers every washout
+        # tick that found a follow-up owed on these instruments.
+        await margin_service.pay_follow_up(svc, ids)
         holders = sorted(str(u) for u in await margin_service.holders_of(svc, ids))
         chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
         for chunk in chunks[1:]:
             await asyncio.to_thread(evaluate_holders.send, chunk)
-        await margin_service.evaluate_users(svc, (uuid.UUID(u) for u in holders[:chunk_users]))
+        outcome = await margin_service.evaluate_pass(
+            svc, (uuid.UUID(u) for u in holders[:chunk_users])
+        )
+        await _follow_up(svc, outcome.moved)
         await _drain_and_mail(svc)
 
 
@@ -72,7 +88,8 @@ async def evaluate_instruments(
 async def evaluate_holders(user_ids: list[str]) -> None:
     """One share of an after-tick evaluation."""
     async with services() as svc:
-        await margin_service.evaluate_users(svc, (uuid.UUID(u) for u in user_ids))
+        outcome = await margin_service.evaluate_pass(svc, (uuid.UUID(u) for u in user_ids))
+        await _follow_up(svc, outcome.moved)
         await _drain_and_mail(svc)
 
 

@@ -61,10 +61,12 @@ async def move(services: Services, instrument: UUID, live_base_cents: int) -> in
     return tick.seq
 
 
-async def evaluate(services: Services, user: UUID) -> margin_service.Evaluation:
+async def evaluate(
+    services: Services, user: UUID, *, quick: bool = True
+) -> margin_service.Evaluation:
     """A final evaluation that sees every tick made so far."""
     await asyncio.sleep(CLOCK_STEP_S)
-    return await margin_service.evaluate_user(services, user)
+    return await margin_service.evaluate_user(services, user, quick=quick)
 
 
 async def persist(services: Services) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 
@@ -337,3 +337,14 @@ async def test_since_places_the_start_only_where_there_is_no_watermark(
     assert [(w.seq, w.price_cents) for w in late.replay.washouts] == [(breach, 8_000)]
     assert (await position(services, washed))["exitCents"] == "8000"
     assert (await position(services, pid))["status"] == "open"
+
+
+async def test_a_follow_up_is_owed_once_per_instrument_until_a_pass_pays_it(
+    services: Services,
+) -> None:
+    one, other = sorted((uuid4(), uuid4()), key=str)
+
+    assert await margin_service.owe_follow_up(services, [other, one]) == [one, other]
+    assert await margin_service.owe_follow_up(services, [one]) == []  # a pass is still to come
+    await margin_service.pay_follow_up(services, [one])  # that pass starts
+    assert await margin_service.owe_follow_up(services, [one, other]) == [one]

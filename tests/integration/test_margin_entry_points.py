@@ -1,11 +1,13 @@
 """Every way a margin replay is asked for reaches the actor and washes out: `ftl replay`,
-`POST /api/admin/replay`, the after-tick evaluator, and a `user:reconnect` publish (SPEC §1.5
-triggers, §3.3, §6). The actors run on a real Dramatiq worker against the real Redis broker."""
+`POST /api/admin/replay`, the after-tick evaluator (and its follow-up after washouts), and a
+`user:reconnect` publish (SPEC §1.5 triggers, §3.3, §6). The actors run on a real Dramatiq
+worker against the real Redis broker."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from decimal import Decimal
 from uuid import UUID, uuid4
 
 import psycopg
@@ -22,6 +24,7 @@ from workers import margin
 from workers.broker import broker
 
 JOIN_TIMEOUT_MS = 30_000
+ONE = Decimal("1.00")
 ROUTE = "/api/admin/replay"
 
 
@@ -148,3 +151,27 @@ async def test_an_admin_enqueues_a_replay_and_bad_requests_change_nothing(
     assert accepted.json == {"enqueued": True, "userId": str(user), "since": since}
     await processed(margin_worker)
     assert await closed_by(services, pid) == "washout"
+
+
+async def test_a_washout_that_moves_the_price_into_another_breach_is_followed_up(
+    services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
+) -> None:
+    """kMod 1.00: closing 10 lots moves the price 10.00 points, which breaches a second holder
+    whom the pass that made the washout had judged before that tick existed."""
+    instrument = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=ONE)
+    big = make_user(pg_admin, balance="10500.00")
+    first = await open_position(services, big, instrument, "long", 1_000, 10_000)  # at 105.00
+    small = make_user(pg_admin, balance="2200.00")
+    second = await open_position(services, small, instrument, "long", 100, 11_000)  # at 110.50
+    await move(services, instrument, 8_800)  # price 99.00: big at 42.9 %, small at 95.0 %
+    await asyncio.sleep(CLOCK_STEP_S)
+
+    margin.evaluate_instruments.send([str(instrument)])
+    await processed(margin_worker)
+
+    closed = [await position(services, pid) for pid in (first, second)]
+    assert [(p["closedBy"], p["exitCents"]) for p in closed] == [
+        ("washout", "9900"),
+        ("washout", "8900"),  # the price the first washout's own tick left
+    ]
+    assert await services.redis.exists(keys.margin_follow_up(instrument)) == 0

@@ -7,10 +7,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from uuid import UUID
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ftl.margin import HeldPosition, Replay, Watermark, replay, tick_order
+from ftl.margin import (
+    HeldPosition,
+    PriceRange,
+    Replay,
+    Watermark,
+    WindowRanges,
+    replay,
+    replay_if_quiet,
+    tick_order,
+)
 from ftl.market import LONG, SHORT, margin_cents, margin_level_basis
 from ftl.ticks import Tick, TickSource
 
@@ -218,3 +227,138 @@ def test_any_cut_into_pieces_gives_the_same_outcome(
     assert last.balance_cents == whole.balance_cents
     assert last.watermark == whole.watermark
     assert whole.balance_cents == balance + sum(w.pnl_cents for w in whole.washouts)
+
+
+def _ranges(path: Path, start: Watermark, cut_ms: int) -> dict[UUID, PriceRange]:
+    found = {}
+    for instrument, ticks in path.by_instrument().items():
+        window = WindowRanges(ticks, cut_ms).after(start.seqs.get(instrument, 0))
+        if window is not None:
+            found[instrument] = window
+    return found
+
+
+def test_a_quiet_window_skips_the_walk_and_still_clears_the_below_flag() -> None:
+    a, b = position(I1), position(I2, direction=SHORT)
+    path = Path()
+    path.tick(I1, 9_000)  # A −1,000.00
+    path.tick(I2, 10_500)  # B −500.00: at worst 1,500.00 of 2,000.00 margin lost
+    path.tick(I1, 10_200)
+    start = Watermark({I1: 1, I2: 1}, below_warning=True)
+    prices = {I1: ENTRY, I2: ENTRY}
+    ranges = _ranges(path, start, 10**9)
+
+    quiet = replay_if_quiet(350_000, [a, b], start, prices, ranges)
+
+    assert quiet is not None
+    assert quiet == replay(350_000, [a, b], start, prices, path.by_instrument())
+    assert quiet.watermark == Watermark({I1: 3, I2: 2}, below_warning=False)
+    # 1.00 less and the worst case would be below 100 %: the full replay has to judge it.
+    assert replay_if_quiet(349_999, [a, b], start, prices, ranges) is None
+
+
+def test_a_window_cut_before_its_breach_is_quiet_and_the_whole_window_is_not() -> None:
+    a = position(I1)
+    path = Path()
+    path.tick(I1, 10_100)
+    path.tick(I1, 9_000)  # 50 %: a breach, at 1,001 ms
+    start = Watermark({I1: 1})
+
+    assert replay_if_quiet(150_000, [a], start, {I1: ENTRY}, _ranges(path, start, 1_001)) == (
+        Replay((), (), Watermark({I1: 2}), 150_000)
+    )
+    assert replay_if_quiet(150_000, [a], start, {I1: ENTRY}, _ranges(path, start, 1_002)) is None
+
+
+def test_a_position_joining_later_lends_no_profit_to_the_ticks_before_it() -> None:
+    a = position(I1)
+    late = position(I2, open_seq=3)
+    path = Path()
+    path.tick(I1, 9_000)  # A alone at 50 %: a breach
+    path.tick(I2, 15_000)  # seq 3: `late` joins, +5,000.00 at every price of the window
+    start = Watermark({I1: 1, I2: 2})
+
+    full = replay(150_000, [a, late], start, {I1: ENTRY}, path.by_instrument())
+
+    assert [w.position_id for w in full.washouts] == [a.id]
+    assert (
+        replay_if_quiet(150_000, [a, late], start, {I1: ENTRY}, _ranges(path, start, 10**9)) is None
+    )
+
+
+def test_a_window_spent_between_50_and_100_percent_is_quiet_too() -> None:
+    a = position(I1)  # margin 1,000.00; 1,501.00 points: equity = 1,501.00 + (price − 100.00)
+    path = Path()
+    path.tick(I1, 9_000)  # 50.1 %
+    path.tick(I1, 9_450)  # 95.1 %
+    start = Watermark({I1: 1}, below_warning=True)  # at 93.00: 80.1 %
+    ranges = _ranges(path, start, 10**9)
+
+    quiet = replay_if_quiet(150_100, [a], start, {I1: 9_300}, ranges)
+
+    assert quiet == replay(150_100, [a], start, {I1: 9_300}, path.by_instrument())
+    assert quiet is not None and quiet.watermark == Watermark({I1: 3}, below_warning=True)
+    # Not yet below at the start: the first tick is a crossing, a warning to record.
+    assert replay_if_quiet(150_100, [a], Watermark({I1: 1}), {I1: 9_300}, ranges) is None
+    # 1.00 less and 90.00 is a breach.
+    assert replay_if_quiet(150_000, [a], start, {I1: 9_300}, ranges) is None
+    # 53.99 more: at 94.50 the equity is 999.99 of 1,000.00, a level that rounds to 100.00 %.
+    assert not replay(
+        154_999, [a], start, {I1: 9_300}, path.by_instrument()
+    ).watermark.below_warning
+    assert replay_if_quiet(154_999, [a], start, {I1: 9_300}, ranges) is None
+    path.tick(I1, 9_499)  # exactly 100 %: no longer below
+    assert replay_if_quiet(150_100, [a], start, {I1: 9_300}, _ranges(path, start, 10**9)) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    portfolio=st.lists(
+        st.tuples(
+            st.sampled_from([I1, I2, I3]),
+            st.sampled_from([LONG, SHORT]),
+            st.integers(1, 300),
+            st.integers(1, 6),
+        ),
+        max_size=5,
+    ),
+    moves=paths,
+    balance=st.integers(0, 800_000),
+    start_seqs=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)),
+    below=st.booleans(),
+    cut=st.integers(1_000, 1_090),
+)
+def test_the_quick_check_agrees_with_the_full_replay_whenever_it_answers(
+    portfolio: list[tuple[UUID, int, int, int]],
+    moves: list[tuple[UUID, int, int]],
+    balance: int,
+    start_seqs: tuple[int, int, int],
+    below: bool,
+    cut: int,
+) -> None:
+    positions = [position(i, d, lots, open_seq) for i, d, lots, open_seq in portfolio]
+    path = Path()
+    at = 1_000
+    for instrument, price, gap_ms in moves:
+        at += gap_ms
+        path.tick(instrument, price, at_ms=at)
+    held = {p.instrument_id for p in positions}
+    start = Watermark(
+        {i: s for i, s in zip((I1, I2, I3), start_seqs, strict=True) if i in held}, below
+    )
+    in_play = {p.instrument_id for p in positions if p.open_seq <= start.seqs[p.instrument_id]}
+    prices = {i: ENTRY - 300 + 150 * start.seqs[i] for i in in_play}
+    before_cut = path.by_instrument([t for t in path.ticks if t.at_ms < cut])
+
+    quiet = replay_if_quiet(balance, positions, start, prices, _ranges(path, start, cut))
+    full = replay(balance, positions, start, prices, before_cut)
+
+    event(
+        "full replay needed"
+        if quiet is None
+        else f"quick check answered, below 100 % after: {quiet.watermark.below_warning}"
+    )
+    if quiet is not None:
+        assert quiet == full
+    if full.warnings or full.washouts:
+        assert quiet is None
