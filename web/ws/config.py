@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ftl.config import Settings
 
+FULL_COLLECTION_PERIOD_S = 60.0
+
 
 @dataclass(frozen=True)
 class WsConfig:
@@ -30,6 +32,11 @@ class WsConfig:
     # NOTE: a replica restart brings thousands of reconnects at once; asyncio's default of 100
     # pending TCP connections would refuse most of them (the kernel caps it at somaxconn).
     listen_backlog: int = 4_096
+    # PERF: None leaves Python's garbage collector as it is (tests). A `ws` process instead runs
+    # its full collections itself, right after a fan-out cycle and at most this often: at 10,000
+    # connections one takes ~0.5 s, and started by the allocator mid-burst it held up a whole
+    # cycle's ticks (docs/decisions/0022).
+    full_collection_period_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WsConfig:
@@ -38,4 +45,5 @@ class WsConfig:
             port=settings.ws_port,
             cors_origins=settings.cors_origins,
             max_connections=settings.ws_max_connections,
+            full_collection_period_s=FULL_COLLECTION_PERIOD_S,
         )

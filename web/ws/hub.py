@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 LAST_SEEN_TTL_S = 86_400  # SPEC §7
 PUBSUB_POLL_S = 1.0  # NOTE: bounded waits, so a dead Redis connection surfaces as an error
 PUBSUB_RETRY_S = 1.0
+# NOTE: a full collection is due after this many middle-generation ones: never, in practice.
+AUTOMATIC_FULL_COLLECTIONS_OFF = 1 << 30
 PORTFOLIO_PREFIX = keys.portfolio_channel("")
 
 
@@ -148,6 +151,13 @@ class Hub:
         self._left: dict[str, int] = {}  # users whose last connection closed -> epoch ms
         self._presence_due = asyncio.Event()
         self._stopping = False
+        self._last_full_collection = time.monotonic()
+        if config.full_collection_period_s is not None:
+            # NOTE: what exists at start-up (modules, config) is never garbage: out of every
+            # collection's way; automatic collections stop at the middle generation.
+            gc.freeze()
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, AUTOMATIC_FULL_COLLECTIONS_OFF)
 
     # -- lifecycle
 
@@ -227,6 +237,16 @@ class Hub:
             written_ms = time.time() * 1000
             for tick in due:
                 self.metrics.tick_age.observe(max(0.0, written_ms - tick.at_ms) / 1000)
+            self._collect_between_cycles()
+
+    def _collect_between_cycles(self) -> None:
+        """A full collection when one is owed, now that the cycle's frames are written (ticks
+        come in bursts, so the time right after one is the quietest there is)."""
+        period_s = self.config.full_collection_period_s
+        if period_s is None or time.monotonic() - self._last_full_collection < period_s:
+            return
+        self._last_full_collection = time.monotonic()
+        gc.collect()
 
     def fan_out(self, ticks: list[Tick]) -> None:
         """One cycle: every subscriber gets one frame with its due ticks, in arrival order.
