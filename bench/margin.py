@@ -5,7 +5,7 @@ ticks moves every player's live base price (a random walk with a downward drift,
 levels fall and washouts happen); after each batch the after-tick evaluator runs over the holders
 of the ticked instruments, shared between PROCESSES worker processes as `evaluate_instruments`
 shares them out with `evaluate_holders` messages; then, until no washout moves a price, a
-follow-up pass over the holders of the instruments the washouts moved (as `_follow_up` sends
+follow-up pass over the holders of the instruments the washouts moved (as `follow_up` sends
 them; `--no-follow-up` leaves them to the next batch, as before docs/decisions/0044).
 
 Prints one JSON object: user evaluations per second of evaluator time (wall) and per CPU second
@@ -193,7 +193,7 @@ async def run(
                 cpu_s += cpu
                 if not moved or not follow_up:
                     break
-                # NOTE: washouts' trade ticks are followed up at once, as `_follow_up` does.
+                # NOTE: washouts' trade ticks are followed up at once, as `follow_up` does.
                 count, cpu, moved = await evaluate_holders(services, moved, pool)
                 follow_ups += 1
             evaluator_s.append(time.monotonic() - evaluation_started)

@@ -11,6 +11,10 @@ and `ledger` JSON, and `referral` ids due a payout. Entries are read through the
 - idempotent: rows are upserts that never go backwards (positions never leave `closed`, wallets
   and instruments carry a version / seq) and ticks and ledger rows are insert-or-ignore by key,
   so an entry applied twice changes nothing the second time.
+
+A batch that carried ticks other than live ones (trades, washouts, SL/TP closes, post-match)
+hands their instruments to `after_ticks` once it has committed, before the ack: the margin
+evaluation of their holders (SPEC §1.5, docs/decisions/0045).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -35,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ftl import keys, metrics, referral_payout
 from ftl.money import from_cents
 from ftl.services import Services
-from ftl.ticks import Tick
+from ftl.ticks import Tick, TickSource
 
 FLUSH_INTERVAL_MS = 100  # how often hot state is drained into Postgres
 FLUSH_RUN_MS = 1_000  # one flush message drains every FLUSH_INTERVAL_MS for this long
@@ -66,6 +70,8 @@ class FlushReport:
 
 
 Entry = tuple[str, dict[str, str]]
+# Told the instruments of a committed batch's ticks the poller does not follow (not `live`).
+AfterTicks = Callable[[Services, list[UUID]], Awaitable[None]]
 
 
 async def ensure_group(redis: Redis) -> None:
@@ -251,9 +257,15 @@ async def _write(conn: AsyncConnection, statement: str, rows: Sequence[Row]) -> 
 class Flusher:
     """One flusher: its consumer name and the partitions it has made sure of."""
 
-    def __init__(self, services: Services, consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        consumer: str | None = None,
+        after_ticks: AfterTicks | None = None,
+    ) -> None:
         self.services = services
         self.consumer = consumer or consumer_name()
+        self.after_ticks = after_ticks
         self.partitions_ready: set[date] = set()
 
     async def flush(self) -> FlushReport:
@@ -343,6 +355,11 @@ class Flusher:
             await _write(conn, LEDGER_INSERT, ledger_rows)
         for referral in referrals:
             await referral_payout.pay(self.services, UUID(referral))
+        traded = {t.instrument_id for t in ticks.values() if t.source != TickSource.LIVE}
+        if traded and self.after_ticks is not None:
+            # NOTE: before the ack, so a flusher that dies here re-reads the batch and asks
+            # again; the live batches' holders are evaluated by the poller's message.
+            await self.after_ticks(self.services, sorted(traded, key=str))
 
         committed_ms = int(time.time() * 1000)
         lag = max((committed_ms - t.at_ms for t in ticks.values()), default=0)

@@ -6,6 +6,8 @@ Postgres (ftl/flush.py) every FLUSH_INTERVAL_MS for FLUSH_RUN_MS, so runs follow
 without a gap. Messages older than two runs are dropped: a newer one does the same work, so a
 backlog of messages never becomes a backlog of work, and a flusher that dies mid-run is replaced
 by the next message.
+A batch with trade ticks asks the `margin` queue for a pass over their instruments' holders
+(`workers.margin.follow_up`, one pending per instrument; docs/decisions/0045).
 `snapshot_leaderboards` is sent every 60 s (and may be sent at full time).
 """
 
@@ -18,6 +20,7 @@ from ftl.config import get_settings
 from ftl.flush import FLUSH_RUN_MS, Flusher
 from ftl.services import Services
 from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
+from workers import margin
 
 QUEUE = "flush"
 # NOTE: a message prefetched while a run goes on must still be fresh when that run ends.
@@ -28,11 +31,16 @@ TIME_LIMIT_MS = 30_000
 _flusher: Flusher | None = None
 
 
+def build(services: Services, consumer: str | None = None) -> Flusher:
+    """A flusher whose batches with trade ticks ask for a margin pass over their holders."""
+    return Flusher(services, consumer, after_ticks=margin.follow_up)
+
+
 def flusher() -> Flusher:
     """The process's flusher, built on first use (one consumer name per process)."""
     global _flusher
     if _flusher is None:
-        _flusher = Flusher(Services.create(get_settings()))
+        _flusher = build(Services.create(get_settings()))
     return _flusher
 
 

@@ -41,9 +41,10 @@ async def _drain_and_mail(services: Services) -> None:
         await asyncio.to_thread(send_email.send, str(outbox_id))
 
 
-async def _follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
-    """Washouts made trade ticks that can breach other holders of those instruments: evaluate
-    them now, not at the next tick batch (docs/decisions/0044)."""
+async def follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
+    """Trade ticks (of washouts, or of any trade the flusher wrote) can breach other holders of
+    those instruments: evaluate them now, not at the next live batch or the backstop, with at
+    most one pass pending per instrument (docs/decisions/0044, 0045)."""
     owed = await margin_service.owe_follow_up(services, moved)
     if owed:
         await asyncio.to_thread(evaluate_instruments.send, [str(i) for i in owed])
@@ -57,7 +58,7 @@ async def replay_user(user_id: str, since: str | None = None) -> None:
     async with services() as svc:
         evaluation = await margin_service.evaluate_user(svc, uuid.UUID(user_id), since=start)
         if evaluation.closed and evaluation.replay is not None:
-            await _follow_up(svc, (w.position_instrument_id for w in evaluation.replay.washouts))
+            await follow_up(svc, (w.position_instrument_id for w in evaluation.replay.washouts))
         await _drain_and_mail(svc)
 
 
@@ -80,7 +81,7 @@ async def evaluate_instruments(
         outcome = await margin_service.evaluate_pass(
             svc, (uuid.UUID(u) for u in holders[:chunk_users])
         )
-        await _follow_up(svc, outcome.moved)
+        await follow_up(svc, outcome.moved)
         await _drain_and_mail(svc)
 
 
@@ -89,7 +90,7 @@ async def evaluate_holders(user_ids: list[str]) -> None:
     """One share of an after-tick evaluation."""
     async with services() as svc:
         outcome = await margin_service.evaluate_pass(svc, (uuid.UUID(u) for u in user_ids))
-        await _follow_up(svc, outcome.moved)
+        await follow_up(svc, outcome.moved)
         await _drain_and_mail(svc)
 
 

@@ -1,13 +1,15 @@
 """Every way a margin replay is asked for reaches the actor and washes out: `ftl replay`,
-`POST /api/admin/replay`, the after-tick evaluator (and its follow-up after washouts), and a
-`user:reconnect` publish (SPEC §1.5 triggers, §3.3, §6). The actors run on a real Dramatiq
-worker against the real Redis broker."""
+`POST /api/admin/replay`, the after-tick evaluator (and its follow-up after washouts and after
+the flusher writes trade ticks), and a `user:reconnect` publish (SPEC §1.5 triggers, §3.3, §6).
+The actors run on a real Dramatiq worker against the real Redis broker."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
@@ -15,12 +17,13 @@ import pytest
 from dramatiq import Worker
 from falcon import testing
 
-from ftl import cli, keys
+from ftl import cli, keys, margin_service, prices
 from ftl.services import Services
+from ftl.ticks import Tick, TickSource
 from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
-from workers import margin
+from workers import flush, margin
 from workers.broker import broker
 
 JOIN_TIMEOUT_MS = 30_000
@@ -175,3 +178,61 @@ async def test_a_washout_that_moves_the_price_into_another_breach_is_followed_up
         ("washout", "8900"),  # the price the first washout's own tick left
     ]
     assert await services.redis.exists(keys.margin_follow_up(instrument)) == 0
+
+
+async def last_tick(services: Services, instrument: UUID) -> Tick:
+    logged: list[str] = await services.redis.zrange(keys.tick_log(instrument), -1, -1)  # type: ignore[assignment]
+    return Tick.from_json(logged[0])
+
+
+async def test_a_holder_breached_by_another_users_trade_is_washed_out_after_the_flush(
+    services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
+) -> None:
+    """kMod 1.00: a 25-lot short open moves the price 25.00 points down through netLots, past
+    the breach of a 1-lot long, with no live tick and no sweep."""
+    instrument = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=ONE)
+    holder = make_user(pg_admin, balance="1500.00")
+    held = await open_position(services, holder, instrument, "long", 100, 10_000)  # price 101
+    seller = make_user(pg_admin, balance="100000.00")
+    await open_position(services, seller, instrument, "short", 2_500, 8_850)  # its fill
+    breach = await last_tick(services, instrument)
+    assert (breach.source, breach.price_cents) == (TickSource.TRADE, 7_600)
+    await asyncio.sleep(CLOCK_STEP_S)
+    await processed(margin_worker)
+    assert await closed_by(services, held) is None  # a trade alone asks for no pass
+
+    await flush.build(services, consumer="test").flush()
+    await processed(margin_worker)
+
+    closed = await position(services, held)
+    assert (closed["closedBy"], closed["exitCents"]) == ("washout", str(breach.price_cents))
+
+
+def margin_messages() -> list[dict[str, Any]]:
+    queued = broker.client.hvals(f"{broker.namespace}:{margin.QUEUE}.msgs")
+    return [json.loads(m) for m in queued]
+
+
+async def test_many_trades_on_an_instrument_ask_for_one_pending_pass(
+    services: Services, pg_admin: psycopg.Connection
+) -> None:
+    """No worker runs: the passes asked for stay queued, one per instrument until it starts."""
+    instrument = await make_instrument(services, pg_admin)
+    flusher = flush.build(services, consumer="test")
+    await prices.apply_base_price(services, instrument, 10_100, TickSource.LIVE)
+    await flusher.flush()
+    assert margin_messages() == []  # the poller asks for live batches itself
+
+    for n in range(3):
+        user = make_user(pg_admin)
+        await open_position(services, user, instrument, "long", 100 + n, 10_100)
+        await flusher.flush()  # a batch each
+    asked = margin_messages()
+    assert [(m["actor_name"], m["args"]) for m in asked] == [
+        ("evaluate_instruments", [[str(instrument)]])
+    ]
+
+    await margin_service.pay_follow_up(services, [instrument])  # that pass starts
+    await open_position(services, make_user(pg_admin), instrument, "short", 100, 10_100)
+    await flusher.flush()
+    assert len(margin_messages()) == 2
