@@ -3,7 +3,8 @@
 Middleware is listed explicitly (not Dramatiq's defaults) so that adding or dropping one is a
 visible decision:
 - AgeLimit: a message older than its actor's `max_age` is dropped, so a backlog never replays
-  stale work (every actor sets `max_age`).
+  stale work (every actor sets `max_age`, but `flush`, which skips its stale messages itself
+  instead of failing them into the dead-letter queue: workers/flush.py).
 - TimeLimit: an actor running past its `time_limit` is interrupted (every actor sets one).
 - ShutdownNotifications: long actors can stop cleanly when the worker stops.
 - Callbacks, Pipelines: on_success/on_failure and pipelines, used by the full-time steps.

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import dramatiq
+import pytest
 import redis as sync_redis
 from dramatiq import Worker
 
 from ftl.config import Settings
-from workers.broker import broker, build_broker
+from workers.broker import NAMESPACE, broker, build_broker
+from workers.flush import MAX_AGE_MS, QUEUE, flush, stale
 
 EXPECTED_MIDDLEWARE = [
     "AgeLimit",
@@ -59,3 +62,24 @@ def test_an_async_actor_runs_on_a_real_worker(settings: Settings, clean: None) -
         check.close()
     finally:
         worker.stop()
+
+
+def test_a_stale_flush_message_is_skipped_quietly_not_dead_lettered(
+    settings: Settings, clean: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    stale_at_ms = int(time.time() * 1000) - 2 * MAX_AGE_MS
+    message = flush.message().copy(message_timestamp=stale_at_ms)
+    assert stale(message) and not stale(flush.message()) and not stale(None)
+    broker.enqueue(message)
+    caplog.set_level(logging.DEBUG, logger="workers.flush")
+    worker = Worker(broker, worker_threads=1, queues={QUEUE})
+    worker.start()
+    try:
+        broker.join(QUEUE, timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+    check = sync_redis.Redis.from_url(settings.redis_url)
+    assert check.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 0  # no dead letter
+    check.close()
+    assert "flush: a newer message does this run" in caplog.text
