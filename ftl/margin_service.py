@@ -44,6 +44,7 @@ from ftl.db.models import (
     PriceTick,
     User,
 )
+from ftl.leases import Lease
 from ftl.margin import (
     HeldPosition,
     PriceRange,
@@ -72,8 +73,7 @@ EVALUATION_CONCURRENCY = 16  # users committing at once in one pass (Redis runs 
 FOLLOW_UP_MARK_TTL_MS = 10_000
 SNAPSHOT_CHUNK_USERS = 50  # users read by one margin_snapshot.lua call (< 1 ms of Redis time)
 BACKSTOP_PERIOD_S = 300  # the clock sends the backstop sweep every 5 minutes
-BACKSTOP_LEASE_TTL_S = 30
-BACKSTOP_RENEW_AFTER_S = 10  # the sweep renews its lease when this old (a third of its TTL)
+BACKSTOP_LEASE_TTL_MS = 30_000  # SPEC §5.4; renewed while the sweep runs (ftl/leases.py)
 BACKSTOP_CHUNK_USERS = 500  # users per pass of the sweep (well under a second per pass)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -543,23 +543,14 @@ async def backstop_sweep(services: Services) -> int | None:
     """Evaluate every user with open positions under `lease:margin-backstop`; the number of users
     swept, or None when another sweep holds the lease. The lease is renewed while sweeping, and
     a sweep killed midway leaves it to expire (a rerun closes nothing twice: see evaluate_user)."""
-    lease = services.redis.lock(
-        keys.lease(keys.MARGIN_BACKSTOP_LEASE), timeout=BACKSTOP_LEASE_TTL_S, blocking=False
-    )
-    if not await lease.acquire():
-        return None
-    try:
+    async with Lease(services.scripts, keys.MARGIN_BACKSTOP_LEASE, BACKSTOP_LEASE_TTL_MS) as held:
+        if not held:
+            return None
         users = await users_with_open_positions(services)
-        renewed = time.monotonic()
         # PERF: a pass per chunk shares its snapshots and parsed ticks (evaluate_pass).
         for at in range(0, len(users), BACKSTOP_CHUNK_USERS):
             await evaluate_pass(services, users[at : at + BACKSTOP_CHUNK_USERS])
-            if time.monotonic() - renewed > BACKSTOP_RENEW_AFTER_S:
-                await lease.reacquire()
-                renewed = time.monotonic()
         return len(users)
-    finally:
-        await lease.release()
 
 
 def _event_row(event: dict[str, Any]) -> dict[str, Any]:
