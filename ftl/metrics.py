@@ -22,7 +22,7 @@ DELAY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 
 
 LUA_CALL_SECONDS = Histogram(
     "ftl_lua_call_seconds",
-    "Round trip of one EVALSHA of a lua/ script, by script.",
+    "Round trip of one call (EVALSHA or FCALL) of a lua/ script, by script.",
     ["script"],
     buckets=LUA_BUCKETS_S,
 )
