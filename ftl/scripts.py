@@ -18,13 +18,14 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from ftl import metrics
+from ftl.hotstore import KeyOrArg, PipelinedConnection
 
 LUA_DIR = Path(__file__).resolve().parents[1] / "lua"
 # NOTE: a script line `--! include NAME` is replaced by lua/lib/NAME, so the trading scripts share
 # one copy of the engine (Redis scripts cannot import each other).
 INCLUDE_DIRECTIVE = "--! include "
 
-KeyOrArg = str | int | float | bytes
+
 # PERF: these scripts also run as the functions of one Redis Functions library, whose top level
 # (the engine's ~45 function definitions) runs once per FUNCTION LOAD instead of once per call:
 # 8–14 % of a trade's Lua time (decision 0019). Every call still sees a fresh engine cache.
@@ -96,12 +97,19 @@ def _expand_includes(source: str, library: Path) -> str:
 
 
 class Scripts:
-    """The loaded scripts of one Redis connection pool."""
+    """The loaded scripts of one Redis connection pool; the functions (the trade calls) go through
+    `pipeline` when given (decision 0023)."""
 
-    def __init__(self, redis: Redis, scripts: dict[str, Script] | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: dict[str, Script] | None = None,
+        pipeline: PipelinedConnection | None = None,
+    ) -> None:
         self.redis = redis
         self.scripts = read_scripts() if scripts is None else scripts
         self.library = read_library()
+        self.pipeline = pipeline
 
     async def load(self) -> None:
         for script in self.scripts.values():
@@ -140,9 +148,16 @@ class Scripts:
         self, function: str, keys: Sequence[KeyOrArg], args: Sequence[KeyOrArg]
     ) -> Any:
         try:
-            return await self.redis.fcall(function, len(keys), *keys, *args)
+            return await self._fcall_once(function, keys, args)
         except ResponseError as exc:
             if not str(exc).startswith(FUNCTION_NOT_FOUND):
                 raise
             await self._load_library()
-            return await self.redis.fcall(function, len(keys), *keys, *args)
+            return await self._fcall_once(function, keys, args)
+
+    async def _fcall_once(
+        self, function: str, keys: Sequence[KeyOrArg], args: Sequence[KeyOrArg]
+    ) -> Any:
+        if self.pipeline is not None:
+            return await self.pipeline.execute("FCALL", function, len(keys), *keys, *args)
+        return await self.redis.fcall(function, len(keys), *keys, *args)

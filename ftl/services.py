@@ -32,7 +32,13 @@ class Services:
     def create(cls, settings: Settings) -> Services:
         """Build the clients; nothing connects until first use."""
         redis = hotstore.connect(settings, pool_size=REDIS_POOL_SIZE)
-        return cls(settings, redis, create_engine(settings), Scripts(redis))
+        url = settings.redis_url
+        pipeline = (
+            hotstore.PipelinedConnection(url)
+            if hotstore.PipelinedConnection.supports(url)
+            else None
+        )
+        return cls(settings, redis, create_engine(settings), Scripts(redis, pipeline=pipeline))
 
     @cached_property
     def tokens(self) -> Tokens:
@@ -53,5 +59,7 @@ class Services:
         return Flags(self.redis, self.engine)
 
     async def close(self) -> None:
+        if self.scripts.pipeline is not None:
+            await self.scripts.pipeline.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
