@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def unix_socket_redis(tmp_path: Path) -> Iterator[str]:
         for _ in range(100):
             if socket_path.exists():
                 break
-            subprocess.run(["sleep", "0.05"], check=True)
+            time.sleep(0.05)
         yield f"unix://{socket_path}?db=3"
     finally:
         process.terminate()
