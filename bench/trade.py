@@ -1,6 +1,7 @@
 """Trading over HTTP under load (SPEC §8): 50 concurrent clients open and close positions
 against `web` for a fixed time, each user already holding 19 open positions (20 with the one
-being traded), with the flusher and the clock draining to Postgres meanwhile.
+being traded), with the flusher, the clock and the worker (margin passes after trade ticks)
+running meanwhile.
 
 Prints one JSON object: open and close latency p50/p95/p99 (ms, client side), opens/s and
 requests/s, errors, the client's own CPU per request, the server-side time per Lua call (EVALSHA
@@ -16,9 +17,9 @@ Latency is measured from the send, so a paced run that falls behind shows as low
 
 Without --url it starts a private Redis (so INFO commandstats counts only this benchmark) and a
 fresh database `<DATABASE_URL's name>_bench` on the same server (migrated and seeded), then
-`ftl web` (WEB_CONCURRENCY=2, DISABLE_RATE_LIMIT=1) on a free port, a flusher and the clock, and
-stops them all at the end. With --url the server,
-flusher and clock must already run there, with the same stores and JWT_PRIVATE_KEY_B64.
+`ftl web` (WEB_CONCURRENCY=2, DISABLE_RATE_LIMIT=1) on a free port, and the flusher, the clock and
+the worker as the Procfile runs them, and stops them all at the end. With --url the server,
+flusher, clock and worker must already run there, with the same stores and JWT_PRIVATE_KEY_B64.
 """
 
 from __future__ import annotations
@@ -127,22 +128,22 @@ def fresh_database(database_url: str) -> str:
 def start_processes(stack: ExitStack, env: dict[str, str]) -> str:
     port = free_port()
     web_env = {**env, "WEB_PORT": str(port), "WEB_CONCURRENCY": "2", "DISABLE_RATE_LIMIT": "1"}
+    # NOTE: the flusher, the clock and the worker as the Procfile runs them: the worker's margin
+    # passes after trade ticks (docs/decisions/0045) share the cores with the trade path.
+    workers = [sys.executable, "-m", "workers"]
+    worker_args = ["workers.email", "workers.margin", "workers.fulltime", "--processes", "1"]
+    worker_args += ["--threads", "4", "--queues", "default", "email", "margin"]
     commands = [
         ([str(BIN / "ftl"), "web"], web_env),
         (
-            [
-                str(BIN / "dramatiq"),
-                "workers.flush",
-                "--processes",
-                "1",
-                "--threads",
-                "1",
-                "--queues",
-                "flush",
-            ],
-            {**env, "dramatiq_worker_timeout": FLUSHER_POLL_MS},
+            [*workers, "workers.flush", "--processes", "1", "--threads", "1", "--queues", "flush"],
+            {**env, "dramatiq_worker_timeout": FLUSHER_POLL_MS, "METRICS_PORT": str(free_port())},
         ),
         ([sys.executable, "-m", "workers.clock"], env),
+        (
+            [*workers, *worker_args],
+            {**env, "METRICS_PORT": str(free_port())},
+        ),
     ]
     for argv, process_env in commands:
         process = subprocess.Popen(
