@@ -58,7 +58,7 @@ def test_only_the_head_is_held_and_later_chunks_pass_at_once() -> None:
 
 
 def test_a_response_without_a_body_write_sends_its_head_when_complete() -> None:
-    recorder, completed = Recorder(), []
+    recorder, completed = Recorder(), list[bool]()
     transport = holding(recorder, completed)
 
     transport.write(HEAD)
