@@ -16,6 +16,9 @@ Hot against durable (meaningful once the flusher has drained the outbox: docs/de
   `not_durable`: no open position in Redis is missing from Postgres.
 Acknowledged trades (`acknowledged`): each open or close a client got a 2xx for is in Postgres
 once, with its request ids and, for a close, status closed.
+Margin hints (`margin_box`): a safe box made for the wallet as it is now keeps its promise over
+the user's open positions (ftl/margin.py box_keeps_its_promise, docs/decisions/0046); a box of
+an older wallet is ignored by the evaluator and so by the audit.
 
 The loaders read everything in bulk; `check` is a pure function over what they read.
 """
@@ -34,9 +37,10 @@ from uuid import UUID
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from ftl import keys
+from ftl import keys, margin_service
 from ftl.accounts import STARTING_BALANCE
 from ftl.leaderboard import DISTRICTS, user_of
+from ftl.margin import box_keeps_its_promise
 from ftl.money import to_cents
 from ftl.services import Services
 
@@ -476,12 +480,36 @@ async def audit(services: Services, acknowledged: Iterable[Acknowledged] = ()) -
     unknown = {pid for pid in hot.positions if pid not in durable.open_positions}
     durable.stored = await load_positions(services, unknown | {a.position_id for a in acked})
     return AuditReport(
-        check(durable, hot, acked),
+        check(durable, hot, acked) + await check_margin_boxes(services),
         len(durable.wallets),
         len(durable.open_positions),
         len(durable.net_lots),
         len(acked),
     )
+
+
+async def check_margin_boxes(services: Services) -> list[Violation]:
+    """A `margin_box` violation for every box of a user's current wallet that promises more
+    than his balance and open positions in hot state allow."""
+    prefix = keys.margin_box("")
+    users = [
+        UUID(_text(name)[len(prefix) :])
+        async for name in services.redis.scan_iter(f"{prefix}*", SCAN_COUNT)
+    ]
+    found = []
+    for at in range(0, len(users), margin_service.BOX_CHUNK_USERS):
+        chunk = users[at : at + margin_service.BOX_CHUNK_USERS]
+        boxes = await margin_service.boxes(services, chunk)
+        states = await margin_service.snapshots(services, chunk)
+        for user_id, box, state in zip(chunk, boxes, states, strict=True):
+            if (
+                box is not None
+                and state is not None
+                and not box_keeps_its_promise(state.balance_cents, state.positions, box)
+            ):
+                stored = margin_service.box_text(state.fingerprint, box)
+                found.append(Violation("margin_box", str(user_id), {"box": stored}))
+    return found
 
 
 def read_acknowledged(lines: Iterable[str]) -> list[Acknowledged]:

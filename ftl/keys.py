@@ -180,6 +180,15 @@ def margin_follow_up(instrument_id: UUID | str) -> str:
     return f"margin:followup:{instrument_id}"
 
 
+
+def margin_box(user_id: UUID | str) -> str:
+    """String: the user's safe box (how far prices may move from where his margin replay ended
+    before it could raise an event), for the wallet it was made for: "fingerprint|below:slack:
+    headroom|instrumentId=seq:priceCents:netLotsCentis;..." (ftl/margin.py SafeBox,
+    docs/decisions/0046). A hint: missing or stale, the user is evaluated."""
+    return f"margin:box:{user_id}"
+
+
 MARGIN_OUTBOX = "margin_outbox"  # stream: warning and washout events bound for margin_events
 MARGIN_BACKSTOP_LEASE = "margin-backstop"  # the lease name of the 5-minute sweep
 

@@ -337,3 +337,131 @@ def replay_if_quiet(
         ),
         balance_cents=balance_cents,
     )
+
+
+@dataclass(frozen=True)
+class HeldInstrument:
+    """One instrument of a safe box: the seq and price where the box was made, and the user's
+    net exposure there (Σ lots × direction, centilots: a cent of price is that many cents of
+    equity)."""
+
+    seq: int
+    price_cents: int
+    net_lots_centis: int
+
+    def swing(self, window: PriceRange | None) -> tuple[int, int]:
+        """The most equity the window's prices took away from and added to the user's equity at
+        the box's price, in cents (each ≥ 0)."""
+        if window is None:
+            return 0, 0
+        down = self.net_lots_centis * (window.lowest_cents - self.price_cents)
+        up = self.net_lots_centis * (window.highest_cents - self.price_cents)
+        return max(0, -min(down, up)), max(0, down, up)
+
+
+@dataclass(frozen=True)
+class SafeBox:
+    """Where a replay ended, what no tick after it can change (docs/decisions/0046): while the
+    equity the prices since `instruments[i].seq` can take away stays within `slack` (and, below
+    100 %, the equity they can add within `headroom`), the replay raises no warning and no
+    washout. Equity is linear in each price, so the worst case of a window is each instrument at
+    the worse end of its range, as in `replay_if_quiet`.
+
+    Two kinds, like the quick check's:
+    - `below` False: `slack` = equity − used margin ≥ 0 (level ≥ 100 %, nothing happens);
+    - `below` True (already below 100 %): `slack` = 20,000 × equity − 10,001 × used margin and
+      `headroom` = 19,999 × used margin − 1 − 20,000 × equity, both ≥ 0: the level stays in
+      [50.005 %, 99.995 %), never 50.00 % nor 100.00 % once rounded.
+    """
+
+    below: bool
+    slack: int
+    headroom: int
+    instruments: Mapping[UUID, HeldInstrument]
+
+    def _spent(self, windows: Mapping[UUID, PriceRange | None]) -> tuple[int, int]:
+        """The slack and headroom the windows (those after each instrument's seq; a missing
+        one: no tick) spent at worst, in the units of `slack` and `headroom`."""
+        lost = gained = 0
+        for iid, held in self.instruments.items():
+            down, up = held.swing(windows.get(iid))
+            lost, gained = lost + down, gained + up
+        return (20_000 * lost, 20_000 * gained) if self.below else (lost, 0)
+
+    def holds(self, windows: Mapping[UUID, PriceRange | None]) -> bool:
+        """Whether no tick of the windows can have raised a warning or a washout."""
+        lost, gained = self._spent(windows)
+        return lost <= self.slack and gained <= self.headroom
+
+    def strain(self, windows: Mapping[UUID, PriceRange | None]) -> float:
+        """The share of its slack (or headroom) the windows spent at worst, to put the users
+        likeliest to breach first (over 1: the box no longer holds; only `holds` decides)."""
+        lost, gained = self._spent(windows)
+        return max(_share(lost, self.slack), _share(gained, self.headroom))
+
+
+def _share(spent: int, available: int) -> float:
+    if available > 0:
+        return spent / available
+    return float("inf") if spent > 0 else 0.0
+
+
+def safe_box(
+    balance_cents: int,
+    positions: Sequence[HeldPosition],
+    end: Watermark,
+    prices_at_end: Mapping[UUID, int],
+) -> SafeBox | None:
+    """The safe box of a replay that ended at `end` (its seqs and `below`) with these positions
+    and balance, every instrument priced at `prices_at_end`; None when neither kind holds there
+    or some position has not joined by `end` (a later join changes the book)."""
+    if not positions:
+        return None
+    net: dict[UUID, int] = {}
+    used = pnl = 0
+    for p in positions:
+        iid = p.instrument_id
+        if iid not in end.seqs or iid not in prices_at_end or p.open_seq > end.seqs[iid]:
+            return None
+        if p.margin_cents <= 0:
+            return None
+        net[iid] = net.get(iid, 0) + p.direction * p.lots_centis
+        used += p.margin_cents
+        pnl += pnl_cents(p.entry_cents, prices_at_end[iid], p.lots_centis, p.direction)
+    held = {
+        iid: HeldInstrument(end.seqs[iid], prices_at_end[iid], lots) for iid, lots in net.items()
+    }
+    equity = balance_cents + pnl
+    if equity >= used:
+        return SafeBox(False, equity - used, 0, held)
+    slack = 20_000 * equity - 10_001 * used
+    headroom = 19_999 * used - 1 - 20_000 * equity
+    if end.below_warning and slack >= 0 and headroom >= 0:
+        return SafeBox(True, slack, headroom, held)
+    return None
+
+
+def box_keeps_its_promise(
+    balance_cents: int, positions: Sequence[HeldPosition], box: SafeBox
+) -> bool:
+    """Whether a safe box still promises no more than the balance and positions allow: it holds
+    exactly their instruments with their net exposure, and its slack (and headroom) are at most
+    what they give at the box's prices. What `ftl audit` checks (ftl/audit.py)."""
+    net: dict[UUID, int] = {}
+    for p in positions:
+        net[p.instrument_id] = net.get(p.instrument_id, 0) + p.direction * p.lots_centis
+    if not positions or net != {i: h.net_lots_centis for i, h in box.instruments.items()}:
+        return False
+    used = sum(p.margin_cents for p in positions)
+    equity = balance_cents + sum(
+        pnl_cents(
+            p.entry_cents, box.instruments[p.instrument_id].price_cents, p.lots_centis, p.direction
+        )
+        for p in positions
+    )
+    if not box.below:
+        return 0 <= box.slack <= equity - used
+    return (
+        0 <= box.slack <= 20_000 * equity - 10_001 * used
+        and 0 <= box.headroom <= 19_999 * used - 1 - 20_000 * equity
+    )

@@ -15,6 +15,10 @@ One evaluation:
    again), so concurrent or repeated runs close nothing twice.
 5. The events it wrote to the `margin_outbox` stream become `margin_events` rows (and washout
    emails) in Postgres, exactly once by the rows' unique cause.
+
+An evaluation that ends without a washout also leaves the user's safe box (ftl/margin.py
+SafeBox): after-tick passes leave out the holders whose box the ticks since could not have
+strained, and take the others likeliest to breach first (docs/decisions/0046).
 """
 
 from __future__ import annotations
@@ -46,13 +50,16 @@ from ftl.db.models import (
 )
 from ftl.leases import Lease
 from ftl.margin import (
+    HeldInstrument,
     HeldPosition,
     PriceRange,
     Replay,
+    SafeBox,
     Watermark,
     WindowRanges,
     replay,
     replay_if_quiet,
+    safe_box,
 )
 from ftl.money import from_cents
 from ftl.services import Services
@@ -72,6 +79,12 @@ EVALUATION_CONCURRENCY = 16  # users committing at once in one pass (Redis runs 
 # instrument sends a new follow-up.
 FOLLOW_UP_MARK_TTL_MS = 10_000
 SNAPSHOT_CHUNK_USERS = 50  # users read by one margin_snapshot.lua call (< 1 ms of Redis time)
+# Safe boxes (docs/decisions/0046): checked a chunk of holders per margin_boxes.lua call; a box
+# lapses after this many ticks on one instrument (so a user it leaves out still gets his
+# watermark moved, and his window stays inside the tick log) and after its TTL (users who left).
+BOX_CHUNK_USERS = 500
+BOX_MAX_TICKS = 150
+BOX_TTL_MS = 600_000
 BACKSTOP_PERIOD_S = 300  # the clock sends the backstop sweep every 5 minutes
 BACKSTOP_LEASE_TTL_MS = 30_000  # SPEC §5.4; renewed while the sweep runs (ftl/leases.py)
 BACKSTOP_CHUNK_USERS = 500  # users per pass of the sweep (well under a second per pass)
@@ -88,6 +101,7 @@ class Snapshot:
     watermark: Watermark
     version: str
     positions: tuple[HeldPosition, ...]
+    fingerprint: str = ""  # of the wallet, as lua/margin_snapshot.lua builds it
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,8 @@ class Evaluation:
 
     replay: Replay | None
     closed: int
+    box: SafeBox | None = None  # for the wallet of `fingerprint`, when one holds
+    fingerprint: str = ""
 
 
 def _ms(moment: datetime) -> int:
@@ -128,7 +144,7 @@ async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
 
 
 def _snapshot(
-    cut: int, balance: str | None, flat: list[str], rows: list[list[str]]
+    cut: int, balance: str | None, flat: list[str], rows: list[list[str]], fingerprint: str
 ) -> Snapshot | None:
     if balance is None:
         return None
@@ -148,7 +164,7 @@ def _snapshot(
         for pid, iid, direction, lots, entry, margin, open_seq in rows
     )
     seqs = {UUID(iid): int(seq) for iid, seq in fields.items()}
-    return Snapshot(cut, int(balance), Watermark(seqs, below), version, positions)
+    return Snapshot(cut, int(balance), Watermark(seqs, below), version, positions, fingerprint)
 
 
 async def _ticks_from_postgres(
@@ -215,8 +231,8 @@ async def ticks_from(
 class TickLogs:
     """The ticks one evaluation pass reads, parsed once and shared by every user it evaluates.
 
-    `cut_ms` is the Redis clock when the pass began: a tick with `at` below it was written by
-    then, so every user of the pass replays up to the same instant however late his turn comes.
+    `cut_ms` is the Redis clock when the pass began (or last advanced): a tick with `at` below
+    it was written by then, so every user replays up to an instant whose ticks are all here.
     """
 
     def __init__(self, services: Services, cut_ms: int) -> None:
@@ -244,9 +260,43 @@ class TickLogs:
                 self._seqs[iid] = [t.seq for t in ticks]
                 self._ranges.pop(iid, None)
 
+    async def advance(self) -> None:
+        """Move the cut to now, with the ticks made since the last fetch, so the users a pass
+        evaluates later see the trade ticks of the washouts it made earlier: a chain of
+        washouts moves on inside the pass instead of waiting a pass per link
+        (docs/decisions/0046). Any cut gives the same outcomes (docs/decisions/0040)."""
+        seconds, micros = await self.services.redis.time()
+        cut = seconds * 1000 + micros // 1000
+        ids = list(self._ticks)
+        if cut == self.cut_ms or not ids:
+            self.cut_ms = cut
+            return
+        nexts = {
+            iid: self._seqs[iid][-1] + 1 if self._seqs[iid] else self._first[iid] for iid in ids
+        }
+        async with self.services.redis.pipeline(transaction=False) as pipe:
+            for iid in ids:
+                pipe.zrangebyscore(keys.tick_log(iid), nexts[iid], "+inf")
+            logged: list[list[str]] = await pipe.execute()
+        for iid, raws in zip(ids, logged, strict=True):
+            newer = [Tick.from_json(raw) for raw in raws]
+            if newer and newer[0].seq != nexts[iid]:
+                # NOTE: more ticks than the log keeps were made since the last fetch.
+                newer = (await ticks_from(self.services, {iid: nexts[iid]}))[iid]
+            if newer:
+                self._ticks[iid] = self._ticks[iid] + newer
+                self._seqs[iid] = self._seqs[iid] + [t.seq for t in newer]
+            # PERF: a range is rebuilt only if some tick of it is judged from this cut on.
+            if any(self.cut_ms <= t.at_ms < cut for t in reversed(self._ticks[iid])):
+                self._ranges.pop(iid, None)
+        self.cut_ms = cut
+
     def price_at(self, instrument_id: UUID, seq: int) -> int | None:
         """The price of the instrument's tick `seq`, if fetched."""
-        at = bisect_left(self._seqs[instrument_id], seq)
+        seqs = self._seqs.get(instrument_id)
+        if seqs is None:
+            return None
+        at = bisect_left(seqs, seq)
         ticks = self._ticks[instrument_id]
         return ticks[at].price_cents if at < len(ticks) and ticks[at].seq == seq else None
 
@@ -416,6 +466,20 @@ def _observe_washout_delays(outcome: Replay) -> None:
         metrics.WASHOUT_DELAY_SECONDS.observe((committed_ms - washout.at_ms) / 1000)
 
 
+def _box(logs: TickLogs, state: Snapshot, outcome: Replay) -> SafeBox | None:
+    """The safe box from where this replay ended, for the wallet the snapshot read; None after
+    a washout (the wallet changed: the next evaluation makes one) or when none holds."""
+    if outcome.washouts or not state.fingerprint:
+        return None
+    prices = {}
+    for iid, seq in outcome.watermark.seqs.items():
+        price = logs.price_at(iid, seq)
+        if price is None:
+            return None
+        prices[iid] = price
+    return safe_box(outcome.balance_cents, state.positions, outcome.watermark, prices)
+
+
 async def evaluate_user(
     services: Services,
     user_id: UUID,
@@ -434,19 +498,20 @@ async def evaluate_user(
         if state is None:
             return Evaluation(None, 0)
         outcome, judged, walked = await _judge(services, logs, state, since, quick)
+        box = _box(logs, state, outcome)
         lag = WATERMARK_LAG_WALKED_TICKS if walked else WATERMARK_LAG_TICKS
         if not outcome.washouts and not outcome.warnings and judged < lag:
             # PERF: nothing happened, so the watermark may stay where it is: the next run
             # replays these ticks again from it and reaches the same outcome, and most users
             # cost no write at all.
-            return Evaluation(outcome, 0)
+            return Evaluation(outcome, 0, box, state.fingerprint)
         reply: list[Any] = await services.scripts.call(
             "position_system_close",
             keys=[keys.margin_watermark(user_id)],
             args=[WASHOUT, _plan(user_id, state.version, outcome)],
         )
         if reply[0] == 1:
-            return Evaluation(outcome, int(reply[1]))
+            return Evaluation(outcome, int(reply[1]), box, state.fingerprint)
         if reply[1] != "stale":
             raise RuntimeError(f"margin commit refused: {reply[1]} {reply[2]}")
         state = None
@@ -465,11 +530,13 @@ async def holders_of(services: Services, instrument_ids: Iterable[UUID]) -> set[
 
 @dataclass(frozen=True)
 class Pass:
-    """The outcome of one evaluation pass: positions washed out, and the instruments whose
-    prices those washouts moved (their trade ticks can breach other holders)."""
+    """The outcome of one evaluation pass: positions washed out, the instruments whose prices
+    those washouts moved (their trade ticks can breach other holders), and how many users it
+    evaluated (a targeted pass leaves out those inside their safe boxes)."""
 
     closed: int
     moved: frozenset[UUID]
+    evaluated: int = 0
 
 
 async def evaluate_users(services: Services, user_ids: Iterable[UUID]) -> int:
@@ -477,34 +544,151 @@ async def evaluate_users(services: Services, user_ids: Iterable[UUID]) -> int:
     return (await evaluate_pass(services, user_ids)).closed
 
 
-async def evaluate_pass(services: Services, user_ids: Iterable[UUID]) -> Pass:
-    """Evaluate users in one pass (see Pass).
+def box_text(fingerprint: str, box: SafeBox) -> str:
+    """A safe box as keys.margin_box stores it (one string: replaced whole by one SET)."""
+    held = ";".join(
+        f"{iid}={h.seq}:{h.price_cents}:{h.net_lots_centis}" for iid, h in box.instruments.items()
+    )
+    return f"{fingerprint}|{int(box.below)}:{box.slack}:{box.headroom}|{held}"
+
+
+def _parse_box(text: str) -> SafeBox | None:
+    if not text:
+        return None
+    kind, _, held = text.partition("|")
+    below, slack, headroom = kind.split(":")
+    instruments = {}
+    for item in held.split(";") if held else ():
+        iid, _, numbers = item.partition("=")
+        seq, price, net = numbers.split(":")
+        instruments[UUID(iid)] = HeldInstrument(int(seq), int(price), int(net))
+    return SafeBox(below == "1", int(slack), int(headroom), instruments)
+
+
+async def boxes(services: Services, user_ids: Sequence[UUID]) -> list[SafeBox | None]:
+    """Each user's safe box if it is still valid for his wallet."""
+    reply: list[str] = await services.scripts.call(
+        "margin_boxes",
+        keys=[key for u in user_ids for key in (keys.wallet(u), keys.margin_box(u))],
+    )
+    return [_parse_box(text) for text in reply]
+
+
+async def outside_boxes(services: Services, logs: TickLogs, user_ids: list[UUID]) -> list[UUID]:
+    """The users some tick before the pass's cut may have moved, likeliest to breach first: no
+    valid box (his wallet changed: a washout, a trade), a box the ticks since strained past its
+    slack, or a box more than BOX_MAX_TICKS old on some instrument.
+
+    NOTE: every instrument of the box counts, not only the ticked ones: the box says nothing
+    happens while *all* prices stay where it allows, and a tick of another instrument may
+    still wait for its own pass (docs/decisions/0046).
+    """
+    strained: list[tuple[float, UUID]] = []
+    seqs_now: dict[UUID, int] = {}
+    for at in range(0, len(user_ids), BOX_CHUNK_USERS):
+        chunk = user_ids[at : at + BOX_CHUNK_USERS]
+        held = await boxes(services, chunk)
+        instruments = {iid for box in held if box for iid in box.instruments}
+        await _read_seqs(services, instruments - seqs_now.keys(), seqs_now)
+        firsts: dict[UUID, int] = {}
+        for n, box in enumerate(held):
+            if box is None:
+                continue
+            if any(seqs_now[i] - h.seq > BOX_MAX_TICKS for i, h in box.instruments.items()):
+                # PERF: a lapsed box is left out before fetching: its ticks may be older than
+                # the log.
+                held[n] = None
+                continue
+            for iid, h in box.instruments.items():
+                firsts[iid] = min(h.seq, firsts.get(iid, h.seq))
+        await logs.fetch(firsts)
+        for user_id, box in zip(chunk, held, strict=True):
+            if box is None:
+                strained.append((float("inf"), user_id))
+                continue
+            windows = {i: logs.range_after(i, h.seq) for i, h in box.instruments.items()}
+            if not box.holds(windows):
+                strained.append((box.strain(windows), user_id))
+    strained.sort(key=lambda found: -found[0])
+    return [user_id for _, user_id in strained]
+
+
+async def holders_to_evaluate(services: Services, instrument_ids: Iterable[UUID]) -> list[UUID]:
+    """The holders of the instruments an after-tick pass must evaluate now, likeliest to breach
+    first (see outside_boxes)."""
+    holders = sorted(await holders_of(services, instrument_ids), key=str)
+    return await outside_boxes(services, await TickLogs.begin(services), holders)
+
+
+async def _read_seqs(services: Services, instrument_ids: set[UUID], into: dict[UUID, int]) -> None:
+    """The instruments' last seqs now."""
+    ids = list(instrument_ids)
+    if not ids:
+        return
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for iid in ids:
+            pipe.hget(keys.instrument(iid), "seq")
+        seqs: list[str | None] = await pipe.execute()
+    into.update((iid, int(seq or 0)) for iid, seq in zip(ids, seqs, strict=True))
+
+
+async def _save_boxes(services: Services, made: Sequence[tuple[UUID, Evaluation]]) -> None:
+    """Replace the users' boxes.
+
+    NOTE: one SET each, never a part of a box at a time: a slack and exposures of different
+    boxes together may promise more than the wallet has.
+    """
+    if not made:
+        return
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for user_id, evaluation in made:
+            assert evaluation.box is not None
+            text = box_text(evaluation.fingerprint, evaluation.box)
+            pipe.set(keys.margin_box(user_id), text, px=BOX_TTL_MS)
+        await pipe.execute()
+
+
+async def evaluate_pass(
+    services: Services, user_ids: Iterable[UUID], *, targeted: bool = False
+) -> Pass:
+    """Evaluate users in one pass (see Pass); `targeted` (the after-tick passes) leaves out
+    every user whose safe box still holds every tick before the pass's cut (his replay would
+    find nothing) and takes the others likeliest to breach first (docs/decisions/0046).
 
     PERF: the pass parses each instrument's ticks once for all its users (TickLogs) and reads
     the users' snapshots a chunk per script call; a user whose replay needs no write costs no
-    further round trip, and those that do commit concurrently (bounded).
+    further round trip, and those that do commit concurrently (bounded). Between chunks it moves
+    its cut on (TickLogs.advance), so later users see the washouts of earlier ones. Every
+    evaluation that ends without a washout leaves a new box.
     """
     gate = asyncio.Semaphore(EVALUATION_CONCURRENCY)
     logs = await TickLogs.begin(services)
     ordered = sorted(user_ids, key=str)
+    if targeted:
+        ordered = await outside_boxes(services, logs, ordered)
     moved: set[UUID] = set()
 
-    async def one(user_id: UUID, state: Snapshot) -> int:
+    async def one(user_id: UUID, state: Snapshot) -> tuple[UUID, Evaluation]:
         async with gate:
             evaluation = await evaluate_user(services, user_id, logs=logs, state=state)
         if evaluation.closed and evaluation.replay is not None:
             moved.update(w.position_instrument_id for w in evaluation.replay.washouts)
-        return evaluation.closed
+        return user_id, evaluation
 
     closed = 0
     for at in range(0, len(ordered), SNAPSHOT_CHUNK_USERS):
         chunk = ordered[at : at + SNAPSHOT_CHUNK_USERS]
+        if at:
+            await logs.advance()
         states = await snapshots(services, chunk)
         # PERF: one fetch of the ticks the whole chunk reads, not one per user reaching further.
         await logs.fetch(_earliest_starts(s for s in states if s is not None))
-        evaluations = [one(u, s) for u, s in zip(chunk, states, strict=True) if s is not None]
-        closed += sum(await asyncio.gather(*evaluations))
-    return Pass(closed, frozenset(moved))
+        evaluations = await asyncio.gather(
+            *(one(u, s) for u, s in zip(chunk, states, strict=True) if s is not None)
+        )
+        closed += sum(e.closed for _, e in evaluations)
+        await _save_boxes(services, [(u, e) for u, e in evaluations if e.box is not None])
+    return Pass(closed, frozenset(moved), len(ordered))
 
 
 async def owe_follow_up(services: Services, instrument_ids: Iterable[UUID]) -> list[UUID]:

@@ -3,7 +3,8 @@
 Rebuilt: instrument hashes, `instruments`, `instrument_idx`, `prices`, every wallet with its open
 positions, exposure, holders and stop sets (lua/wallets_restore.lua), the leaderboards with
 `board:arrivals`, the margin watermarks of users whose balance changed while they held positions,
-the recent tick log of every instrument and the feature-flag hot copy. Referral payouts credited
+the recent tick log of every instrument and the feature-flag hot copy; the margin safe boxes (a
+hint for the evaluator, docs/decisions/0046) are cleared. Referral payouts credited
 in the ledger but not yet marked paid are marked paid first, so none is paid twice.
 Not rebuilt (docs/decisions/0050-recover.md): idempotency keys, leases, rate-limit counters and
 sessions' own keys.
@@ -47,6 +48,7 @@ from ftl.services import Services
 
 BATCH = 2_000  # PERF: plain commands per pipeline round trip
 HASH_CHUNK = 2_000  # PERF: hashes per hashes_replace.lua call
+SCAN_COUNT = 10_000  # PERF: keys SCAN looks at per round trip
 WALLET_CHUNK = 1_000  # PERF: wallets per wallets_restore.lua call (~0.7 MB of JSON)
 PROGRESS_EVERY = 10_000  # wallets between two progress lines
 REDIS_TIMEOUT_S = 120.0  # recover's own client: its commands queue behind long Lua calls
@@ -408,6 +410,16 @@ async def recover_tick_logs(services: Services) -> int:
     return len(rows)
 
 
+async def clear_margin_boxes(services: Services) -> int:
+    """Delete every margin safe box; how many. A box is a hint made for a wallet as it was: after
+    a recover the evaluator makes new ones as it goes (docs/decisions/0046)."""
+    prefix = keys.margin_box("")
+    names = [name async for name in services.redis.scan_iter(f"{prefix}*", SCAN_COUNT)]
+    for start in range(0, len(names), HASH_CHUNK):
+        await services.redis.unlink(*names[start : start + HASH_CHUNK])
+    return len(names)
+
+
 async def recover(services: Services, progress: Progress = lambda _: None) -> RecoverReport:
     """Rebuild every hot key listed above from Postgres; `progress` gets a line per stage as it
     ends (and one every PROGRESS_EVERY wallets)."""
@@ -445,6 +457,9 @@ async def recover(services: Services, progress: Progress = lambda _: None) -> Re
         report.ticks = await recover_tick_logs(services)
         return f"{report.ticks} ticks"
 
+    async def margin_boxes() -> str:
+        return f"{await clear_margin_boxes(services)} cleared"
+
     async def flags() -> str:
         report.flags = await services.flags.restore()
         return f"{report.flags} flags"
@@ -458,6 +473,7 @@ async def recover(services: Services, progress: Progress = lambda _: None) -> Re
             stage("margin watermarks", watermarks),
             stage("tick logs", tick_logs),
             stage("flags", flags),
+            stage("margin boxes", margin_boxes),
         )
     finally:
         await redis.aclose()

@@ -6,14 +6,18 @@
 -- ARGV: none.
 -- Returns: {nowMs, {balanceCents or false (wallet not in hot state), watermark hash as a flat
 --       field/value list, {positionId, instrumentId, direction, lotsCentis, entryCents,
---       marginCents, openSeq} per open position} per user, in the order of KEYS}.
+--       marginCents, openSeq} per open position, the wallet's fingerprint} per user, in the order
+--       of KEYS}. The fingerprint `version:balanceCents:usedMarginCents:openCount` changes with
+--       every write to the wallet (a safe box is valid only for the state it was made from:
+--       lua/margin_boxes.lua builds the same string).
 -- Errors: none.
 -- PERF: one call reads a whole chunk of an evaluation pass (margin_service.SNAPSHOT_CHUNK_USERS).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local users = {}
 for k = 1, #KEYS, 3 do
-  local balance = redis.call('HGET', KEYS[k], 'balanceCents')
+  local w = redis.call('HMGET', KEYS[k], 'version', 'balanceCents', 'usedMarginCents', 'openCount')
+  local balance = w[2]
   local positions = {}
   for _, pid in ipairs(redis.call('SMEMBERS', KEYS[k + 1])) do
     local f = redis.call('HMGET', 'position:' .. pid, 'instrumentId', 'direction', 'lotsCentis',
@@ -22,6 +26,7 @@ for k = 1, #KEYS, 3 do
       positions[#positions + 1] = {pid, f[1], f[2], f[3], f[4], f[5], f[6]}
     end
   end
-  users[#users + 1] = {balance, redis.call('HGETALL', KEYS[k + 2]), positions}
+  local fingerprint = table.concat({w[1] or '', w[2] or '', w[3] or '', w[4] or ''}, ':')
+  users[#users + 1] = {balance, redis.call('HGETALL', KEYS[k + 2]), positions, fingerprint}
 end
 return {string.format('%d', now), users}

@@ -67,19 +67,21 @@ async def evaluate_instruments(
     instrument_ids: list[str], chunk_users: int = EVALUATE_CHUNK_USERS
 ) -> None:
     """After a batch of ticks (or washouts' trade ticks): evaluate every holder of the ticked
-    instruments. Holders beyond the first `chunk_users` go out as `evaluate_holders` messages, so
-    every worker process shares the batch (docs/benchmarks.md)."""
+    instruments whose safe box the ticks may have strained past its slack, likeliest to breach
+    first (docs/decisions/0046). Those beyond the first `chunk_users` go out as
+    `evaluate_holders` messages, so every worker process shares the batch (docs/benchmarks.md);
+    each share checks its users' boxes again at its own cut."""
     async with services() as svc:
         ids = [uuid.UUID(i) for i in instrument_ids]
         # NOTE: before any share of this pass reads its cut, so the pass covers every washout
         # tick that found a follow-up owed on these instruments.
         await margin_service.pay_follow_up(svc, ids)
-        holders = sorted(str(u) for u in await margin_service.holders_of(svc, ids))
+        holders = [str(u) for u in await margin_service.holders_to_evaluate(svc, ids)]
         chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
         for chunk in chunks[1:]:
             await asyncio.to_thread(evaluate_holders.send, chunk)
         outcome = await margin_service.evaluate_pass(
-            svc, (uuid.UUID(u) for u in holders[:chunk_users])
+            svc, (uuid.UUID(u) for u in holders[:chunk_users]), targeted=True
         )
         await follow_up(svc, outcome.moved)
         await _drain_and_mail(svc)
@@ -89,7 +91,9 @@ async def evaluate_instruments(
 async def evaluate_holders(user_ids: list[str]) -> None:
     """One share of an after-tick evaluation."""
     async with services() as svc:
-        outcome = await margin_service.evaluate_pass(svc, (uuid.UUID(u) for u in user_ids))
+        outcome = await margin_service.evaluate_pass(
+            svc, (uuid.UUID(u) for u in user_ids), targeted=True
+        )
         await follow_up(svc, outcome.moved)
         await _drain_and_mail(svc)
 

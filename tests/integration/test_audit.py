@@ -14,9 +14,10 @@ import psycopg
 import pytest
 import redis
 
-from ftl import keys, trading
+from ftl import keys, margin_service, trading
 from ftl.audit import Acknowledged, audit
 from ftl.flush import Flusher
+from ftl.margin import SafeBox
 from ftl.services import Services
 from tests.e2e.conftest import run_ftl
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -87,6 +88,26 @@ async def _pg(pg: psycopg.Connection, sql: str, *params: object) -> None:
     pg.execute(sql, params)
 
 
+async def _widen_box(services: Services, user: UUID) -> None:
+    """The user's safe box with a cent more slack than his wallet has."""
+    await margin_service.evaluate_pass(services, [user])
+    (box,) = await margin_service.boxes(services, [user])
+    state = await margin_service.snapshot(services, user)
+    assert box is not None and state is not None
+    wide = SafeBox(box.below, box.slack + 1, box.headroom, box.instruments)
+    await services.redis.set(
+        keys.margin_box(user), margin_service.box_text(state.fingerprint, wide)
+    )
+
+
+async def test_the_safe_boxes_the_evaluator_makes_keep_their_promise(
+    services: Services, market: Market
+) -> None:
+    await margin_service.evaluate_pass(services, market.users)
+    assert all(await margin_service.boxes(services, market.users))
+    assert (await audit(services, market.acknowledged)).violations == []
+
+
 BREAKAGES: dict[str, tuple[Breakage, set[str]]] = {
     "a wallet balance off by a cent in Postgres": (
         lambda s, pg, m: _pg(
@@ -150,6 +171,10 @@ BREAKAGES: dict[str, tuple[Breakage, set[str]]] = {
     "an open position missing from Redis": (
         lambda s, pg, m: s.redis.srem(keys.open_positions(m.users[2]), m.open_ids[2]),
         {"open_and_closed"},
+    ),
+    "a margin safe box promising more than the wallet allows": (
+        lambda s, pg, m: _widen_box(s, m.users[0]),
+        {"margin_box"},
     ),
     "hot state lost": (
         lambda s, pg, m: s.redis.delete(keys.INSTRUMENT_IDX),

@@ -1,7 +1,8 @@
 """Property (SPEC §1.5, the promise to players): for random portfolios and price paths, replaying
 all at once, in random chunks, from the after-tick evaluator, after a long time offline (the
-recent tick log gone, only Postgres left), and walking every tick (no quick check of quiet
-windows, docs/decisions/0043) give identical closes, prices, balances and `margin_events`."""
+recent tick log gone, only Postgres left), walking every tick (no quick check of quiet
+windows, docs/decisions/0043), and by after-tick passes alone that leave out users inside their
+safe boxes (docs/decisions/0046) give identical closes, prices, balances and `margin_events`."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from tests.integration.margin_helpers import (
 from tests.integration.trading_helpers import make_instrument, make_user
 
 INSTRUMENTS = 3
-MODES = ("at_once", "chunks", "after_tick", "offline", "walked")
+MODES = ("at_once", "chunks", "after_tick", "offline", "walked", "boxed")
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,9 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
             # differ) can order two ticks of one millisecond differently.
             await asyncio.sleep(CLOCK_STEP_S)
             await move(services, instruments[index], price)
-            if mode == "after_tick":
+            if mode in ("after_tick", "boxed"):
                 holders = await margin_service.holders_of(services, [instruments[index]])
-                await margin_service.evaluate_users(services, holders)
+                await margin_service.evaluate_pass(services, holders, targeted=mode == "boxed")
             elif mode == "chunks" and step in scenario.cuts:
                 await margin_service.evaluate_user(services, user)
             elif mode == "walked":
@@ -101,7 +102,13 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
             await Flusher(services, consumer="test").flush()
             for instrument in instruments:
                 await services.redis.zremrangebyrank(keys.tick_log(instrument), 0, -2)
-        await evaluate(services, user, quick=mode != "walked")
+        if mode == "boxed":
+            # NOTE: no full evaluation at the end: a targeted pass, as after any tick.
+            await asyncio.sleep(CLOCK_STEP_S)
+            holders = await margin_service.holders_of(services, instruments)
+            await margin_service.evaluate_pass(services, holders, targeted=True)
+        else:
+            await evaluate(services, user, quick=mode != "walked")
         await persist(services)
         await persist(services)
         return outcome(pg, user, instruments, positions)

@@ -215,6 +215,18 @@ async def test_a_referral_credited_before_redis_was_lost_is_not_paid_again(
     assert await services.redis.hget(keys.wallet(alice), "balanceCents") == "1050000"
 
 
+async def test_recover_clears_the_margin_safe_boxes(services: Services) -> None:
+    boxes = [keys.margin_box(uuid4()) for _ in range(3)]
+    for name in boxes:
+        await services.redis.set(name, "1:100000:0:1|")
+
+    lines: list[str] = []
+    await recover(services, lines.append)
+
+    assert await services.redis.exists(*boxes) == 0
+    assert any(line.startswith("recover: margin boxes: 3 cleared") for line in lines)
+
+
 async def test_a_replay_after_recover_starts_at_the_last_close_not_at_the_opens(
     services: Services, pg_admin: psycopg.Connection
 ) -> None:
