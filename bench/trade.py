@@ -1,14 +1,15 @@
 """Trading over HTTP under load (SPEC §8): 50 concurrent clients open and close positions
 against `web` for a fixed time, each user already holding 19 open positions (20 with the one
-being traded), with the flusher, the clock and the worker (margin passes after trade ticks)
-running meanwhile.
+being traded), with the flusher and the clock draining to Postgres meanwhile (and, with
+--margin-worker, the worker's margin passes after trade ticks, docs/decisions/0047).
 
 Prints one JSON object: open and close latency p50/p95/p99 (ms, client side), opens/s and
 requests/s, errors, the client's own CPU per request, the server-side time per Lua call (EVALSHA
 and FCALL) from INFO commandstats, and the flusher's lag (tick to Postgres commit, worst tick per
 batch) p50/p99/max.
 
-    python -m bench.trade [--seconds 20] [--clients 50] [--rate OPENS_PER_S] [--url URL]
+    python -m bench.trade [--seconds 20] [--clients 50] [--rate OPENS_PER_S] [--url URL] \
+        [--margin-worker]
 
 Closed loop by default (each client sends its next request when the last is answered: the
 figures are the saturation point, latency = clients / throughput); `--rate` paces the clients to
@@ -17,9 +18,9 @@ Latency is measured from the send, so a paced run that falls behind shows as low
 
 Without --url it starts a private Redis (so INFO commandstats counts only this benchmark) and a
 fresh database `<DATABASE_URL's name>_bench` on the same server (migrated and seeded), then
-`ftl web` (WEB_CONCURRENCY=2, DISABLE_RATE_LIMIT=1) on a free port, and the flusher, the clock and
-the worker as the Procfile runs them, and stops them all at the end. With --url the server,
-flusher, clock and worker must already run there, with the same stores and JWT_PRIVATE_KEY_B64.
+`ftl web` (WEB_CONCURRENCY=2, DISABLE_RATE_LIMIT=1) on a free port, and the flusher and the clock
+(and the worker) as the Procfile runs them, and stops them all at the end. With --url they must
+already run there, with the same stores and JWT_PRIVATE_KEY_B64.
 """
 
 from __future__ import annotations
@@ -125,11 +126,10 @@ def fresh_database(database_url: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
-def start_processes(stack: ExitStack, env: dict[str, str]) -> str:
+def start_processes(stack: ExitStack, env: dict[str, str], *, margin_worker: bool) -> str:
     port = free_port()
     web_env = {**env, "WEB_PORT": str(port), "WEB_CONCURRENCY": "2", "DISABLE_RATE_LIMIT": "1"}
-    # NOTE: the flusher, the clock and the worker as the Procfile runs them: the worker's margin
-    # passes after trade ticks (docs/decisions/0045) share the cores with the trade path.
+    # NOTE: the flusher, the clock (and the worker) as the Procfile runs them.
     workers = [sys.executable, "-m", "workers"]
     worker_args = ["workers.email", "workers.margin", "workers.fulltime", "--processes", "1"]
     worker_args += ["--threads", "4", "--queues", "default", "email", "margin"]
@@ -140,11 +140,9 @@ def start_processes(stack: ExitStack, env: dict[str, str]) -> str:
             {**env, "dramatiq_worker_timeout": FLUSHER_POLL_MS, "METRICS_PORT": str(free_port())},
         ),
         ([sys.executable, "-m", "workers.clock"], env),
-        (
-            [*workers, *worker_args],
-            {**env, "METRICS_PORT": str(free_port())},
-        ),
     ]
+    if margin_worker:
+        commands.append(([*workers, *worker_args], {**env, "METRICS_PORT": str(free_port())}))
     for argv, process_env in commands:
         process = subprocess.Popen(
             argv, env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -389,6 +387,11 @@ def main() -> None:
         help="opens/s in all, paced (default: as fast as possible)",
     )
     parser.add_argument("--url", help="a running web (default: start web, flusher and clock)")
+    parser.add_argument(
+        "--margin-worker",
+        action="store_true",
+        help="also start the worker, whose margin passes after trade ticks share the cores",
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("JWT_PRIVATE_KEY_B64", generate_private_key_b64())
@@ -400,7 +403,7 @@ def main() -> None:
             upgrade(settings.database_url)
             # NOTE: before `web` starts: its /ready waits for the instruments' hot state.
             asyncio.run(seed_stores(settings))
-            url = start_processes(stack, env)
+            url = start_processes(stack, env, margin_worker=args.margin_worker)
         else:
             settings = Settings.from_env(env)
             asyncio.run(seed_stores(settings))
@@ -408,6 +411,7 @@ def main() -> None:
         # PERF: uvloop (uvicorn's) spends less CPU per request than asyncio's own loop.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             result = runner.run(bench(url, settings, args.seconds, args.clients, args.rate))
+    result["margin_worker"] = args.margin_worker
     print(json.dumps(result))
 
 

@@ -180,6 +180,11 @@ def margin_follow_up(instrument_id: UUID | str) -> str:
     return f"margin:followup:{instrument_id}"
 
 
+def margin_trade_follow_up(instrument_id: UUID | str) -> str:
+    """As margin_follow_up, for a pass owed because trades moved the price (the flusher's ask,
+    sent with a delay; docs/decisions/0047)."""
+    return f"margin:followup:trades:{instrument_id}"
+
 
 def margin_box(user_id: UUID | str) -> str:
     """String: the user's safe box (how far prices may move from where his margin replay ended

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
@@ -38,6 +39,7 @@ from dramatiq.middleware import (
 
 from ftl import logs
 from ftl.config import get_settings
+from workers import runtime
 
 NAMESPACE = "ftl-dramatiq"
 DEFAULT_MAX_RETRIES = 5
@@ -83,6 +85,16 @@ class RequestIds(Middleware):
         logs.request_id.set(None)
 
 
+class SharedServices(Middleware):
+    """Closes the adapters the actors of this worker shared (workers.runtime) on the actors'
+    event loop, before Dramatiq's AsyncIO middleware stops that loop."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None:
+            loop_thread.run_coroutine(runtime.close_services())
+
+
 def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
     middleware: list[Middleware] = [
         AgeLimit(),
@@ -97,6 +109,7 @@ def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
         ),
         CurrentMessage(),
         AsyncIO(),
+        SharedServices(),
         RequestIds(),
     ]
     if metrics:

@@ -24,8 +24,8 @@ from ftl import keys, leaderboard, logs
 from ftl.config import get_settings
 from ftl.margin_service import BACKSTOP_PERIOD_S
 from ftl.scripts import read_scripts
+from ftl.services import Services
 from workers import flush, margin, poller
-from workers.runtime import services
 
 log = logging.getLogger("ftl.clock")
 
@@ -126,8 +126,12 @@ def replay_on_reconnect(clock: Clock) -> None:
             margin.replay_user.send(user_id)
 
     async def listen() -> None:
-        async with services() as svc:
+        # NOTE: its own adapters, closed with the event loop each attempt runs on.
+        svc = Services.create(get_settings())
+        try:
             await margin.listen_for_reconnects(svc, enqueue, lambda: clock.running)
+        finally:
+            await svc.close()
 
     while clock.running:
         try:

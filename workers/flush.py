@@ -7,7 +7,8 @@ without a gap. Messages older than two runs are dropped quietly (about every oth
 design): a newer one does the same work, so a backlog of messages never becomes a backlog of
 work, and a flusher that dies mid-run is replaced by the next message.
 A batch with trade ticks asks the `margin` queue for a pass over their instruments' holders
-(`workers.margin.follow_up`, one pending per instrument; docs/decisions/0045).
+(`workers.margin.follow_up_trades`, one pending per instrument, a second late; docs/decisions/0045,
+0047).
 `snapshot_leaderboards` is sent every 60 s (and may be sent at full time).
 """
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def build(services: Services, consumer: str | None = None) -> Flusher:
     """A flusher whose batches with trade ticks ask for a margin pass over their holders."""
-    return Flusher(services, consumer, after_ticks=margin.follow_up)
+    return Flusher(services, consumer, after_ticks=margin.follow_up_trades)
 
 
 def flusher() -> Flusher:

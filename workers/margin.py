@@ -50,6 +50,19 @@ async def follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
         await asyncio.to_thread(evaluate_instruments.send, [str(i) for i in owed])
 
 
+async def follow_up_trades(services: Services, traded: Iterable[uuid.UUID]) -> None:
+    """The flusher's ask after a batch with trade ticks (docs/decisions/0045): a pass over the
+    holders of the traded instruments, sent TRADE_FOLLOW_UP_DELAY_MS late so that it covers every
+    trade of that second, with at most one such pass pending per instrument (0047)."""
+    owed = await margin_service.owe_follow_up(services, traded, after_trades=True)
+    if owed:
+        await asyncio.to_thread(
+            evaluate_instruments.send_with_options,
+            args=([str(i) for i in owed],),
+            delay=margin_service.TRADE_FOLLOW_UP_DELAY_MS,
+        )
+
+
 @dramatiq.actor(queue_name=QUEUE, max_age=REPLAY_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
 async def replay_user(user_id: str, since: str | None = None) -> None:
     """Replay one user's ticks since his watermark; `since` (ISO-8601) places the start of the

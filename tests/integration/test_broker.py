@@ -12,6 +12,8 @@ import redis as sync_redis
 from dramatiq import Worker
 
 from ftl.config import Settings
+from ftl.services import Services
+from workers import runtime
 from workers.broker import NAMESPACE, broker, build_broker
 from workers.flush import MAX_AGE_MS, QUEUE, flush, stale
 
@@ -24,6 +26,7 @@ EXPECTED_MIDDLEWARE = [
     "Retries",
     "CurrentMessage",
     "AsyncIO",
+    "SharedServices",
     "RequestIds",
 ]
 
@@ -62,6 +65,31 @@ def test_an_async_actor_runs_on_a_real_worker(settings: Settings, clean: None) -
         check.close()
     finally:
         worker.stop()
+
+
+def test_the_actors_of_a_worker_share_one_services_closed_when_it_stops(
+    settings: Settings, clean: None
+) -> None:
+    seen: list[Services] = []
+
+    @dramatiq.actor(queue_name="test_shared", max_retries=0, max_age=60_000, time_limit=5_000)
+    async def use_services() -> None:
+        async with runtime.services() as svc:
+            await svc.redis.ping()
+            seen.append(svc)
+
+    for _ in range(3):
+        use_services.send()
+    worker = Worker(broker, worker_threads=2, queues={"test_shared"})
+    worker.start()
+    try:
+        broker.join("test_shared", timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
+    assert runtime._shared is None  # closed on the actors' loop, before the loop stopped
 
 
 def test_a_stale_flush_message_is_skipped_quietly_not_dead_lettered(

@@ -348,3 +348,17 @@ async def test_a_follow_up_is_owed_once_per_instrument_until_a_pass_pays_it(
     assert await margin_service.owe_follow_up(services, [one]) == []  # a pass is still to come
     await margin_service.pay_follow_up(services, [one])  # that pass starts
     assert await margin_service.owe_follow_up(services, [one, other]) == [one]
+
+
+async def test_a_trade_follow_up_pending_never_holds_back_a_washout_follow_up(
+    services: Services,
+) -> None:
+    """A trade pass waits a second before it runs (decision 0047); a washout's chain must not."""
+    one = uuid4()
+
+    assert await margin_service.owe_follow_up(services, [one], after_trades=True) == [one]
+    assert await margin_service.owe_follow_up(services, [one], after_trades=True) == []
+    assert await margin_service.owe_follow_up(services, [one]) == [one]  # its own mark
+    await margin_service.pay_follow_up(services, [one])  # a pass starts: it covers both
+    assert await margin_service.owe_follow_up(services, [one], after_trades=True) == [one]
+    assert await margin_service.owe_follow_up(services, [one]) == [one]

@@ -209,7 +209,11 @@ async def test_a_holder_breached_by_another_users_trade_is_washed_out_after_the_
 
 
 def margin_messages() -> list[dict[str, Any]]:
-    queued = broker.client.hvals(f"{broker.namespace}:{margin.QUEUE}.msgs")
+    """Messages waiting on the margin queue, and on its delay queue (the flusher's asks)."""
+    queued = [
+        *broker.client.hvals(f"{broker.namespace}:{margin.QUEUE}.msgs"),
+        *broker.client.hvals(f"{broker.namespace}:{margin.QUEUE}.DQ.msgs"),
+    ]
     return [json.loads(m) for m in queued]
 
 
@@ -231,6 +235,10 @@ async def test_many_trades_on_an_instrument_ask_for_one_pending_pass(
     assert [(m["actor_name"], m["args"]) for m in asked] == [
         ("evaluate_instruments", [[str(instrument)]])
     ]
+    # NOTE: sent a second late, so one pass covers every trade of that second (decision 0047).
+    (message,) = asked
+    delay_ms = message["options"]["eta"] - message["message_timestamp"]
+    assert delay_ms == margin_service.TRADE_FOLLOW_UP_DELAY_MS
 
     await margin_service.pay_follow_up(services, [instrument])  # that pass starts
     await open_position(services, make_user(pg_admin), instrument, "short", 100, 10_100)
