@@ -138,19 +138,22 @@ async def setup(
     return user_ids, [p.id for p in players], len(refused)
 
 
+# An evaluator process's own event loop and adapters, kept for all its shares as a worker keeps
+# them for all its messages (workers/runtime.py, docs/decisions/0047).
+_evaluator: tuple[asyncio.AbstractEventLoop, Services] | None = None
+
+
 def evaluate_share(user_ids: list[UUID], targeted: bool) -> tuple[float, margin_service.Pass]:
     """One worker process's share of an after-tick evaluation: the CPU seconds it took (on a
     shared machine the wall time also counts other processes' turns), and its outcome."""
-
-    async def share() -> margin_service.Pass:
-        services = Services.create(get_settings())
-        try:
-            return await margin_service.evaluate_pass(services, user_ids, targeted=targeted)
-        finally:
-            await services.close()
-
+    global _evaluator
+    if _evaluator is None:
+        _evaluator = (asyncio.new_event_loop(), Services.create(get_settings()))
+    loop, services = _evaluator
     started = time.process_time()
-    outcome = asyncio.run(share())
+    outcome = loop.run_until_complete(
+        margin_service.evaluate_pass(services, user_ids, targeted=targeted)
+    )
     return time.process_time() - started, outcome
 
 
