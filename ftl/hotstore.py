@@ -102,6 +102,7 @@ class PipelinedConnection:
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _PipelineProtocol:
         options = self.options
         where = options.get("path") or f"{options.get('host')}:{options.get('port', 6379)}"
+        protocol: _PipelineProtocol | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
                 if "path" in options:
@@ -119,10 +120,15 @@ class PipelinedConnection:
                     await protocol.send(("AUTH", *user, options["password"]))
                 if options.get("db"):
                     await protocol.send(("SELECT", options["db"]))
-        except TimeoutError as exc:  # asyncio's, the builtin
-            raise RedisTimeoutError(f"Timeout connecting to Redis at {where}") from exc
-        except OSError as exc:
-            raise RedisConnectionError(f"Error connecting to Redis at {where}: {exc}") from exc
+        except BaseException as exc:
+            # NOTE: a connection refused its AUTH or SELECT is dropped, never left open.
+            if protocol is not None:
+                protocol.fail(RedisConnectionError("The connection was not set up."))
+            if isinstance(exc, TimeoutError):  # asyncio's, the builtin
+                raise RedisTimeoutError(f"Timeout connecting to Redis at {where}") from exc
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"Error connecting to Redis at {where}: {exc}") from exc
+            raise
         return protocol
 
     async def aclose(self) -> None:

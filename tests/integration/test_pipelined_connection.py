@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ftl.config import Settings
@@ -152,6 +152,19 @@ async def test_nothing_listening_is_a_connection_error() -> None:
 
     with pytest.raises(RedisConnectionError):
         await connection.execute("PING")
+
+
+async def test_a_refused_password_is_the_callers_error_and_nothing_stays_open(
+    settings: Settings,
+) -> None:
+    """The tests' Redis has no password: AUTH is refused, as a wrong password would be."""
+    url = settings.redis_url.replace("redis://", "redis://:not-the-password@", 1)
+    connection = PipelinedConnection(url)
+
+    for _ in range(2):  # each call tries to connect again
+        with pytest.raises(AuthenticationError):
+            await connection.execute("PING")
+    assert connection._protocol is None
 
 
 @pytest.fixture
