@@ -417,21 +417,16 @@ def safe_box(
     or some position has not joined by `end` (a later join changes the book)."""
     if not positions:
         return None
-    net: dict[UUID, int] = {}
-    used = pnl = 0
     for p in positions:
         iid = p.instrument_id
         if iid not in end.seqs or iid not in prices_at_end or p.open_seq > end.seqs[iid]:
             return None
         if p.margin_cents <= 0:
             return None
-        net[iid] = net.get(iid, 0) + p.direction * p.lots_centis
-        used += p.margin_cents
-        pnl += pnl_cents(p.entry_cents, prices_at_end[iid], p.lots_centis, p.direction)
+    net, used, equity = _book(balance_cents, positions, prices_at_end)
     held = {
         iid: HeldInstrument(end.seqs[iid], prices_at_end[iid], lots) for iid, lots in net.items()
     }
-    equity = balance_cents + pnl
     if equity >= used:
         return SafeBox(False, equity - used, 0, held)
     slack = 20_000 * equity - 10_001 * used
@@ -441,24 +436,32 @@ def safe_box(
     return None
 
 
+def _book(
+    balance_cents: int, positions: Sequence[HeldPosition], prices: Mapping[UUID, int]
+) -> tuple[dict[UUID, int], int, int]:
+    """Net exposure per instrument (Σ lots × direction), used margin and equity at `prices`."""
+    net: dict[UUID, int] = {}
+    used = pnl = 0
+    for p in positions:
+        iid = p.instrument_id
+        net[iid] = net.get(iid, 0) + p.direction * p.lots_centis
+        used += p.margin_cents
+        pnl += pnl_cents(p.entry_cents, prices[iid], p.lots_centis, p.direction)
+    return net, used, balance_cents + pnl
+
+
 def box_keeps_its_promise(
     balance_cents: int, positions: Sequence[HeldPosition], box: SafeBox
 ) -> bool:
     """Whether a safe box still promises no more than the balance and positions allow: it holds
     exactly their instruments with their net exposure, and its slack (and headroom) are at most
     what they give at the box's prices. What `ftl audit` checks (ftl/audit.py)."""
-    net: dict[UUID, int] = {}
-    for p in positions:
-        net[p.instrument_id] = net.get(p.instrument_id, 0) + p.direction * p.lots_centis
-    if not positions or net != {i: h.net_lots_centis for i, h in box.instruments.items()}:
+    if not positions or {p.instrument_id for p in positions} != box.instruments.keys():
         return False
-    used = sum(p.margin_cents for p in positions)
-    equity = balance_cents + sum(
-        pnl_cents(
-            p.entry_cents, box.instruments[p.instrument_id].price_cents, p.lots_centis, p.direction
-        )
-        for p in positions
-    )
+    prices = {iid: held.price_cents for iid, held in box.instruments.items()}
+    net, used, equity = _book(balance_cents, positions, prices)
+    if net != {i: h.net_lots_centis for i, h in box.instruments.items()}:
+        return False
     if not box.below:
         return 0 <= box.slack <= equity - used
     return (
