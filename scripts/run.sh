@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: install, bring up Redis and PostgreSQL, migrate, seed, then every process of the
-# Procfile under honcho. Ctrl-C stops the processes and the private services this run started.
+# Procfile under honcho (scripts/procs.py: a clean stop, decision 0062). Ctrl-C stops the
+# processes and the private services this run started.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -67,4 +68,4 @@ Try: curl -s -X POST -H 'Content-Type: application/json' -d '{"displayName":"Ash
 Stop with Ctrl-C.
 
 MSG
-honcho start -f Procfile "${PROCESSES[@]}"
+python scripts/procs.py start -f Procfile "${PROCESSES[@]}"
