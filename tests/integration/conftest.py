@@ -1,5 +1,5 @@
-"""Shared fixtures of the integration tests: the seeded demo market, the API on it, and a
-simulated match."""
+"""Shared fixtures of the integration tests: the seeded demo market, the API on it, a simulated
+match, and a local Google issuer."""
 
 from __future__ import annotations
 
@@ -11,12 +11,22 @@ import pytest
 from falcon import testing
 
 from ftl import logs
+from ftl.auth.dev_google import DevGoogleIssuer
 from ftl.config import Settings
 from ftl.seed import seed
 from ftl.services import Services
 from ftl.sportmonks.simulator import Simulator, load_scenario, serve_in_thread
 from tests.integration.simulated_match import SCENARIO, SPEED, Clock
 from web.app import create_app
+
+
+@pytest.fixture
+def issuer() -> Iterator[DevGoogleIssuer]:
+    """A local Google sign-in issuer (its JWKS on a free port), fresh for each test: some tests
+    count its JWKS requests."""
+    running = DevGoogleIssuer().start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture

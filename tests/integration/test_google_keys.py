@@ -3,8 +3,6 @@ and every 6 hours."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ftl.auth.dev_google import DevGoogleIssuer
@@ -25,13 +23,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def issuer() -> Iterator[DevGoogleIssuer]:
-    running = DevGoogleIssuer().start()
-    yield running
-    running.stop()
 
 
 async def test_a_flood_of_unknown_kids_fetches_at_most_once_a_minute(

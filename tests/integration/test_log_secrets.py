@@ -10,7 +10,7 @@ import io
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
 import psycopg
@@ -37,13 +37,6 @@ class RecordingSender(NoopSender):
     async def send(self, message: EmailMessage) -> None:
         self.messages.append(message)
         await super().send(message)
-
-
-@pytest.fixture
-def issuer() -> Iterator[DevGoogleIssuer]:
-    running = DevGoogleIssuer().start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -96,13 +96,6 @@ async def test_the_document_is_served_publicly(api: testing.ASGIConductor) -> No
     assert result.json == document(False)
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[DevGoogleIssuer]:
-    running = DevGoogleIssuer().start()
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 async def google_api(settings: Settings, market: Services, issuer: DevGoogleIssuer) -> Any:
     app_settings = dataclasses.replace(settings, google_jwks_url=issuer.jwks_url)

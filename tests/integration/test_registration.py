@@ -61,13 +61,6 @@ class Inbox:
 
 
 @pytest.fixture(scope="module")
-def issuer() -> Iterator[DevGoogleIssuer]:
-    running = DevGoogleIssuer().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def inbox() -> Iterator[Inbox]:
     handler = Inbox(free_port())
     controller = Controller(handler, hostname="127.0.0.1", port=handler.port)

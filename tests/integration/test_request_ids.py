@@ -10,7 +10,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,13 +29,6 @@ WORKER_WAIT_S = 10
 
 def lines(log: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.getvalue().splitlines()]
-
-
-@pytest.fixture
-def issuer() -> Iterator[DevGoogleIssuer]:
-    running = DevGoogleIssuer().start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture
