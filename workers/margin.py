@@ -41,26 +41,24 @@ async def _drain_and_mail(services: Services) -> None:
         await asyncio.to_thread(send_email.send, str(outbox_id))
 
 
-async def follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
+async def follow_up(
+    services: Services, moved: Iterable[uuid.UUID], *, after_trades: bool = False
+) -> None:
     """Trade ticks (of washouts, or of any trade the flusher wrote) can breach other holders of
-    those instruments: evaluate them now, not at the next live batch or the backstop, with at
-    most one pass pending per instrument (docs/decisions/0044, 0045)."""
-    owed = await margin_service.owe_follow_up(services, moved)
+    those instruments: a pass over them, with at most one pending per instrument and kind
+    (docs/decisions/0044, 0045). A washout's is sent at once; the flusher's (`after_trades`)
+    TRADE_FOLLOW_UP_DELAY_MS late, so that one pass covers every trade of that second (0047)."""
+    owed = await margin_service.owe_follow_up(services, moved, after_trades=after_trades)
     if owed:
-        await asyncio.to_thread(evaluate_instruments.send, [str(i) for i in owed])
+        delay = margin_service.TRADE_FOLLOW_UP_DELAY_MS if after_trades else None
+        await asyncio.to_thread(
+            evaluate_instruments.send_with_options, args=([str(i) for i in owed],), delay=delay
+        )
 
 
 async def follow_up_trades(services: Services, traded: Iterable[uuid.UUID]) -> None:
-    """The flusher's ask after a batch with trade ticks (docs/decisions/0045): a pass over the
-    holders of the traded instruments, sent TRADE_FOLLOW_UP_DELAY_MS late so that it covers every
-    trade of that second, with at most one such pass pending per instrument (0047)."""
-    owed = await margin_service.owe_follow_up(services, traded, after_trades=True)
-    if owed:
-        await asyncio.to_thread(
-            evaluate_instruments.send_with_options,
-            args=([str(i) for i in owed],),
-            delay=margin_service.TRADE_FOLLOW_UP_DELAY_MS,
-        )
+    """The flusher's ask after a batch with trade ticks (its `after_ticks`)."""
+    await follow_up(services, traded, after_trades=True)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_age=REPLAY_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
