@@ -1,11 +1,15 @@
 # Thin wrappers over scripts/: each target works on a fresh machine.
-.PHONY: run test lint services-up services-down bench
+.PHONY: run test lint lock services-up services-down bench
 
 run:
 	scripts/run.sh
 
 test:
 	scripts/test.sh
+
+# Versions change only here: resolve setup.cfg into requirements/*.lock (UPGRADE=1: newest releases).
+lock:
+	scripts/lock.sh $(if $(UPGRADE),--upgrade)
 
 lint:
 	scripts/venv.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

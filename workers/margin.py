@@ -147,4 +147,4 @@ async def listen_for_reconnects(
                 continue
             await asyncio.to_thread(enqueue, user_id)
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()

@@ -496,4 +496,4 @@ async def test_presence_announces_the_first_connect_and_records_the_last_disconn
         assert int(seen) > 1_700_000_000_000
         assert 0 < await hot.ttl(keys.last_seen(alice)) <= 86_400
     finally:
-        await reconnects.aclose()  # type: ignore[no-untyped-call]
+        await reconnects.aclose()

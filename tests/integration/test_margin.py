@@ -71,7 +71,7 @@ async def test_a_washout_closes_at_the_breach_tick_price_even_after_a_recovery(
             received.append(json.loads(message["data"]))
         if len(received) == 2:
             break
-    await frames.aclose()  # type: ignore[no-untyped-call]
+    await frames.aclose()
     assert [f["event"] for f in received] == ["margin_warning", "washout"]
     assert received[1]["position"]["exitPrice"] == 90 and received[1]["wallet"]["balance"] == 500
 

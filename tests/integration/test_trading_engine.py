@@ -97,7 +97,7 @@ async def test_a_tick_at_the_stop_loss_closes_at_that_ticks_price_and_tells_the_
     frames = []
     while (message := await pubsub.get_message(timeout=1)) is not None:
         frames.append((message["channel"], json.loads(message["data"])))
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     ticks = [data for channel, data in frames if channel == keys.price_channel(instrument)]
     assert [(t["q"], t["s"]) for t in ticks] == [(1, 1), (2, 0), (3, 0), (4, 1)]
     assert set(ticks[0]) == {"id", "i", "q", "p", "b", "n", "s", "t", "d"}

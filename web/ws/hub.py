@@ -204,7 +204,7 @@ class Hub:
                 if message is not None:
                     self._on_message(message["pattern"], message["channel"], message["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     def _on_message(self, pattern: str, channel: str, data: str) -> None:
         if pattern == keys.PRICE_CHANNEL_PATTERN:
