@@ -2,8 +2,10 @@
 
 Every requirement of setup.cfg (install_requires, the dev extra) and of requirements/build.in
 must be pinned in the lock with a version inside its range and with hashes, and the runtime lock
-must hold the same versions as the dev lock. Runs on any Python 3 with pip (it borrows pip's copy
-of `packaging`), so it can run before the venv has anything installed. Exit 1 names each problem.
+must hold the same versions as the dev lock. Exit 1 names each problem.
+
+Usage: python3 scripts/check_lock.py [CHECKOUT] (default: this one). Runs on any Python 3 with
+pip (it borrows pip's copy of `packaging`), so it runs before the venv has anything installed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ except ImportError:  # NOTE: a bare venv has no packaging, but its pip carries o
     from pip._vendor.packaging.requirements import Requirement
     from pip._vendor.packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
@@ -45,12 +46,13 @@ def requirements(text: str) -> list[Requirement]:
     ]
 
 
-def main() -> int:
+def main(root: Path) -> int:
+    """Check the checkout at `root`; 0 when setup.cfg and the locks agree, 1 otherwise."""
     setup = configparser.ConfigParser()
-    setup.read(ROOT / "setup.cfg")
+    setup.read(root / "setup.cfg")
     runtime = requirements(setup["options"]["install_requires"])
     dev = requirements(setup["options.extras_require"]["dev"])
-    build = requirements((ROOT / "requirements/build.in").read_text())
+    build = requirements((root / "requirements/build.in").read_text())
     problems: list[str] = []
     locks = {
         "requirements/dev.lock": runtime + dev + build,
@@ -58,7 +60,7 @@ def main() -> int:
     }
     pinned: dict[str, dict[str, str]] = {}
     for name, wanted in locks.items():
-        path = ROOT / name
+        path = root / name
         if not path.exists():
             problems.append(f"{name} is missing")
             continue
@@ -90,4 +92,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent)
+    )
