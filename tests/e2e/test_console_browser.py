@@ -209,8 +209,13 @@ def wait_until(
     )
 
 
-def points(shown: str) -> Decimal:
-    return Decimal(shown.replace(",", ""))
+def shown_points(driver: WebDriver, css: str) -> Decimal | None:
+    """The points an element shows, or None while it shows none (not rendered yet)."""
+    shown = text(driver, css).replace(",", "")
+    try:
+        return Decimal(shown) if shown else None
+    except ArithmeticError:
+        return None
 
 
 def test_a_newcomer_trades_through_a_simulated_match(demo: Demo, browser: webdriver.Chrome) -> None:
@@ -237,20 +242,37 @@ def test_a_newcomer_trades_through_a_simulated_match(demo: Demo, browser: webdri
         wait_until(browser, f"{PLAYER}'s price move", lambda: text(browser, price_cell) != before)
 
         browser.find_element(By.CSS_SELECTOR, f"#instruments tr[data-idx='{idx}'] .buy").click()
+        # NOTE: every check below is the wait's own condition, and a value used later is the one
+        # the wait saw: the page re-renders on every frame, so a second read may catch it between
+        # two renders (once seen: the text present for the wait, '' for the assert after it).
         wait_until(
-            browser, "the open position", lambda: text(browser, "#open-positions tbody tr .name")
+            browser,
+            f"the open position in {PLAYER}",
+            lambda: text(browser, "#open-positions tbody tr .name") == PLAYER,
         )
-        assert text(browser, "#open-positions tbody tr .name") == PLAYER
-        assert text(browser, "#margin-level").endswith("%")
-        opened_pnl = points(text(browser, "#open-positions .pnl"))
+        wait_until(browser, "a margin level", lambda: text(browser, "#margin-level").endswith("%"))
+        # A one-tuple, so that a PnL of exactly 0.00 counts as shown.
+        (opened_pnl,) = wait_until(
+            browser,
+            "the open position's PnL",
+            lambda: (
+                (pnl,)
+                if (pnl := shown_points(browser, "#open-positions .pnl")) is not None
+                else None
+            ),
+        )
         # NOTE: his next key pass adds 18.90 to the price, 1,890.00 to the PnL of one lot; the
         # bots' trades move it by cents, so only a live move passes this mark.
         wait_until(
             browser,
             "the PnL move with his price",
-            lambda: points(text(browser, "#open-positions .pnl") or "0") > opened_pnl + 100,
+            lambda: (shown_points(browser, "#open-positions .pnl") or 0) > opened_pnl + 100,
         )
-        assert points(text(browser, "#unrealized-pnl")) > 0
+        wait_until(
+            browser,
+            "a positive unrealised PnL",
+            lambda: (shown_points(browser, "#unrealized-pnl") or 0) > 0,
+        )
 
         closed_by = "#closed-positions tbody tr .closed-by"
         wait_until(
@@ -260,10 +282,26 @@ def test_a_newcomer_trades_through_a_simulated_match(demo: Demo, browser: webdri
             FULL_TIME_WAIT_S,
         )
         wait_until(browser, "full time", lambda: "full time" in text(browser, "#clock"))
-        assert not browser.find_elements(By.CSS_SELECTOR, "#open-positions tbody tr")
-        assert text(browser, "#margin-level") == "–", "no open positions, no margin level"
-        assert points(text(browser, "#closed-positions .pnl")) > 0
-        assert points(text(browser, "#realized-pnl")) > 0
+        wait_until(
+            browser,
+            "no open positions",
+            lambda: not browser.find_elements(By.CSS_SELECTOR, "#open-positions tbody tr"),
+        )
+        wait_until(
+            browser,
+            "no margin level without open positions",
+            lambda: text(browser, "#margin-level") == "–",
+        )
+        wait_until(
+            browser,
+            "a profit on the closed position",
+            lambda: (shown_points(browser, "#closed-positions .pnl") or 0) > 0,
+        )
+        wait_until(
+            browser,
+            "a positive realised PnL",
+            lambda: (shown_points(browser, "#realized-pnl") or 0) > 0,
+        )
         wait_until(browser, "me on the leaderboard", lambda: "Newcomer" in text(browser, "#board"))
         logged = browser.get_log("browser")  # type: ignore[no-untyped-call]
         errors = [e for e in logged if e["level"] == "SEVERE"]
