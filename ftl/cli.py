@@ -88,7 +88,15 @@ async def _recover(services: Services) -> int:
 
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
-    return _with_services(settings, _recover)
+    async def run(services: Services) -> int:
+        from ftl.recover import hot_state_lost
+
+        if args.if_lost and not await hot_state_lost(services):
+            print("recover: Redis holds the hot state of every sampled wallet; nothing to do")
+            return 0
+        return await _recover(services)
+
+    return _with_services(settings, run)
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
@@ -197,6 +205,7 @@ def cmd_bots(settings: Settings, args: argparse.Namespace) -> int:
             args.rate,
             turns=args.turns,
             seed=args.seed,
+            source_address=args.source_address,
         )
     )
     return 0
@@ -348,12 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
                 "--turns", type=_bounded(int, 1, 10**9), help="stop after this many trades"
             )
             command.add_argument("--seed", type=int, help="seed of the bots' choices")
+            command.add_argument(
+                "--source-address",
+                metavar="IP",
+                help="local address to connect from, so the bots are a client of their own to the"
+                " per-IP rate limits (make run: 127.0.0.2)",
+            )
         if name == "dev":
             command.add_argument("tool", choices=["google"], help="the tool to run")
             command.add_argument("--port", type=int, help="port (default: GOOGLE_DEV_PORT)")
             command.add_argument("--mint", metavar="EMAIL", help="print an ID token for EMAIL")
             command.add_argument("--nonce", help="the nonce claim of the minted token")
             command.add_argument("--aud", help="the audience of the minted token")
+        if name == "recover":
+            command.add_argument(
+                "--if-lost",
+                action="store_true",
+                help="only when Redis lacks wallets that Postgres holds (make run starts with it)",
+            )
         if name == "audit":
             command.add_argument(
                 "--wait-flush",

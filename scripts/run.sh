@@ -37,6 +37,9 @@ fi
 
 ftl migrate
 ftl seed
+# The private Redis keeps its state across restarts (saved on stop, scripts/services.sh); if the
+# hot state is gone all the same (a killed Redis, another REDIS_URL), rebuild it from Postgres.
+ftl recover --if-lost
 
 # Development plays simulated matches: the poller reads the local Sportmonks simulator, and
 # Google sign-in verifies tokens of the local issuer (`ftl dev google`), unless told otherwise.
@@ -45,9 +48,11 @@ export SPORTMONKS_SIM_PORT
 export SPORTMONKS_BASE_URL="${SPORTMONKS_BASE_URL:-http://127.0.0.1:${SPORTMONKS_SIM_PORT}/v3/football}"
 ftl sim sportmonks --speed "${SIM_SPEED:-15}" &
 SIM_PID=$!
-# Synthetic traders keep the demo market moving (BOTS=0 for none); they wait for the API.
+# Synthetic traders keep the demo market moving (BOTS=0 for none); they wait for the API. They
+# connect from 127.0.0.2, so the per-IP rate limits count them apart from you on 127.0.0.1.
 if [[ ${BOTS:-20} -gt 0 ]]; then
-    ftl bots --count "${BOTS:-20}" --rate "${BOT_RATE:-1}" --url "http://127.0.0.1:${WEB_PORT}" &
+    ftl bots --count "${BOTS:-20}" --rate "${BOT_RATE:-1}" --url "http://127.0.0.1:${WEB_PORT}" \
+        --source-address 127.0.0.2 &
     BOTS_PID=$!
 fi
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import redis
 
+from ftl import keys, ratelimit
 from ftl.auth.tokens import generate_private_key_b64
 from tests.e2e.conftest import WebProcess, run_ftl, running_web
 
@@ -56,3 +58,23 @@ def test_bots_trade_against_the_web_process(web: WebProcess) -> None:
     assert lines[-1].startswith("bots: opened ") and "failures 0" in lines[-1]
     listed = httpx.get(f"{web.url}/api/instruments", timeout=5).json()["instruments"]
     assert any(instrument["netLots"] != 0 for instrument in listed)
+
+
+def test_bots_from_their_own_address_leave_the_users_rate_limit_alone(
+    schema: str, clean: None, redis_admin: redis.Redis
+) -> None:
+    """`make run` starts the bots with --source-address 127.0.0.2: with rate limits on, every
+    request of theirs counts against 127.0.0.2, none against a person's 127.0.0.1."""
+    assert run_ftl("seed").returncode == 0
+    with running_web({"DISABLE_RATE_LIMIT": "0"}) as web:
+        result = run_ftl(
+            "bots",
+            *("--count", "2", "--rate", "50", "--turns", "20", "--seed", "2"),
+            *("--url", web.url, "--source-address", "127.0.0.2"),
+        )
+        assert result.returncode == 0, result.stderr
+        bots_counted = int(
+            redis_admin.get(keys.rate_limit(ratelimit.OVERALL_SCOPE, "127.0.0.2")) or 0
+        )
+        assert bots_counted >= 20  # sign-in, market reads, 20 trades
+        assert redis_admin.get(keys.rate_limit(ratelimit.OVERALL_SCOPE, "127.0.0.1")) is None
