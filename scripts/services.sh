@@ -133,8 +133,9 @@ redis_start() {  # prints the port
     for try in 1 2 3; do
         port=$(free_port) || die "redis: no free loopback port"
         rm -f "$REDIS_DIR/redis.pid"
-        # Throwaway dev/test cache: no persistence; noeviction so a full cache errors instead of
-        # silently dropping keys.
+        # Dev/test cache: no snapshots while it runs (speed), one on a clean stop (redis_stop) that
+        # the next start loads, so `make run` comes back with its game; noeviction so a full cache
+        # errors instead of silently dropping keys.
         redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
             --dir "$REDIS_DIR" --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" \
             --save "" --appendonly no --maxmemory-policy noeviction >/dev/null 2>&1 9>&- \
@@ -156,7 +157,7 @@ redis_stop() {
     if ! pid=$(redis_pid); then echo "redis: no private instance running"; return 0; fi
     port=$(cat "$REDIS_DIR/port" 2>/dev/null || true)
     if [[ -n $port ]] && have redis-cli; then
-        timeout 5 redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+        timeout 30 redis-cli -p "$port" shutdown save >/dev/null 2>&1 || true
     fi
     kill "$pid" 2>/dev/null || true
     for i in {1..50}; do alive "$pid" || break; sleep 0.1; done

@@ -20,7 +20,7 @@ from ftl import instruments, keys, leaderboard
 from ftl.config import Settings
 from ftl.flush import Flusher
 from ftl.portfolio import portfolio
-from ftl.recover import recover
+from ftl.recover import hot_state_lost, recover
 from ftl.services import Services
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
@@ -141,7 +141,9 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     assert len(before[keys.BOARD_OVERALL]) == 2
     assert before[keys.stops_below(a)] and before[keys.stops_above(b)]
 
+    assert not await hot_state_lost(services)
     await services.redis.flushdb()
+    assert await hot_state_lost(services)  # what `ftl recover --if-lost` (make run) asks
     not_ready = await client.simulate_get("/ready")
     assert not_ready.status_code == 503
     assert not_ready.json["error"]["details"]["failing"] == ["hotState"]
@@ -149,6 +151,7 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     report = await recover(services)
     assert (report.instruments, report.wallets, report.positions) == (2, 3, 3)
     assert (await client.simulate_get("/ready")).status_code == 200
+    assert not await hot_state_lost(services)
     assert await snapshot(services, users, instrument_ids) == before
     await recover(services)  # idempotent
     assert await snapshot(services, users, instrument_ids) == before
