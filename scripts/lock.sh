@@ -18,7 +18,7 @@ UPGRADE=()
 if [[ ! -x $TOOLS/bin/uv || requirements/tools.lock -nt $TOOLS/bin/uv ]]; then
     rm -rf "$TOOLS"
     python3 -m venv "$TOOLS"
-    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+    PIP_CONSTRAINT="" "$TOOLS/bin/python" -m pip --isolated install -q --disable-pip-version-check --require-hashes \
         -r requirements/tools.lock
 fi
 
@@ -33,5 +33,5 @@ compile requirements/tools.lock requirements/tools.in
 compile requirements/dev.lock setup.cfg requirements/build.in --extra dev
 # The runtime lock takes its versions from the dev lock, so a deploy runs what the tests ran.
 compile requirements/runtime.lock setup.cfg requirements/build.in -c requirements/dev.lock
-python3 scripts/check_lock.py
+"$TOOLS/bin/python" scripts/check_lock.py
 echo "lock: requirements/dev.lock and requirements/runtime.lock written" >&2

@@ -35,7 +35,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     fi
 fi
 
-python3 "$ROOT/scripts/check_lock.py"
+"$VENV/bin/python" "$ROOT/scripts/check_lock.py"
 
 # The stamp holds the checksum of what was installed from, so a changed lock or setup.cfg (even
 # one older than the stamp, as a git checkout may leave it) reinstalls.
