@@ -89,7 +89,7 @@ async def _recover(services: Services) -> int:
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
-        from ftl.recover import hot_state_lost
+        from ftl.health import hot_state_lost
 
         if args.if_lost and not await hot_state_lost(services):
             print("recover: Redis holds the hot state of every sampled wallet; nothing to do")

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from ftl import hotstore, keys
 from ftl.services import Services
@@ -42,10 +43,36 @@ async def _eviction_policy(services: Services) -> str:
     return OK
 
 
+LOST_SAMPLE = 100  # holders of open positions whose hot wallet `hot_state_lost` looks for
+LOST_QUERY = text(
+    "SELECT array(SELECT user_id FROM cfd_positions WHERE status = 'open' LIMIT :sample),"
+    " EXISTS (SELECT FROM cfd_positions WHERE status = 'closed')"
+)
+
+
+async def hot_state_lost(services: Services) -> bool:
+    """True when Redis lacks what Postgres says it must hold, so a recover is due: the wallet of a
+    holder of open positions (wallets load lazily, so only holders must be there), or the overall
+    board once anyone has closed a position. A Redis that lost anything lost all of it, so a
+    sample of LOST_SAMPLE holders decides."""
+    async with services.engine.connect() as conn:
+        holders, anyone_closed = (await conn.execute(LOST_QUERY, {"sample": LOST_SAMPLE})).one()
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for user_id in holders:
+            pipe.exists(keys.wallet(user_id))
+        pipe.exists(keys.BOARD_OVERALL)
+        *held, board = await pipe.execute()
+    return not all(held) or bool(anyone_closed and not board)
+
+
 async def _hot_state(services: Services) -> str:
-    if await services.redis.exists(keys.INSTRUMENT_IDX):
-        return OK
-    return f"{keys.INSTRUMENT_IDX} is empty: run `ftl recover` (or `ftl seed`)"
+    if not await services.redis.exists(keys.INSTRUMENT_IDX):
+        return f"{keys.INSTRUMENT_IDX} is empty: run `ftl recover` (or `ftl seed`)"
+    try:
+        lost = await hot_state_lost(services)
+    except (SQLAlchemyError, OSError):
+        return OK  # NOTE: Postgres is down: its own check says so, this one cannot tell
+    return "wallets or boards that Postgres holds are missing: run `ftl recover`" if lost else OK
 
 
 CHECKS: dict[str, Callable[[Services], Awaitable[str]]] = {

@@ -420,29 +420,6 @@ async def clear_margin_boxes(services: Services) -> int:
     return len(names)
 
 
-LOST_SAMPLE = 100  # holders of open positions whose hot wallet `hot_state_lost` looks for
-LOST_QUERY = """
-SELECT array(SELECT DISTINCT user_id FROM cfd_positions WHERE status = 'open' LIMIT %s),
-       EXISTS (SELECT FROM cfd_positions WHERE status = 'closed')
-"""
-
-
-async def hot_state_lost(services: Services) -> bool:
-    """True when Redis lacks what Postgres says it must hold, so a recover is due: the wallet of a
-    holder of open positions (wallets load lazily, so only holders must be there), or the overall
-    board once anyone has closed a position. A Redis that lost anything lost all of it, so a
-    sample of LOST_SAMPLE holders decides."""
-    async with await _connect(services) as pg:
-        found = await (await pg.execute(LOST_QUERY, (LOST_SAMPLE,))).fetchone()
-    holders, anyone_closed = found if found else ([], False)
-    async with services.redis.pipeline(transaction=False) as pipe:
-        for user_id in holders:
-            pipe.exists(keys.wallet(user_id))
-        pipe.exists(keys.BOARD_OVERALL)
-        *held, board = await pipe.execute()
-    return not all(held) or (anyone_closed and not board)
-
-
 async def recover(services: Services, progress: Progress = lambda _: None) -> RecoverReport:
     """Rebuild every hot key listed above from Postgres; `progress` gets a line per stage as it
     ends (and one every PROGRESS_EVERY wallets)."""

@@ -19,8 +19,9 @@ from falcon import testing
 from ftl import instruments, keys, leaderboard
 from ftl.config import Settings
 from ftl.flush import Flusher
+from ftl.health import hot_state_lost
 from ftl.portfolio import portfolio
-from ftl.recover import hot_state_lost, recover
+from ftl.recover import recover
 from ftl.services import Services
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
@@ -155,6 +156,14 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     assert await snapshot(services, users, instrument_ids) == before
     await recover(services)  # idempotent
     assert await snapshot(services, users, instrument_ids) == before
+
+    # Instruments present (as `ftl seed` reloads them) but the boards gone: not ready either.
+    await services.redis.delete(keys.BOARD_OVERALL)
+    not_ready = await client.simulate_get("/ready")
+    assert not_ready.status_code == 503
+    assert not_ready.json["error"]["details"]["failing"] == ["hotState"]
+    await recover(services)
+    assert (await client.simulate_get("/ready")).status_code == 200
 
     last_seq = before[f"instrument {a}"].seq
     carol_long = await as_carol.open(a, "c2")
