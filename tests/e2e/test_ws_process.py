@@ -29,9 +29,9 @@ from tests.e2e.ws_helpers import RECV_LIMIT_S, add_instrument, append_ticks, tic
 pytestmark = pytest.mark.e2e
 
 
-def start_ws() -> tuple[subprocess.Popen[bytes], int]:
+def start_ws(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, "WS_PORT": str(port)}
+    env = {**os.environ, "WS_PORT": str(port), **(extra_env or {})}
     process = subprocess.Popen([FTL, "ws"], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -34,11 +35,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from ftl import keys
-from ftl.errors import Conflict, FtlError, NotFound, Unavailable
+from ftl.errors import Conflict, FtlError, NotFound, RateLimited, Unavailable
 from ftl.ticks import Tick
 from web.ws import frames
 from web.ws.config import WsConfig
 from web.ws.frames import Action, Command
+from web.ws.limits import TokenBucket
 from web.ws.metrics import WsMetrics
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,23 @@ class Client:
     bad_messages: int = 0
     outbox: asyncio.Queue[tuple[str | bytes, str]] = field(default_factory=asyncio.Queue)
     sender: asyncio.Task[None] | None = None
+    commands: TokenBucket = field(init=False)
+    patience: TokenBucket = field(init=False)  # what refused commands draw on (limits.py)
+    over_rate_limit: bool = False  # kept sending while refused: to be closed (1008)
+
+    def __post_init__(self) -> None:
+        now = time.monotonic()
+        config = self.config
+        self.commands = TokenBucket.full(config.commands_per_s, config.command_burst, now)
+        self.patience = TokenBucket.full(config.refusals_forgiven_per_s, config.refusal_burst, now)
+
+    def closing_reason(self) -> str | None:
+        """Why the server must close this connection (1008) now, if it must."""
+        if self.bad_messages > self.config.max_bad_messages:
+            return "bad_messages"
+        if self.over_rate_limit:
+            return "rate_limited"
+        return None
 
     def offer(self, message: str | bytes, kind: str) -> None:
         """Send one message: text JSON for a str, binary for bytes."""
@@ -340,7 +359,17 @@ class Hub:
     # -- commands
 
     async def handle(self, client: Client, message: str | bytes) -> None:
-        """Carry out one client message; a bad one gets an error frame and counts against it."""
+        """Carry out one client message; a bad one gets an error frame and counts against it.
+
+        PERF: the rate check comes first and is O(1), so a flood costs no parsing."""
+        now = time.monotonic()
+        if not client.commands.take(now):
+            if client.patience.take(now):
+                refused = RateLimited(math.ceil(client.commands.wait_s()), "Too many commands.")
+                client.offer(frames.error_frame(refused), "reply")
+            else:
+                client.over_rate_limit = True
+            return
         try:
             command = frames.parse_command(message)
             if command.action is Action.PING:
@@ -407,6 +436,10 @@ class Hub:
             if tick.seq > subscription.last_seq:
                 subscription.last_seq = tick.seq
                 packed.append(frames.pack_tick(tick))
+        # SPEC §7: one command per 100 replayed ticks; the subscribe itself paid the first.
+        cost = math.ceil(len(packed) / self.config.replay_ticks_per_command)
+        if cost > 1:
+            client.commands.owe(cost - 1, time.monotonic())
         step = self.config.replay_frame_ticks
         for start in range(0, len(packed), step):
             client.offer(frames.price_frame(packed[start : start + step]), "price")
