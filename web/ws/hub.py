@@ -168,6 +168,8 @@ class Hub:
         self._wake = asyncio.Event()
         self._arrived: list[str] = []  # users whose first connection opened, to announce
         self._left: dict[str, int] = {}  # users whose last connection closed -> epoch ms
+        # (user id, connection id) of closed connections whose per-user cap entry is to go
+        self._released: list[tuple[str, str]] = []
         self._presence_due = asyncio.Event()
         self._stopping = False
         self._last_full_collection = time.monotonic()
@@ -324,6 +326,8 @@ class Hub:
             self._portfolio_drop(client)
         self.clients.discard(client)
         self.metrics.connections.dec()
+        self._released.append((client.user_id, str(client.connection.id)))
+        self._presence_due.set()
         self.connections_per_user[client.user_id] -= 1
         if self.connections_per_user[client.user_id] == 0:
             del self.connections_per_user[client.user_id]
@@ -337,14 +341,15 @@ class Hub:
             await self._record_presence()
 
     async def _record_presence(self) -> None:
-        """Publish `user:reconnect` for users who arrived and set `last_seen` for users who left,
-        all in one pipeline.
+        """Publish `user:reconnect` for users who arrived, set `last_seen` for users who left and
+        drop closed connections from the per-user cap (web/ws/limits.py), all in one pipeline.
 
         PERF: a replica restarting or a network blip moves thousands of users at once; one round
         trip for all of them, rather than one Redis connection each, keeps the pool free."""
         arrived, self._arrived = self._arrived, []
         left, self._left = self._left, {}
-        if not arrived and not left:
+        released, self._released = self._released, []
+        if not arrived and not left and not released:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -352,8 +357,11 @@ class Hub:
                     pipe.publish(keys.USER_RECONNECT_CHANNEL, user_id)
                 for user_id, at_ms in left.items():
                     pipe.set(keys.last_seen(user_id), at_ms, ex=LAST_SEEN_TTL_S)
+                for user_id, connection_id in released:
+                    pipe.zrem(keys.ws_connections(user_id), connection_id)
                 await pipe.execute()
         except RedisError as exc:
+            # NOTE: an unreleased connection's lease lapses on its own (decision 0122).
             log.warning("presence of %d users not recorded: %s", len(arrived) + len(left), exc)
 
     # -- commands

@@ -6,7 +6,8 @@
   down earns it back (docs/decisions/0121).
 - Connections per user: one entry per open connection in Redis (`ws_connections:{userId}`), so
   the cap holds across replicas. Each entry is a lease its replica renews while the connection
-  is open; a crashed replica's entries lapse instead of leaking (docs/decisions/0122).
+  is open; a crashed replica's entries lapse instead of leaking (docs/decisions/0122). The hub
+  removes a closed connection's entry with its presence writes (hub.py).
 """
 
 from __future__ import annotations
@@ -92,13 +93,6 @@ class UserConnections:
             [connection_id, self.cap, self.lease_ms, token_exp],
         )
         return Admission(int(outcome))
-
-    async def release(self, user_id: str, connection_id: str) -> None:
-        try:
-            await self.redis.zrem(keys.ws_connections(user_id), connection_id)
-        except RedisError as exc:
-            # NOTE: the lease lapses on its own; the user may wait one lease for that slot.
-            log.warning("connection of user %s not released: %s", user_id, exc)
 
     async def renew(self, connections: Iterable[tuple[str, str]]) -> None:
         """Renew the leases of (user id, connection id) pairs, in batches."""

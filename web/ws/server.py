@@ -151,8 +151,7 @@ class WsServer:
         except ConnectionClosed:
             pass
         finally:
-            self.hub.disconnect(client)
-            await self.user_connections.release(client.user_id, str(connection.id))
+            self.hub.disconnect(client)  # also releases its slot of the per-user cap
 
     async def _close_for_abuse(self, client: Client, reason: str) -> None:
         self.metrics.evictions[reason].inc()
