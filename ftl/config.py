@@ -33,6 +33,13 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"config: {name} must be a whole number, got {raw!r}") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _integer(env, name, default)
+    if value < 1:
+        raise ConfigError(f"config: {name} must be 1 or more, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "development"
@@ -58,6 +65,10 @@ class Settings:
     smtp_url: str = ""
     email_from: str = "FTL <no-reply@ftl.local>"
     ws_max_connections: int = 20_000
+    ws_max_connections_per_user: int = 5  # across every ws replica (SPEC §7)
+    ws_commands_per_s: int = 20  # per connection (SPEC §7)
+    ws_command_burst: int = 50
+    ws_connection_lease_s: int = 60  # a crashed ws replica's connections stop counting after it
     disable_rate_limit: bool = False
     admin_email: str = "admin@ftl.local"
     log_level: str = "INFO"
@@ -119,6 +130,14 @@ class Settings:
             smtp_url=get("SMTP_URL", ""),
             email_from=get("EMAIL_FROM", defaults.email_from),
             ws_max_connections=_integer(env, "WS_MAX_CONNECTIONS", defaults.ws_max_connections),
+            ws_max_connections_per_user=_positive(
+                env, "WS_MAX_CONNECTIONS_PER_USER", defaults.ws_max_connections_per_user
+            ),
+            ws_commands_per_s=_positive(env, "WS_COMMANDS_PER_S", defaults.ws_commands_per_s),
+            ws_command_burst=_positive(env, "WS_COMMAND_BURST", defaults.ws_command_burst),
+            ws_connection_lease_s=_positive(
+                env, "WS_CONNECTION_LEASE_S", defaults.ws_connection_lease_s
+            ),
             disable_rate_limit=_flag(get("DISABLE_RATE_LIMIT", "")),
             admin_email=get("ADMIN_EMAIL", defaults.admin_email),
             log_level=get("LOG_LEVEL", defaults.log_level).upper(),

@@ -155,6 +155,13 @@ def spent_ws_token(jti: str) -> str:
     return f"ws_token_spent:{jti}"
 
 
+def ws_connections(user_id: UUID | str) -> str:
+    """Sorted set of the user's open WebSocket connections on every replica: member = connection
+    id, score = Redis time (ms) its lease runs out; renewed while open, so a crashed replica's
+    entries lapse (lua/ws_admit.lua, web/ws/limits.py)."""
+    return f"ws_connections:{user_id}"
+
+
 FLUSH_LAG_SAMPLES = "flush:lag_ms"  # list: the worst tick-to-commit lag of recent batches, ms
 FLUSH_LAG_SAMPLES_CAP = 10_000
 

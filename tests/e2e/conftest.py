@@ -7,13 +7,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
+from redis.asyncio import Redis
+
+from ftl import hotstore
+from ftl.auth.tokens import Tokens
+from ftl.config import Settings
 
 FTL = str(Path(sys.executable).with_name("ftl"))
 START_TIMEOUT_S = 30
@@ -73,3 +79,20 @@ def web(schema: str, clean: None) -> Iterator[WebProcess]:
     assert seeded.returncode == 0, seeded.stderr
     with running_web() as process:
         yield process
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> Tokens:
+    """The token keys of the test environment, which `ftl ws` processes started by tests share."""
+    return Tokens(
+        settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+
+@pytest.fixture
+async def hot(settings: Settings, redis_admin: redis.Redis) -> AsyncIterator[Redis]:
+    """A client of the test Redis, emptied first."""
+    redis_admin.flushdb()
+    client = hotstore.connect(settings)
+    yield client
+    await client.aclose()

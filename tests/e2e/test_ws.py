@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import msgpack
 import pytest
-import redis
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ftl import hotstore, keys
+from ftl import keys
 from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
-from ftl.config import Settings
 from ftl.ticks import TickSource
 from tests.e2e.ws_helpers import (
     ORIGIN,
@@ -35,25 +33,6 @@ from web.ws.config import WsConfig
 from web.ws.server import WsServer, running
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def flushed(redis_admin: redis.Redis) -> None:
-    redis_admin.flushdb()
-
-
-@pytest.fixture
-def tokens(settings: Settings) -> Tokens:
-    return Tokens(
-        settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
-
-
-@pytest.fixture
-async def hot(settings: Settings, flushed: None) -> AsyncIterator[Redis]:
-    client = hotstore.connect(settings)
-    yield client
-    await client.aclose()
 
 
 def config(**changes: Any) -> WsConfig:

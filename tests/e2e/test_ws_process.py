@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import IO
 
 import httpx
 import msgpack
@@ -29,10 +30,12 @@ from tests.e2e.ws_helpers import RECV_LIMIT_S, add_instrument, append_ticks, tic
 pytestmark = pytest.mark.e2e
 
 
-def start_ws() -> tuple[subprocess.Popen[bytes], int]:
+def start_ws(
+    extra_env: dict[str, str] | None = None, stderr: int | IO[bytes] = subprocess.PIPE
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, "WS_PORT": str(port)}
-    process = subprocess.Popen([FTL, "ws"], env=env, stderr=subprocess.PIPE)
+    env = {**os.environ, "WS_PORT": str(port), **(extra_env or {})}
+    process = subprocess.Popen([FTL, "ws"], env=env, stderr=stderr)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:

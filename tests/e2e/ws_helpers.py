@@ -101,6 +101,10 @@ class MuteClient:
         self.protocol.send_text(text.encode())
         await self._flush()
 
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes straight to the socket, framed or not."""
+        await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         for data in self.protocol.data_to_send():

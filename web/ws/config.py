@@ -21,9 +21,20 @@ class WsConfig:
     close_timeout_s: float = 5.0  # closing handshake wait before the TCP connection is aborted
     send_timeout_s: float = 0.1  # a frame not taken within this evicts the client (SPEC §7)
     coalesce_window_s: float = 0.025  # ticks gathered per fan-out cycle (SPEC: cycle ≤ 250 ms)
+    max_connections_per_user: int = 5  # across every replica (web/ws/limits.py)
+    connection_lease_s: float = 60.0  # an open connection's Redis entry, renewed while open
     max_bad_messages: int = 20  # more than this closes the connection
+    commands_per_s: float = 20.0  # the per-connection command bucket (SPEC §7)
+    command_burst: float = 50.0
+    # NOTE: refused commands drain this bucket (one a refusal, earned back at the given rate);
+    # empty means the client is persistently over the limit: 1008 (docs/decisions/0121).
+    refusal_burst: float = 50.0
+    refusals_forgiven_per_s: float = 1.0
+    replay_ticks_per_command: int = 100  # a lastSequence replay costs a command per this many
     max_subscriptions: int = 2_048  # instrument subscriptions per connection
-    max_message_bytes: int = 4_096  # a client command is far smaller; bigger closes with 1009
+    # NOTE: commands over 4 KiB (frames.MAX_COMMAND_BYTES) get an error frame; this bounds what
+    # the server reads at all: a bigger message closes with 1009 (docs/decisions/0120).
+    max_frame_bytes: int = 16 * 1024
     write_limit_bytes: int = 32 * 1024  # user-space write buffer high-water mark per connection
     # PERF: a fixed kernel send buffer per connection (the kernel doubles it) bounds kernel memory
     # at 10,000 connections and lets a stuck reader fill it, and so be evicted, quickly.
@@ -45,5 +56,9 @@ class WsConfig:
             port=settings.ws_port,
             cors_origins=settings.cors_origins,
             max_connections=settings.ws_max_connections,
+            max_connections_per_user=settings.ws_max_connections_per_user,
+            connection_lease_s=float(settings.ws_connection_lease_s),
+            commands_per_s=float(settings.ws_commands_per_s),
+            command_burst=float(settings.ws_command_burst),
             full_collection_period_s=FULL_COLLECTION_PERIOD_S,
         )

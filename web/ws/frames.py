@@ -10,6 +10,7 @@ channel, forwarded verbatim. Client → server commands are text JSON objects wi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -22,6 +23,9 @@ from ftl.errors import FtlError, InvalidInput
 from ftl.ticks import Tick
 
 MAX_IDX = 0xFFFF  # idx is a uint16
+MAX_SEQ = (1 << 63) - 1  # a seq is a Redis integer; a longer number is no seq at all
+MAX_COMMAND_BYTES = 4_096  # SPEC §7: a longer message is refused with an error frame
+MAX_NESTING = 8  # SPEC §7: arrays and objects deeper than this are refused unparsed
 
 
 def pack_tick(tick: Tick) -> bytes:
@@ -135,12 +139,56 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput("validation_error", message, {"field": field})
 
 
+# A JSON string (escapes included) and the brackets outside strings: what nesting is made of.
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether JSON text opens more than `limit` arrays or objects inside each other, read
+    without parsing it.
+
+    APPSEC: json.loads recurses once per level and raises RecursionError near a thousand levels
+    ("[" × 3000 fits in 4 KiB), so depth is judged before parsing. PERF: a command has a few
+    brackets; the count alone clears it, the scan runs only for bracket-heavy text."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in BRACKETS.findall(JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_command(message: str | bytes) -> Command:
     """The command in one client message; InvalidInput with a stable code otherwise."""
     if not isinstance(message, str):
         raise InvalidInput("invalid_message", "Commands are text frames of JSON.")
+    # NOTE: a char is 1–4 bytes in UTF-8; encode only when the char count leaves doubt.
+    if len(message) > MAX_COMMAND_BYTES or (
+        not message.isascii() and len(message.encode()) > MAX_COMMAND_BYTES
+    ):
+        raise InvalidInput(
+            "message_too_large",
+            f"A command is at most {MAX_COMMAND_BYTES} bytes.",
+            {"maxBytes": MAX_COMMAND_BYTES},
+        )
+    if nests_deeper_than(message, MAX_NESTING):
+        raise InvalidInput(
+            "too_deeply_nested",
+            f"A command nests at most {MAX_NESTING} levels.",
+            {"maxDepth": MAX_NESTING},
+        )
     try:
-        data = json.loads(message)
+        data = json.loads(message, parse_constant=_reject_constant)
     except ValueError:
         raise InvalidInput("invalid_json", "The message is not JSON.") from None
     if not isinstance(data, dict):
@@ -173,6 +221,6 @@ def parse_command(message: str | bytes) -> Command:
         if instrument_id is None:
             raise _invalid("instrumentId", "instrumentId is a UUID.")
     last_sequence = data.get("lastSequence")
-    if last_sequence is not None and not (_whole(last_sequence) and last_sequence >= 0):
-        raise _invalid("lastSequence", "lastSequence is a whole number, 0 or more.")
+    if last_sequence is not None and not (_whole(last_sequence) and 0 <= last_sequence <= MAX_SEQ):
+        raise _invalid("lastSequence", f"lastSequence is a whole number from 0 to {MAX_SEQ}.")
     return Command(action, idx, instrument_id, last_sequence)

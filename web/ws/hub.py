@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -34,11 +35,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from ftl import keys
-from ftl.errors import Conflict, FtlError, NotFound, Unavailable
+from ftl.errors import Conflict, FtlError, NotFound, RateLimited, Unavailable
 from ftl.ticks import Tick
 from web.ws import frames
 from web.ws.config import WsConfig
 from web.ws.frames import Action, Command
+from web.ws.limits import TokenBucket
 from web.ws.metrics import WsMetrics
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,23 @@ class Client:
     bad_messages: int = 0
     outbox: asyncio.Queue[tuple[str | bytes, str]] = field(default_factory=asyncio.Queue)
     sender: asyncio.Task[None] | None = None
+    commands: TokenBucket = field(init=False)
+    patience: TokenBucket = field(init=False)  # what refused commands draw on (limits.py)
+    over_rate_limit: bool = False  # kept sending while refused: to be closed (1008)
+
+    def __post_init__(self) -> None:
+        now = time.monotonic()
+        config = self.config
+        self.commands = TokenBucket.full(config.commands_per_s, config.command_burst, now)
+        self.patience = TokenBucket.full(config.refusals_forgiven_per_s, config.refusal_burst, now)
+
+    def closing_reason(self) -> str | None:
+        """Why the server must close this connection (1008) now, if it must."""
+        if self.bad_messages > self.config.max_bad_messages:
+            return "bad_messages"
+        if self.over_rate_limit:
+            return "rate_limited"
+        return None
 
     def offer(self, message: str | bytes, kind: str) -> None:
         """Send one message: text JSON for a str, binary for bytes."""
@@ -149,6 +168,8 @@ class Hub:
         self._wake = asyncio.Event()
         self._arrived: list[str] = []  # users whose first connection opened, to announce
         self._left: dict[str, int] = {}  # users whose last connection closed -> epoch ms
+        # (user id, connection id) of closed connections whose per-user cap entry is to go
+        self._released: list[tuple[str, str]] = []
         self._presence_due = asyncio.Event()
         self._stopping = False
         self._last_full_collection = time.monotonic()
@@ -305,6 +326,8 @@ class Hub:
             self._portfolio_drop(client)
         self.clients.discard(client)
         self.metrics.connections.dec()
+        self._released.append((client.user_id, str(client.connection.id)))
+        self._presence_due.set()
         self.connections_per_user[client.user_id] -= 1
         if self.connections_per_user[client.user_id] == 0:
             del self.connections_per_user[client.user_id]
@@ -318,14 +341,15 @@ class Hub:
             await self._record_presence()
 
     async def _record_presence(self) -> None:
-        """Publish `user:reconnect` for users who arrived and set `last_seen` for users who left,
-        all in one pipeline.
+        """Publish `user:reconnect` for users who arrived, set `last_seen` for users who left and
+        drop closed connections from the per-user cap (web/ws/limits.py), all in one pipeline.
 
         PERF: a replica restarting or a network blip moves thousands of users at once; one round
         trip for all of them, rather than one Redis connection each, keeps the pool free."""
         arrived, self._arrived = self._arrived, []
         left, self._left = self._left, {}
-        if not arrived and not left:
+        released, self._released = self._released, []
+        if not arrived and not left and not released:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -333,14 +357,27 @@ class Hub:
                     pipe.publish(keys.USER_RECONNECT_CHANNEL, user_id)
                 for user_id, at_ms in left.items():
                     pipe.set(keys.last_seen(user_id), at_ms, ex=LAST_SEEN_TTL_S)
+                for user_id, connection_id in released:
+                    pipe.zrem(keys.ws_connections(user_id), connection_id)
                 await pipe.execute()
         except RedisError as exc:
+            # NOTE: an unreleased connection's lease lapses on its own (decision 0122).
             log.warning("presence of %d users not recorded: %s", len(arrived) + len(left), exc)
 
     # -- commands
 
     async def handle(self, client: Client, message: str | bytes) -> None:
-        """Carry out one client message; a bad one gets an error frame and counts against it."""
+        """Carry out one client message; a bad one gets an error frame and counts against it.
+
+        PERF: the rate check comes first and is O(1), so a flood costs no parsing."""
+        now = time.monotonic()
+        if not client.commands.take(now):
+            if client.patience.take(now):
+                refused = RateLimited(math.ceil(client.commands.wait_s()), "Too many commands.")
+                client.offer(frames.error_frame(refused), "reply")
+            else:
+                client.over_rate_limit = True
+            return
         try:
             command = frames.parse_command(message)
             if command.action is Action.PING:
@@ -407,6 +444,10 @@ class Hub:
             if tick.seq > subscription.last_seq:
                 subscription.last_seq = tick.seq
                 packed.append(frames.pack_tick(tick))
+        # SPEC §7: one command per 100 replayed ticks; the subscribe itself paid the first.
+        cost = math.ceil(len(packed) / self.config.replay_ticks_per_command)
+        if cost > 1:
+            client.commands.owe(cost - 1, time.monotonic())
         step = self.config.replay_frame_ticks
         for start in range(0, len(packed), step):
             client.offer(frames.price_frame(packed[start : start + step]), "price")

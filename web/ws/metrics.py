@@ -7,7 +7,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 FRAME_KINDS = ("price", "portfolio", "reply")
-EVICTION_REASONS = ("slow_consumer", "bad_messages")
+EVICTION_REASONS = ("slow_consumer", "bad_messages", "rate_limited")
 CYCLE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 TICK_AGE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0)
 

@@ -2,8 +2,11 @@
 
 `GET /ws/prices?token=…` is refused before the handshake with the error envelope of the HTTP API:
 404 for any other path, 403 for an `Origin` outside CORS_ORIGINS, 503 when the process is full,
-401 for a missing, bad, expired, spent or non-`ws` token. The process holds no Postgres
-connection: Redis (hot state, pub/sub) and the token key are all it needs.
+401 for a missing, bad, expired, spent or non-`ws` token, 429 when the token's user already holds
+WS_MAX_CONNECTIONS_PER_USER connections on all replicas together. Once open, a connection that
+keeps sending bad messages or keeps sending over its command rate is closed with 1008. The
+process holds no Postgres connection: Redis (hot state, pub/sub) and the token key are all it
+needs.
 """
 
 from __future__ import annotations
@@ -28,18 +31,23 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from ftl import hotstore, keys
+from ftl import hotstore
 from ftl.auth.tokens import Tokens, TokenType
 from ftl.config import Settings
-from ftl.errors import Forbidden, FtlError, NotFound, Unauthorized, Unavailable
+from ftl.errors import ErrorKind, Forbidden, FtlError, NotFound, Unauthorized, Unavailable
 from web.errors import STATUS_BY_KIND, envelope
 from web.ws.config import WsConfig
-from web.ws.hub import Hub
+from web.ws.hub import Client, Hub
+from web.ws.limits import Admission, UserConnections
 from web.ws.metrics import CONTENT_TYPE, WsMetrics
 
 log = logging.getLogger(__name__)
 
 PRICES_PATH = "/ws/prices"
+CLOSE_REASONS = {
+    "bad_messages": "too many bad messages",
+    "rate_limited": "too many commands over the rate limit",
+}
 JSON_TYPE = "application/json"
 REDIS_POOL_SIZE = 64  # PERF: handshake and presence bursts queue for these instead of failing
 
@@ -61,6 +69,10 @@ def _json(status: int, body: object) -> Response:
     return _response(status, json.dumps(body, separators=(",", ":")).encode(), JSON_TYPE)
 
 
+class TooManyConnections(FtlError):
+    kind = ErrorKind.RATE_LIMITED
+
+
 class WsServer:
     def __init__(self, config: WsConfig, redis: Redis, tokens: Tokens) -> None:
         self.config = config
@@ -68,7 +80,14 @@ class WsServer:
         self.tokens = tokens
         self.metrics = WsMetrics()
         self.hub = Hub(redis, config, self.metrics)
+        self.user_connections = UserConnections(
+            redis, config.max_connections_per_user, config.connection_lease_s
+        )
         self.port = config.port
+
+    def open_connections(self) -> list[tuple[str, str]]:
+        """(user id, connection id) of every open connection: the leases to renew."""
+        return [(client.user_id, str(client.connection.id)) for client in self.hub.clients]
 
     async def process_request(
         self, connection: ServerConnection, request: Request
@@ -94,11 +113,18 @@ class WsServer:
                 raise Unauthorized("unauthorized", "A ws token is required (POST /api/ws/token).")
             claims = self.tokens.verify(tokens[0], TokenType.WS)
             # APPSEC: the token travels in the URL (proxy logs), so it opens one connection only.
-            spent = await self.redis.set(
-                keys.spent_ws_token(claims.jti), "1", nx=True, exat=claims.exp + 1
+            admission = await self.user_connections.admit(
+                claims.sub, str(connection.id), claims.jti, claims.exp
             )
-            if not spent:
+            if admission is Admission.TOKEN_SPENT:
                 raise Unauthorized("unauthorized", "This ws token was already used.")
+            if admission is Admission.USER_FULL:
+                cap = self.config.max_connections_per_user
+                raise TooManyConnections(
+                    "too_many_connections",
+                    f"At most {cap} open connections per user; close one first.",
+                    {"maxConnections": cap},
+                )
         except FtlError as error:
             self.metrics.rejections.labels(error.code).inc()
             status = falcon.http_status_to_code(STATUS_BY_KIND[error.kind])
@@ -118,14 +144,27 @@ class WsServer:
         try:
             async for message in connection:
                 await self.hub.handle(client, message)
-                if client.bad_messages > self.config.max_bad_messages:
-                    self.metrics.evictions["bad_messages"].inc()
-                    await connection.close(CloseCode.POLICY_VIOLATION, "too many bad messages")
+                reason = client.closing_reason()
+                if reason is not None:
+                    await self._close_for_abuse(client, reason)
                     break
         except ConnectionClosed:
             pass
         finally:
-            self.hub.disconnect(client)
+            self.hub.disconnect(client)  # also releases its slot of the per-user cap
+
+    async def _close_for_abuse(self, client: Client, reason: str) -> None:
+        self.metrics.evictions[reason].inc()
+        text = CLOSE_REASONS[reason]
+        log.info("closing a connection of user %s: %s", client.user_id, text)
+        connection = client.connection
+        closing = asyncio.create_task(connection.close(CloseCode.POLICY_VIOLATION, text))
+        # NOTE: a flooding client's messages fill the receive queue and pause reading, which
+        # would keep its close frame unread until close_timeout; read past them (unhandled).
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in connection:
+                pass
+        await closing
 
 
 @contextlib.asynccontextmanager
@@ -134,6 +173,7 @@ async def running(config: WsConfig, redis: Redis, tokens: Tokens) -> AsyncIterat
     server = WsServer(config, redis, tokens)
     async with (
         server.hub.running(),
+        server.user_connections.renewing(server.open_connections),
         serve(
             server.handler,
             config.host,
@@ -143,7 +183,7 @@ async def running(config: WsConfig, redis: Redis, tokens: Tokens) -> AsyncIterat
             ping_interval=config.ping_interval_s,
             ping_timeout=config.ping_timeout_s,
             close_timeout=config.close_timeout_s,
-            max_size=config.max_message_bytes,
+            max_size=config.max_frame_bytes,
             write_limit=config.write_limit_bytes,
             backlog=config.listen_backlog,
         ) as listening,
