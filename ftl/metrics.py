@@ -42,6 +42,11 @@ WASHOUT_DELAY_SECONDS = Histogram(
     "From the breach tick to the commit of its washout (SPEC §8: under 3 s).",
     buckets=DELAY_BUCKETS_S,
 )
+SPORTMONKS_SKIPPED = Counter(
+    "ftl_sportmonks_skipped",
+    "Items of Sportmonks bodies skipped as unreadable (the rest of the body is used), by reason.",
+    ["reason"],
+)
 
 
 @cache
@@ -52,6 +57,11 @@ def lua_call(script: str) -> Histogram:
 @cache
 def trade_outcome(action: str, outcome: str) -> Counter:
     return TRADE_OUTCOMES.labels(action, outcome)
+
+
+@cache
+def sportmonks_skipped(reason: str) -> Counter:
+    return SPORTMONKS_SKIPPED.labels(reason)
 
 
 def registry_of(multiproc_dir: str) -> CollectorRegistry:

@@ -24,7 +24,7 @@ from ftl.prices import apply_base_price
 from ftl.services import Services
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
-from ftl.sportmonks.payload import FeedFixture, MatchPhase
+from ftl.sportmonks.payload import FeedFixture
 from ftl.sportmonks.scoring import LivePrice, live_prices
 from ftl.sportmonks.weights import read_weights
 from ftl.ticks import TickSource
@@ -99,6 +99,10 @@ async def poll_once(
 ) -> PollOutcome:
     """Fetch in-play fixtures through the breaker and price every live player who moved.
 
+    Held fixtures and those already closed out (live again afterwards, docs/decisions/0104) are
+    not priced; a fixture that just reached a final state has its final stats recorded for the
+    close-out, which prices full time itself.
+
     Raises BreakerOpen while the breaker is open and SportmonksFailure on a failed fetch (the
     breaker has counted it); nothing is priced then.
     """
@@ -111,7 +115,7 @@ async def poll_once(
     async with services.engine.connect() as conn:
         known = await conn.execute(
             select(Fixture.sportmonks_fixture_id, Fixture.id).where(
-                Fixture.id.in_([*update.live, *update.newly_full_time])
+                Fixture.id.in_([*update.priced, *update.newly_full_time])
             )
         )
         fixture_ids = {row[0]: row[1] for row in known}
@@ -123,7 +127,7 @@ async def poll_once(
         if fixture.fixture_id not in fixture_ids:
             continue
         states = await _hot_states_by_player(services, (p.player_id for p in fixture.players))
-        at_full_time = fixture.phase is MatchPhase.FULL_TIME
+        at_full_time = fixture_ids[fixture.fixture_id] in update.newly_full_time
         prices = live_prices(fixture, states, weights, at_full_time=at_full_time)
         scored.append((fixture, states, prices))
         if at_full_time:

@@ -12,14 +12,16 @@ from typing import Any
 
 import httpx
 
+from ftl import metrics
 from ftl.config import Settings
 from ftl.sportmonks.failures import FailureKind, SportmonksFailure
-from ftl.sportmonks.payload import FeedFixture, parse_fixtures
+from ftl.sportmonks.payload import FeedFixture, ParsedFeed, parse_feed
 
 TIMEOUT_S = 5.0  # PERF: a poll every 2 s must not pile up behind one slow answer
 # The in-play poll: score, live minute, lineups with each player's statistics, and the events.
-INPLAY_INCLUDE = "participants;scores;periods;lineups.details;events"
-SCHEDULE_INCLUDE = "participants;scores;periods"
+# The stage names the round: knockout from the round of 32 on (SPEC §5.2).
+INPLAY_INCLUDE = "participants;scores;periods;stage;lineups.details;events"
+SCHEDULE_INCLUDE = "participants;scores;periods;stage"
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a World Cup day of in-play fixtures is well under 1 MiB
 
 
@@ -52,12 +54,12 @@ class SportmonksClient:
     async def inplay(self) -> list[FeedFixture]:
         """`GET /livescores/inplay`: fixtures in play (and just before / after), with players."""
         body = await self._get("livescores/inplay", INPLAY_INCLUDE)
-        return parse_fixtures(body, with_players=True)
+        return _counted(parse_feed(body, with_players=True))
 
     async def fixtures_between(self, start: date, end: date) -> list[FeedFixture]:
         """`GET /fixtures/between/{start}/{end}`: the schedule with states and scores."""
         path = f"fixtures/between/{start.isoformat()}/{end.isoformat()}"
-        return parse_fixtures(await self._get(path, SCHEDULE_INCLUDE), with_players=False)
+        return _counted(parse_feed(await self._get(path, SCHEDULE_INCLUDE), with_players=False))
 
     async def _get(self, path: str, include: str) -> Any:
         try:
@@ -84,3 +86,10 @@ class SportmonksClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _counted(feed: ParsedFeed) -> list[FeedFixture]:
+    """The fixtures; what was skipped goes to `ftl_sportmonks_skipped_total{reason}`."""
+    for reason, count in feed.skipped.items():
+        metrics.sportmonks_skipped(reason.value).inc(count)
+    return feed.fixtures

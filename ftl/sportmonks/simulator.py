@@ -39,8 +39,10 @@ POSITION_IDS = {"GK": 24, "DEF": 25, "MID": 26, "FWD": 27}
 STARTING_XI = {"GK": 1, "DEF": 4, "MID": 4, "FWD": 2}
 STATE_IDS = {"NS": 1, "1ST": 2, "HT": 3, "FT": 5, "2ND": 22}
 EVENT_TYPE_IDS = {"goal": 14, "ownGoal": 15, "penaltyMissed": 17, "yellowCard": 19, "redCard": 20}
-DETAIL_IDS = {stat: type_id for type_id, stat in DETAIL_TYPE_IDS.items()}
+# NOTE: real bodies also carry goals (52) in the details; FTL counts goals from the events.
+DETAIL_IDS = {stat: type_id for type_id, stat in DETAIL_TYPE_IDS.items()} | {Stat.GOALS: 52}
 STAT_NAMES = {stat.value: stat for stat in DETAIL_TYPE_IDS.values()}
+EVENT_ID_SPAN = 10_000  # event ids: fixture id × span + order (under 2**53 for 8-digit fixtures)
 FAULT_KINDS = ("server_error", "timeout", "malformed", "schema")
 
 
@@ -158,7 +160,7 @@ def generate_scenario(seed: int, fixture_count: int = 4, spacing_minutes: float 
         (0.015, "goal", None, ("FWD", "FWD", "MID")),
         (0.05, "stat", Stat.SHOTS_ON_TARGET, ("FWD", "MID")),
         (0.08, "stat", Stat.KEY_PASSES, ("MID", "FWD")),
-        (0.10, "stat", Stat.TACKLES_WON, ("DEF", "MID")),
+        (0.10, "stat", Stat.TACKLES, ("DEF", "MID")),
         (0.08, "stat", Stat.INTERCEPTIONS, ("DEF", "MID")),
         (0.08, "stat", Stat.CLEARANCES, ("DEF",)),
         (0.06, "stat", Stat.AERIALS_WON, ("DEF",)),
@@ -373,12 +375,16 @@ def _lineups(
 def _events(fixture: SimFixture, played: list[ScriptedEvent]) -> list[Any]:
     return [
         {
+            # NOTE: stable per fixture and order, so a poll counts each event once by its id.
+            "id": fixture.fixture_id * EVENT_ID_SPAN + number,
             "fixture_id": fixture.fixture_id,
             "type_id": EVENT_TYPE_IDS[e.kind],
             "participant_id": _team_of(fixture, e.player).team_id,
             "player_id": e.player,
             "related_player_id": e.assist,
+            "coach_id": None,
             "minute": e.minute,
+            "extra_minute": None,
             "sort_order": number,
         }
         for number, e in enumerate(played)
@@ -387,9 +393,9 @@ def _events(fixture: SimFixture, played: list[ScriptedEvent]) -> list[Any]:
 
 
 def _schema_violation(fixtures: list[dict[str, Any]]) -> dict[str, Any]:
-    """Valid JSON that breaks the shape: a count that is text."""
-    broken = [dict(f, state_id="live") for f in fixtures] or [{"id": "x"}]
-    return {"data": broken}
+    """Valid JSON whose envelope breaks the shape: `data` is not a list. (An odd item inside
+    `data` is skipped, not a failure: the `odd` fault.)"""
+    return {"data": {"fixtures": fixtures}}
 
 
 class Handler(BaseHTTPRequestHandler):
