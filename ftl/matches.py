@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ftl import instruments
@@ -131,7 +131,8 @@ async def apply_livescores(
             elif phase in (MatchPhase.FULL_TIME, MatchPhase.ABANDONED):
                 values["status"] = FixtureStatus.finished
                 if row.full_time_at is None:
-                    values["full_time_at"] = now
+                    # NOTE: the database clock, like `closed_out_at`: the close-out compares them.
+                    values["full_time_at"] = func.now()
                     result.newly_full_time.append(row.id)
             await conn.execute(update(Fixture).where(Fixture.id == row.id).values(values))
     return result
