@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 LUA_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 LAG_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -46,6 +46,12 @@ SPORTMONKS_SKIPPED = Counter(
     "ftl_sportmonks_skipped",
     "Items of Sportmonks bodies skipped as unreadable (the rest of the body is used), by reason.",
     ["reason"],
+)
+SPORTMONKS_REMAINING = Gauge(
+    "ftl_sportmonks_rate_limit_remaining",
+    "Calls left on the Sportmonks `fixture` entity this hour, as the last answer said (0 after a"
+    " 429 until the reset).",
+    multiprocess_mode="mostrecent",
 )
 
 

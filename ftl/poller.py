@@ -22,7 +22,9 @@ from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.matches import apply_livescores
 from ftl.prices import apply_base_price
 from ftl.services import Services
-from ftl.sportmonks.breaker import SharedBreaker
+from ftl.sportmonks import budget
+from ftl.sportmonks.breaker import SharedBreaker, wall_clock_ms
+from ftl.sportmonks.budget import RateLimited
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.payload import FeedFixture
 from ftl.sportmonks.scoring import LivePrice, live_prices
@@ -103,10 +105,21 @@ async def poll_once(
     not priced; a fixture that just reached a final state has its final stats recorded for the
     close-out, which prices full time itself.
 
-    Raises BreakerOpen while the breaker is open and SportmonksFailure on a failed fetch (the
-    breaker has counted it); nothing is priced then.
+    Raises BreakerOpen while the breaker is open, SportmonksFailure on a failed fetch (the
+    breaker has counted it), RateLimited on a 429 or while its pause runs (not counted);
+    nothing is priced then.
     """
-    feed = await breaker.call(client.inplay)
+    now_ms = wall_clock_ms()
+    paused_for_ms = await budget.paused_for_ms(services.redis, now_ms)
+    if paused_for_ms > 0:
+        raise RateLimited(-(-paused_for_ms // 1000))  # NOTE: after a 429, no call until the reset
+    try:
+        feed = await breaker.call(client.inplay)
+    except RateLimited as limited:
+        await budget.pause(services.redis, limited.wait_s, now_ms)
+        raise
+    if client.rate_limit is not None:
+        await budget.record(services.redis, client.rate_limit, now_ms)
     update = await apply_livescores(services.engine, feed)
     outcome = PollOutcome(list(update.live), list(update.newly_full_time))
     await services.redis.set(

@@ -43,7 +43,12 @@ EVENT_TYPE_IDS = {"goal": 14, "ownGoal": 15, "penaltyMissed": 17, "yellowCard": 
 DETAIL_IDS = {stat: type_id for type_id, stat in DETAIL_TYPE_IDS.items()} | {Stat.GOALS: 52}
 STAT_NAMES = {stat.value: stat for stat in DETAIL_TYPE_IDS.values()}
 EVENT_ID_SPAN = 10_000  # event ids: fixture id × span + order (under 2**53 for 8-digit fixtures)
-FAULT_KINDS = ("server_error", "timeout", "malformed", "schema")
+# `rate_limited` answers 429; `odd` adds items real bodies carry (a coach's card, an event of a
+# player not in the lineups, a detail whose value is an object), which FTL skips and counts.
+FAULT_KINDS = ("server_error", "timeout", "malformed", "schema", "rate_limited", "odd")
+RATE_LIMIT_WAIT_S = 2  # what an injected 429 says to wait (`resets_in_seconds`, `Retry-After`)
+CALLS_PER_HOUR = 3_000
+DEFAULT_PER_PAGE, MAX_PER_PAGE = 25, 50
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,23 @@ class Simulator:
         self.started_s = clock_s()
         self.started_at = datetime.now(UTC).replace(microsecond=0)
         self.faults: deque[str] = deque()
+        self.hour, self.calls = 0, 0
         self.lock = threading.Lock()
+
+    def count_call(self) -> dict[str, Any]:
+        """`rate_limit` of an answer: Sportmonks counts calls per entity per hour."""
+        with self.lock:
+            hour = int((self.clock_s() - self.started_s) // 3600)
+            if hour != self.hour:
+                self.hour, self.calls = hour, 0
+            self.calls += 1
+            resets_in = 3600 - int((self.clock_s() - self.started_s) % 3600)
+            remaining = max(0, CALLS_PER_HOUR - self.calls)
+        return {
+            "resets_in_seconds": resets_in,
+            "remaining": remaining,
+            "requested_entity": "Fixture",
+        }
 
     def elapsed_minutes(self) -> float:
         return (self.clock_s() - self.started_s) * self.speed / 60.0
@@ -419,13 +440,19 @@ class Handler(BaseHTTPRequestHandler):
         route = url.path[len(API_PREFIX) + 1 :].strip("/").split("/")
         try:
             data = self._route(route, includes)
+            page = None
+            if route[0] == "fixtures":
+                per_page = int(query.get("per_page", [str(DEFAULT_PER_PAGE)])[0])
+                page = (int(query.get("page", ["1"])[0]), min(max(per_page, 1), MAX_PER_PAGE))
+                if page[0] < 1:
+                    raise ValueError(page)
         except ValueError:
             self._send(400, {"message": "Bad request."})
             return
         if data is None:
             self._send(404, {"message": "Not found."})
             return
-        self._answer(data)
+        self._answer(data, page)
 
     def _route(self, route: list[str], includes: set[str]) -> list[Any] | None:
         sim = self.simulator
@@ -438,8 +465,25 @@ class Handler(BaseHTTPRequestHandler):
             return sim.between(day, day, includes)
         return None
 
-    def _answer(self, data: list[Any]) -> None:
-        fault = self.simulator.next_fault()
+    def _answer(self, data: list[Any], page: tuple[int, int] | None = None) -> None:
+        sim = self.simulator
+        fault = sim.next_fault()
+        if fault == "rate_limited":
+            self._send(
+                429,
+                {
+                    "message": "You have reached the rate limit (simulated).",
+                    "rate_limit": {
+                        "resets_in_seconds": RATE_LIMIT_WAIT_S,
+                        "remaining": 0,
+                        "requested_entity": "Fixture",
+                    },
+                },
+                {"Retry-After": str(RATE_LIMIT_WAIT_S)},
+            )
+            return
+        if fault == "odd":
+            data = [_with_odd_items(f) for f in data]
         if fault == "server_error":
             self._send(500, {"message": "Server error (simulated)."})
             return
@@ -448,7 +492,8 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             self._send_raw(200, b'{"data": [{"id": 1, "state_id": ')
             return
-        body = _schema_violation(data) if fault == "schema" else _envelope(data)
+        body = _schema_violation(data) if fault == "schema" else _envelope(data, page)
+        body["rate_limit"] = sim.count_call()
         self._send(200, body)
 
     def do_POST(self) -> None:
@@ -468,31 +513,62 @@ class Handler(BaseHTTPRequestHandler):
         self.simulator.inject(kind, count)
         self._send(202, {"queued": count, "kind": kind})
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        self._send_raw(status, json.dumps(body).encode("utf-8"))
+    def _send(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        self._send_raw(status, json.dumps(body).encode("utf-8"), headers)
 
-    def _send_raw(self, status: int, payload: bytes) -> None:
+    def _send_raw(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
 
 
-def _envelope(data: list[Any]) -> dict[str, Any]:
+def _envelope(data: list[Any], page: tuple[int, int] | None) -> dict[str, Any]:
+    """The v3 envelope; a fixture list (`page` = (number, per page)) gets one page of it."""
+    number, per_page = page or (1, max(len(data), 1))
+    start = (number - 1) * per_page
+    has_more = page is not None and start + per_page < len(data)
     return {
-        "data": data,
+        "data": data[start : start + per_page],
         "pagination": {
-            "count": len(data),
-            "per_page": 50,
-            "current_page": 1,
-            "next_page": None,
-            "has_more": False,
+            "count": len(data[start : start + per_page]),
+            "per_page": per_page,
+            "current_page": number,
+            "next_page": f"?page={number + 1}" if has_more else None,
+            "has_more": has_more,
         },
         "subscription": [],
-        "rate_limit": {"resets_in_seconds": 3600, "remaining": 2999, "requested_entity": "Fixture"},
         "timezone": "UTC",
     }
+
+
+def _with_odd_items(fixture: dict[str, Any]) -> dict[str, Any]:
+    """The fixture with items real bodies carry and FTL must skip: a card shown to a coach (no
+    player), a card of a player missing from the lineups, a detail whose value is an object."""
+    odd = dict(fixture)
+    base = fixture["id"] * EVENT_ID_SPAN + EVENT_ID_SPAN - 10
+    if "events" in odd:
+        home = fixture["participants"][0]["id"] if fixture.get("participants") else None
+        odd["events"] = [
+            *fixture["events"],
+            {"id": base, "type_id": 19, "participant_id": home, "player_id": None,
+             "coach_id": 455, "minute": 1},
+            {"id": base + 1, "type_id": 19, "participant_id": home, "player_id": 999_999_999,
+             "coach_id": None, "minute": 1},
+        ]  # fmt: skip
+    if odd.get("lineups"):
+        first = dict(odd["lineups"][0])
+        first["details"] = [
+            *first.get("details", []),
+            {"type_id": 57, "data": {"value": {"total": 3, "goals": 0, "penalties": 0}}},
+        ]
+        odd["lineups"] = [first, *odd["lineups"][1:]]
+    return odd
 
 
 def make_server(simulator: Simulator, host: str, port: int) -> ThreadingHTTPServer:
