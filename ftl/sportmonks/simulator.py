@@ -21,23 +21,41 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ftl.seed import load_demo_data
-from ftl.sportmonks.payload import DETAIL_TYPE_IDS, MINUTES_PLAYED_TYPE_ID, Stat
+from ftl.sportmonks.payload import (
+    DETAIL_TYPE_IDS,
+    MINUTES_PLAYED_TYPE_ID,
+    Stat,
+    is_knockout_stage,
+)
 
 API_PREFIX = "/v3/football"
 FIRST_HALF_END = 45.0
 SECOND_HALF_START = 60.0  # after 15 minutes of half-time
 FULL_TIME = 105.0
+# A knockout level after 90 minutes (SPEC §5.2): the brief 5 FT, 4 BREAK, 6 ET (91–105), 21 ET
+# break, 23 ET 2nd half (106–120); level still: 9 penalties, then 8 FT_PEN; else 7 AET.
+BRIEF_FT_END = FULL_TIME + 1.0
+BREAK_END = BRIEF_FT_END + 5.0
+ET_FIRST_END = BREAK_END + 15.0
+ET_BREAK_END = ET_FIRST_END + 5.0
+ET_SECOND_END = ET_BREAK_END + 15.0
+PENALTIES_END = ET_SECOND_END + 10.0
+SHOOTOUT_KICKS = 5  # per side; the home side scores all, the away side misses its last
 INPLAY_WINDOW = 15.0  # minutes listed before kick-off and after full time
 TEAM_ID_BASE = 18_000  # team ids: 18_001.. in the order of the demo data
 POSITION_IDS = {"GK": 24, "DEF": 25, "MID": 26, "FWD": 27}
 STARTING_XI = {"GK": 1, "DEF": 4, "MID": 4, "FWD": 2}
-STATE_IDS = {"NS": 1, "1ST": 2, "HT": 3, "FT": 5, "2ND": 22}
+STATE_IDS = {
+    "NS": 1, "1ST": 2, "HT": 3, "BREAK": 4, "FT": 5, "ET": 6, "AET": 7, "FT_PEN": 8, "PEN": 9,
+    "ET_BREAK": 21, "2ND": 22, "ET_2ND": 23,
+}  # fmt: skip
 EVENT_TYPE_IDS = {"goal": 14, "ownGoal": 15, "penaltyMissed": 17, "yellowCard": 19, "redCard": 20}
 # NOTE: real bodies also carry goals (52) in the details; FTL counts goals from the events.
 DETAIL_IDS = {stat: type_id for type_id, stat in DETAIL_TYPE_IDS.items()} | {Stat.GOALS: 52}
@@ -77,6 +95,35 @@ class SimFixture:
     home: Side
     away: Side
     events: tuple[ScriptedEvent, ...]
+    knockout: bool = False
+
+    def goals(self, up_to_minute: int) -> tuple[int, int]:
+        """(home, away) goals of the events up to a match minute."""
+        home = away = 0
+        home_players = {p[0] for p in self.home.lineup}
+        for e in self.events:
+            if e.minute > up_to_minute or e.kind not in ("goal", "ownGoal"):
+                continue
+            for_home = (e.player in home_players) == (e.kind == "goal")
+            home, away = home + for_home, away + (not for_home)
+        return home, away
+
+    @property
+    def extra_time(self) -> bool:
+        home, away = self.goals(90)
+        return self.knockout and home == away
+
+    @property
+    def penalties(self) -> bool:
+        home, away = self.goals(120)
+        return self.extra_time and home == away
+
+    @property
+    def length(self) -> float:
+        """Simulated minutes from the kick-off to the final state."""
+        if self.penalties:
+            return PENALTIES_END
+        return ET_SECOND_END if self.extra_time else FULL_TIME
 
 
 @dataclass
@@ -128,6 +175,7 @@ def _scenario(raw: dict[str, Any]) -> Scenario:
         if fixture_id not in known:
             raise ScenarioError(f"fixture {fixture_id} is not in the demo data")
         home, away = sides[known[fixture_id]["home"]], sides[known[fixture_id]["away"]]
+        knockout = is_knockout_stage(known[fixture_id]["stage"])
         players = {p[0] for p in (*home.lineup, *away.lineup)}
         events = []
         for e in item.get("events", []):
@@ -137,8 +185,9 @@ def _scenario(raw: dict[str, Any]) -> Scenario:
             assist = e.get("assist")
             if e["player"] not in players or (assist is not None and assist not in players):
                 raise ScenarioError(f"a player of {e} does not play fixture {fixture_id}")
-            if not 1 <= int(e["minute"]) <= 90:
-                raise ScenarioError(f"minute {e['minute']} is not a match minute (1-90)")
+            last = 120 if knockout else 90
+            if not 1 <= int(e["minute"]) <= last:
+                raise ScenarioError(f"minute {e['minute']} is not a match minute (1-{last})")
             events.append(
                 ScriptedEvent(
                     int(e["minute"]),
@@ -150,7 +199,14 @@ def _scenario(raw: dict[str, Any]) -> Scenario:
                 )
             )
         scenario.fixtures.append(
-            SimFixture(fixture_id, float(item.get("kickoffMinute", 0)), home, away, tuple(events))
+            SimFixture(
+                fixture_id,
+                float(item.get("kickoffMinute", 0)),
+                home,
+                away,
+                tuple(events),
+                knockout,
+            )
         )
     return scenario
 
@@ -176,16 +232,20 @@ def generate_scenario(seed: int, fixture_count: int = 4, spacing_minutes: float 
         (0.001, "ownGoal", None, ("DEF",)),
     ]
     scenario = Scenario()
-    for number, fixture in enumerate(sorted(known.values(), key=lambda f: f["kickoffAt"])):
-        if number == fixture_count:
-            break
+    by_kickoff = sorted(known.values(), key=lambda f: f["kickoffAt"])
+    group = [f for f in by_kickoff if not is_knockout_stage(f["stage"])]
+    knockouts = [f for f in by_kickoff if is_knockout_stage(f["stage"])]
+    # NOTE: the last match is the first knockout, so every demo plays extra time and penalties.
+    chosen = [*group[: max(fixture_count - 1, 0)], *knockouts[:1]][:fixture_count]
+    for number, fixture in enumerate(chosen):
         home, away = sides[fixture["home"]], sides[fixture["away"]]
+        knockout = is_knockout_stage(fixture["stage"])
         events = []
-        for minute in range(1, 91):
+        for minute in range(1, 121 if knockout else 91):
             for side in (home, away):
                 starters = side.lineup[: side.starters]
                 for chance, kind, stat, positions in rates:
-                    if rng.random() >= chance:
+                    if rng.random() >= chance or (knockout and kind in ("goal", "ownGoal")):
                         continue
                     position = rng.choice(positions)
                     player = rng.choice([p for p in starters if p[2] == position])[0]
@@ -199,13 +259,21 @@ def generate_scenario(seed: int, fixture_count: int = 4, spacing_minutes: float 
                 number * spacing_minutes,
                 home,
                 away,
-                tuple(events),
+                tuple(events) + (_level_goals(home, away) if knockout else ()),
+                knockout,
             )
         )
     return scenario
 
 
-def match_clock(elapsed: float) -> tuple[int, int | None]:
+def _level_goals(home: Side, away: Side) -> tuple[ScriptedEvent, ...]:
+    """A goal each in normal time and none after: the knockout goes to extra time, then to
+    penalties (its other events score no goal)."""
+    forward = [next(p[0] for p in side.lineup if p[2] == "FWD") for side in (home, away)]
+    return (ScriptedEvent(30, "goal", forward[0]), ScriptedEvent(70, "goal", forward[1]))
+
+
+def match_clock(elapsed: float, fixture: SimFixture | None = None) -> tuple[int, int | None]:
     """(state id, match minute) `elapsed` simulated minutes after the kick-off."""
     if elapsed < 0:
         return STATE_IDS["NS"], None
@@ -215,7 +283,21 @@ def match_clock(elapsed: float) -> tuple[int, int | None]:
         return STATE_IDS["HT"], 45
     if elapsed < FULL_TIME:
         return STATE_IDS["2ND"], int(elapsed - (SECOND_HALF_START - FIRST_HALF_END)) + 1
-    return STATE_IDS["FT"], 90
+    if fixture is None or not fixture.extra_time:
+        return STATE_IDS["FT"], 90
+    if elapsed < BRIEF_FT_END:
+        return STATE_IDS["FT"], 90  # shown briefly before BREAK, as Sportmonks does
+    if elapsed < BREAK_END:
+        return STATE_IDS["BREAK"], 90
+    if elapsed < ET_FIRST_END:
+        return STATE_IDS["ET"], 91 + int(elapsed - BREAK_END)
+    if elapsed < ET_BREAK_END:
+        return STATE_IDS["ET_BREAK"], 105
+    if elapsed < ET_SECOND_END:
+        return STATE_IDS["ET_2ND"], 106 + int(elapsed - ET_BREAK_END)
+    if not fixture.penalties:
+        return STATE_IDS["AET"], 120
+    return (STATE_IDS["PEN"] if elapsed < PENALTIES_END else STATE_IDS["FT_PEN"]), 120
 
 
 class Simulator:
@@ -275,7 +357,7 @@ class Simulator:
         return [
             self.fixture_json(f, includes, now)
             for f in self.scenario.fixtures
-            if -INPLAY_WINDOW <= now - f.kickoff_minute < FULL_TIME + INPLAY_WINDOW
+            if -INPLAY_WINDOW <= now - f.kickoff_minute < f.length + INPLAY_WINDOW
         ]
 
     def between(self, start: date, end: date, includes: set[str]) -> list[dict[str, Any]]:
@@ -287,7 +369,8 @@ class Simulator:
         ]
 
     def fixture_json(self, fixture: SimFixture, includes: set[str], now: float) -> dict[str, Any]:
-        state_id, minute = match_clock(now - fixture.kickoff_minute)
+        elapsed = now - fixture.kickoff_minute
+        state_id, minute = match_clock(elapsed, fixture)
         played = [e for e in fixture.events if minute is not None and e.minute <= minute]
         kickoff = self.kickoff_at(fixture)
         body: dict[str, Any] = {
@@ -309,11 +392,13 @@ class Simulator:
         if "scores" in includes:
             body["scores"] = _scores(fixture, played, minute is not None)
         if "periods" in includes:
-            body["periods"] = _periods(fixture, now - fixture.kickoff_minute, minute)
+            body["periods"] = _periods(fixture, elapsed, minute)
         if "lineups" in includes or "lineups.details" in includes:
             body["lineups"] = _lineups(fixture, played, minute, "lineups.details" in includes)
         if "events" in includes:
-            body["events"] = _events(fixture, played)
+            body["events"] = _events(fixture, played) + _shootout(fixture, elapsed)
+        if "stage" in includes:
+            body["stage"] = {"id": 77_000 + fixture.knockout, "name": _stage_name(fixture)}
         return body
 
 
@@ -345,16 +430,73 @@ def _scores(fixture: SimFixture, played: list[ScriptedEvent], started: bool) -> 
 
 
 def _periods(fixture: SimFixture, elapsed: float, minute: int | None) -> list[Any]:
+    """The periods so far; the ticking one gives the live minute (facts: `counts_from`,
+    `minutes`, `ticking`)."""
     if minute is None:
         return []
-    first = {"type_id": 1, "description": "1st-half", "sort_order": 1}
-    periods = [
-        {**first, "ticking": elapsed < FIRST_HALF_END, "minutes": min(minute, 45)},
-    ]
-    if elapsed >= SECOND_HALF_START:
-        second = {"type_id": 2, "description": "2nd-half", "sort_order": 2}
-        periods.append({**second, "ticking": elapsed < FULL_TIME, "minutes": minute})
-    return [{"fixture_id": fixture.fixture_id, **p} for p in periods]
+    spans = [(1, "1st-half", 0.0, FIRST_HALF_END, 0, 45)]
+    spans.append((2, "2nd-half", SECOND_HALF_START, FULL_TIME, 45, 90))
+    if fixture.extra_time:
+        spans.append((3, "extra-time", BREAK_END, ET_FIRST_END, 90, 105))
+        spans.append((3, "extra-time", ET_BREAK_END, ET_SECOND_END, 105, 120))
+    if fixture.penalties:
+        spans.append((5, "penalties", ET_SECOND_END, PENALTIES_END, 120, 120))
+    periods = []
+    for order, (type_id, description, begins, ends, counts_from, last) in enumerate(spans, 1):
+        if elapsed < begins:
+            break
+        ticking = elapsed < ends
+        periods.append(
+            {
+                "fixture_id": fixture.fixture_id,
+                "type_id": type_id,
+                "started": None,
+                "ended": None,
+                "counts_from": counts_from,
+                "ticking": ticking,
+                "sort_order": order,
+                "description": description,
+                "time_added": None,
+                "period_length": last - counts_from,
+                "minutes": min(minute, last) if ticking else last,
+                "seconds": 0,
+                "has_timer": ticking,
+            }
+        )
+    return periods
+
+
+@cache
+def _stages() -> dict[int, str]:
+    return {f["sportmonksFixtureId"]: f["stage"] for f in load_demo_data()["fixtures"]}
+
+
+def _stage_name(fixture: SimFixture) -> str:
+    return _stages().get(fixture.fixture_id, "Group stage")
+
+
+def _shootout(fixture: SimFixture, elapsed: float) -> list[Any]:
+    """The shoot-out kicks so far (22 miss, 23 goal): they score for nobody's matchScore."""
+    if not fixture.penalties or elapsed < ET_SECOND_END:
+        return []
+    taken = min(2 * SHOOTOUT_KICKS, int((elapsed - ET_SECOND_END) * 2 * SHOOTOUT_KICKS / 10) + 1)
+    kicks = []
+    for number in range(taken):
+        side = fixture.home if number % 2 == 0 else fixture.away
+        missed = side is fixture.away and number == 2 * SHOOTOUT_KICKS - 1
+        kicks.append(
+            {
+                "id": fixture.fixture_id * EVENT_ID_SPAN + EVENT_ID_SPAN // 2 + number,
+                "fixture_id": fixture.fixture_id,
+                "type_id": 22 if missed else 23,
+                "participant_id": side.team_id,
+                "player_id": side.lineup[number // 2][0],
+                "coach_id": None,
+                "minute": 120,
+                "sort_order": 1_000 + number,
+            }
+        )
+    return kicks
 
 
 def _lineups(
