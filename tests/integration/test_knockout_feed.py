@@ -4,16 +4,13 @@ close-out is enqueued once, at 8 FT_PEN."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from ftl.db.models import Fixture
 from ftl.poller import poll_once
 from ftl.services import Services
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.simulator import Simulator, generate_scenario, serve_in_thread
 from tests.integration.simulated_match import SPEED, Clock
+from tests.integration.test_knockouts import fixture_row
 from tests.integration.test_poller import live_bases, moved
 
 # (simulated minutes after the kick-off, the state Sportmonks shows then)
@@ -26,15 +23,6 @@ JOURNEY = [
     (131.5, 23),
 ]
 PENALTIES = [(148.0, 9), (157.0, 8)]
-
-
-async def feed_state(services: Services, fixture_id: int) -> Fixture:
-    async with AsyncSession(services.engine) as session:
-        return (
-            await session.scalars(
-                select(Fixture).where(Fixture.sportmonks_fixture_id == fixture_id)
-            )
-        ).one()
 
 
 async def test_a_knockout_plays_through_extra_time_and_penalties_and_closes_at_8(
@@ -51,20 +39,20 @@ async def test_a_knockout_plays_through_extra_time_and_penalties_and_closes_at_8
             for minute, state in JOURNEY:
                 clock.at_minute(minute)
                 outcome = await poll_once(market, client, breaker)
-                row = await feed_state(market, knockout.fixture_id)
+                row = await fixture_row(market, knockout.fixture_id)
                 assert (row.feed_state_id, row.knockout) == (state, True)
                 assert outcome.live_fixtures == [row.id], f"live in state {state}"
                 assert outcome.newly_full_time == [], f"no close-out in state {state}"
             before = await live_bases(market)
             clock.at_minute(145.5)  # minute 120, still state 23
             in_23 = await poll_once(market, client, breaker)
-            assert (await feed_state(market, knockout.fixture_id)).feed_state_id == 23
+            assert (await fixture_row(market, knockout.fixture_id)).feed_state_id == 23
             assert in_23.ticked_instruments and moved(before, await live_bases(market))
             closed: list[object] = []
             for minute, state in PENALTIES:
                 clock.at_minute(minute)
                 outcome = await poll_once(market, client, breaker)
-                assert (await feed_state(market, knockout.fixture_id)).feed_state_id == state
+                assert (await fixture_row(market, knockout.fixture_id)).feed_state_id == state
                 closed.extend(outcome.newly_full_time)
             again = await poll_once(market, client, breaker)
         finally:
