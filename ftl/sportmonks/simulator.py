@@ -131,6 +131,27 @@ class Scenario:
     fixtures: list[SimFixture] = field(default_factory=list)
 
 
+def scenario_minutes(scenario: Scenario) -> float:
+    """Simulated minutes from the start until the last match has left the in-play list."""
+    return max((f.kickoff_minute + f.length + INPLAY_WINDOW for f in scenario.fixtures), default=0)
+
+
+def resume_state(path: Path, key: str, scenario: Scenario, speed: float, now_s: float) -> float:
+    """Real seconds already played of this scenario (`key` names it: seed or file, and speed),
+    from the state file a previous run wrote; 0 for a new run, which writes the file. A run whose
+    matches are all over starts afresh. NOTE: so a restart never replays finished matches."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        started = float(saved["startedAt"]) if saved.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        started = None
+    if started is not None and 0 <= now_s - started < scenario_minutes(scenario) * 60 / speed:
+        return now_s - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "startedAt": now_s}), encoding="utf-8")
+    return 0.0
+
+
 class ScenarioError(ValueError):
     """A scenario file that cannot be played; the message names the problem."""
 
@@ -311,14 +332,17 @@ class Simulator:
         api_token: str = "",
         clock_s: Callable[[], float] = time.monotonic,
         timeout_fault_s: float = 10.0,
+        played_s: float = 0.0,
     ) -> None:
+        """`played_s`: real seconds of the scenario already played before a restart, so the
+        matches resume by the clock instead of replaying from the start (`resume_state`)."""
         self.scenario = scenario
         self.speed = speed
         self.api_token = api_token
         self.clock_s = clock_s
         self.timeout_fault_s = timeout_fault_s
-        self.started_s = clock_s()
-        self.started_at = datetime.now(UTC).replace(microsecond=0)
+        self.started_s = clock_s() - played_s
+        self.started_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=played_s)
         self.faults: deque[str] = deque()
         self.hour, self.calls = 0, 0
         self.lock = threading.Lock()
