@@ -23,7 +23,7 @@ from ftl.matches import apply_livescores
 from ftl.prices import apply_base_price
 from ftl.services import Services
 from ftl.sportmonks import budget
-from ftl.sportmonks.breaker import SharedBreaker, wall_clock_ms
+from ftl.sportmonks.breaker import SharedBreaker, set_fixtures_degraded, wall_clock_ms
 from ftl.sportmonks.budget import RateLimited
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.payload import FeedFixture
@@ -122,6 +122,10 @@ async def poll_once(
         await budget.record(services.redis, client.rate_limit, now_ms)
     update = await apply_livescores(services.engine, feed)
     outcome = PollOutcome(list(update.live), list(update.newly_full_time))
+    # NOTE: a hold keeps prices and flags them; play resumed (and the breaker closed, since
+    # this poll answered) clears the flag.
+    await set_fixtures_degraded(services.engine, services.scripts, update.held, degraded=True)
+    await set_fixtures_degraded(services.engine, services.scripts, update.priced, degraded=False)
     await services.redis.set(
         keys.LIVE_FIXTURES, json.dumps([str(i) for i in update.live]), ex=LIVE_FIXTURES_TTL_S
     )

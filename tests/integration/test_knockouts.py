@@ -21,8 +21,10 @@ from ftl.db.models import Fixture, FixtureStatus, Instrument
 from ftl.fulltime import close_out
 from ftl.matches import BRIEF_FT_WAIT, LivescoreUpdate, apply_livescores
 from ftl.services import Services
+from ftl.sportmonks.breaker import set_fixtures_degraded
 from ftl.sportmonks.payload import FeedFixture
 from tests.integration.test_fulltime import instrument_of, open_position, position
+from tests.integration.test_sportmonks_feed import degraded_players
 from tests.integration.trading_helpers import make_user
 
 ARG_FRA, MEX_POR = 19000003, 19000001  # group fixtures of the demo data
@@ -223,3 +225,14 @@ async def test_the_seed_flags_the_knockout_fixtures(market: Services) -> None:
     assert (await fixture_row(market, 19000013)).knockout is True  # round of 32
     assert (await fixture_row(market, 19000018)).knockout is True  # final
     assert (await fixture_row(market, ARG_FRA)).knockout is False  # group stage
+
+
+async def test_a_held_match_flags_its_players_until_play_resumes(market: Services) -> None:
+    [_, held] = await play(market, [(22, 1, 0), (18, 1, 0)])
+    await set_fixtures_degraded(market.engine, market.scripts, held.held, degraded=True)
+    flags = await degraded_players(market)
+    assert flags.pop("ARG") == flags.pop("FRA") == {True}
+    assert all(team == {False} for team in flags.values()), "only the held fixture's players"
+    [resumed] = await play(market, [(22, 1, 0)], at=KICK_OFF + timedelta(minutes=10))
+    await set_fixtures_degraded(market.engine, market.scripts, resumed.priced, degraded=False)
+    assert all(team == {False} for team in (await degraded_players(market)).values())
