@@ -538,7 +538,10 @@ def _lineups(
     for side in (fixture.home, fixture.away):
         for number, (player_id, name, position) in enumerate(side.lineup, start=1):
             starter = number <= side.starters
+            lineup_id = fixture.fixture_id * EVENT_ID_SPAN + player_id % EVENT_ID_SPAN
             entry: dict[str, Any] = {
+                "id": lineup_id,
+                "sport_id": 1,
                 "fixture_id": fixture.fixture_id,
                 "player_id": player_id,
                 "team_id": side.team_id,
@@ -552,7 +555,15 @@ def _lineups(
                 if starter and minute is not None:
                     stats.append((MINUTES_PLAYED_TYPE_ID, minute))
                 entry["details"] = [
-                    {"player_id": player_id, "type_id": type_id, "data": {"value": value}}
+                    {
+                        "id": lineup_id * 1_000 + type_id,
+                        "fixture_id": fixture.fixture_id,
+                        "player_id": player_id,
+                        "team_id": side.team_id,
+                        "lineup_id": lineup_id,
+                        "type_id": type_id,
+                        "data": {"value": value},
+                    }
                     for type_id, value in sorted(stats)
                 ]
             entries.append(entry)
