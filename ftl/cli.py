@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,10 +168,17 @@ def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
         generate_scenario,
         load_scenario,
         make_server,
+        resume_state,
     )
 
     scenario = load_scenario(args.scenario) if args.scenario else generate_scenario(args.seed)
-    simulator = Simulator(scenario, speed=args.speed, api_token=settings.sportmonks_api_token)
+    played_s = 0.0
+    if args.resume is not None:
+        key = f"{args.scenario or args.seed}@{args.speed:g}"
+        played_s = resume_state(args.resume, key, scenario, args.speed, time.time())
+    simulator = Simulator(
+        scenario, speed=args.speed, api_token=settings.sportmonks_api_token, played_s=played_s
+    )
     port = settings.sportmonks_sim_port if args.port is None else args.port
     server = make_server(simulator, "127.0.0.1", port)
     print(
@@ -342,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--port", type=int, help="port (default: SPORTMONKS_SIM_PORT)")
             command.add_argument("--seed", type=int, default=2026, help="seed of generated matches")
             command.add_argument("--scenario", type=Path, help="play this recorded scenario JSON")
+            command.add_argument(
+                "--resume",
+                type=Path,
+                help="state file: a restart resumes the matches by the clock, never replays them",
+            )
         if name == "bots":
             command.add_argument(
                 "--count", type=_bounded(int, 1, 1000), default=20, help="how many bots (20)"

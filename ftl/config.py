@@ -62,6 +62,7 @@ class Settings:
     google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
     sportmonks_api_token: str = ""
     sportmonks_base_url: str = "https://api.sportmonks.com/v3/football"
+    sportmonks_calls_per_hour: int = 3_000  # the plan's `fixture` entity budget (SPEC §5.2)
     smtp_url: str = ""
     email_from: str = "FTL <no-reply@ftl.local>"
     ws_max_connections: int = 20_000
@@ -99,6 +100,13 @@ class Settings:
                 raise ConfigError(f"config: ENV=production needs {', '.join(missing)}")
         defaults = cls()
         web_port = _integer(env, "WEB_PORT", defaults.web_port)
+        calls_per_hour = _integer(
+            env, "SPORTMONKS_CALLS_PER_HOUR", defaults.sportmonks_calls_per_hour
+        )
+        if calls_per_hour < 1:
+            raise ConfigError(
+                f"config: SPORTMONKS_CALLS_PER_HOUR must be at least 1, got {calls_per_hour}"
+            )
         origins = get("CORS_ORIGINS")
         return cls(
             env=name,
@@ -127,6 +135,7 @@ class Settings:
             google_jwks_url=get("GOOGLE_JWKS_URL", defaults.google_jwks_url),
             sportmonks_api_token=get("SPORTMONKS_API_TOKEN", ""),
             sportmonks_base_url=get("SPORTMONKS_BASE_URL", defaults.sportmonks_base_url),
+            sportmonks_calls_per_hour=calls_per_hour,
             smtp_url=get("SMTP_URL", ""),
             email_from=get("EMAIL_FROM", defaults.email_from),
             ws_max_connections=_integer(env, "WS_MAX_CONNECTIONS", defaults.ws_max_connections),

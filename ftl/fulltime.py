@@ -28,6 +28,7 @@ from ftl.market import price_cents
 from ftl.money import from_cents
 from ftl.prices import apply_base_price
 from ftl.services import Services
+from ftl.sportmonks.payload import ABANDONED_STATE_IDS
 from ftl.sportmonks.scoring import post_match_rebase
 from ftl.ticks import TickSource
 
@@ -121,18 +122,38 @@ async def _close_at_snapshot(services: Services, rows: list[Instrument], lease: 
     return closed
 
 
+def _done_for_this_final(fixture: Fixture) -> bool:
+    """Closed out since it last reached a final state. A fixture live again after its close-out
+    (docs/decisions/0104) has `full_time_at` stamped anew at its real end, after the old stamp."""
+    return fixture.closed_out_at is not None and (
+        fixture.full_time_at is None or fixture.closed_out_at >= fixture.full_time_at
+    )
+
+
+def _rebases(fixture: Fixture) -> bool:
+    """Re-base once per fixture, and never for a match abandoned or cancelled (SPEC §1.7)."""
+    return fixture.closed_out_at is None and fixture.feed_state_id not in ABANDONED_STATE_IDS
+
+
 async def _rebase_in_postgres(services: Services, fixture: Fixture, rows: list[Instrument]) -> bool:
     """Stamp the close-out and re-base every player with match stats, in one transaction; False
-    when another run already did."""
+    when another run already did. Only the first close-out of a fixture re-bases."""
     async with services.engine.begin() as conn:
+        previous = (
+            Fixture.closed_out_at.is_(None)
+            if fixture.closed_out_at is None
+            else Fixture.closed_out_at == fixture.closed_out_at
+        )
         stamped = await conn.execute(
             update(Fixture)
-            .where(Fixture.id == fixture.id, Fixture.closed_out_at.is_(None))
+            .where(Fixture.id == fixture.id, previous)
             .values(closed_out_at=func.now())
             .returning(Fixture.id)
         )
         if stamped.first() is None:
             return False
+        if not _rebases(fixture):
+            return True
         scores = dict(
             (
                 await conn.execute(
@@ -182,7 +203,7 @@ async def close_out(services: Services, fixture_id: UUID) -> CloseOut:
             raise Conflict("close_out_running", "Another close-out of this fixture is running.")
         await _set_frozen(services, rows, True)
         washouts = closed = 0
-        already_done = fixture.closed_out_at is not None
+        already_done = _done_for_this_final(fixture)
         if not already_done:
             await asyncio.sleep(DRAIN_S)
             holders = await margin_service.holders_of(services, [r.id for r in rows])

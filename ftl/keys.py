@@ -213,3 +213,6 @@ change of liveBase, kMod or netLots that emits no tick would leave this stale.""
 # JSON list of the fixture ids the last poll saw live (TTL 120 s): the clock polls every 2 s while
 # it is non-empty and every 60 s otherwise.
 LIVE_FIXTURES = "sportmonks:live_fixtures"
+# hash: what Sportmonks last said of our call budget (ftl/sportmonks/budget.py): remaining,
+# resetsAtMs, and pausedUntilMs after a 429 (no poller calls before it).
+SPORTMONKS_RATE_LIMIT = "sportmonks:rate_limit"

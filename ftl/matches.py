@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -20,57 +20,121 @@ from ftl.errors import InvalidInput, NotFound
 from ftl.instruments import MICROS, InstrumentState
 from ftl.market import price_cents
 from ftl.money import from_cents
-from ftl.sportmonks.payload import FeedFixture, MatchPhase
+from ftl.sportmonks.payload import FT_STATE_ID, FeedFixture, MatchPhase
+
+BRIEF_FT_WAIT = timedelta(minutes=15)  # a level knockout's 5 FT unchanged this long is final
 
 
 @dataclass
 class LivescoreUpdate:
-    """What one livescores answer changed: the poller prices `live` fixtures and enqueues the
-    close-out of each `newly_full_time` one (each fixture appears there exactly once, ever)."""
+    """What one livescores answer changed. `live`: fixtures in play (held ones included), polled
+    at the live rate; `priced`: those whose players the poller prices (not held, not already
+    closed out); `held`: suspended, delayed, interrupted, awaiting updates; `newly_full_time`:
+    each fixture whose close-out to enqueue, once per reaching a final state."""
 
     live: list[UUID] = field(default_factory=list)
+    priced: list[UUID] = field(default_factory=list)
+    held: list[UUID] = field(default_factory=list)
     newly_full_time: list[UUID] = field(default_factory=list)
     unknown: list[int] = field(default_factory=list)  # Sportmonks ids we do not trade
 
 
-async def apply_livescores(engine: AsyncEngine, fixtures: Iterable[FeedFixture]) -> LivescoreUpdate:
-    """Write status, minute and score of every known fixture; say which are live and which just
-    reached full time. Safe to run concurrently: the full-time mark is set once under row lock."""
+def effective_phase(
+    feed: FeedFixture, *, knockout: bool, kicked_off: bool, state_since: datetime, now: datetime
+) -> MatchPhase:
+    """The phase the game acts on (SPEC §5.2, docs/decisions/0100).
+
+    The brief-FT rule: Sportmonks shows 5 FT briefly before BREAK when a match goes to extra
+    time, so in a knockout with a level score 5 stays live until it has been unchanged for 15
+    minutes; the close-out otherwise waits for 7 AET or 8 FT_PEN. A hold or an abandonment before
+    the kick-off changes nothing.
+    """
+    phase = feed.phase
+    if (
+        phase is MatchPhase.FULL_TIME
+        and feed.state_id == FT_STATE_ID
+        and knockout
+        and feed.level
+        and now - state_since < BRIEF_FT_WAIT
+    ):
+        return MatchPhase.LIVE
+    if phase in (MatchPhase.HOLD, MatchPhase.ABANDONED) and not kicked_off:
+        return MatchPhase.OTHER
+    return phase
+
+
+async def apply_livescores(
+    engine: AsyncEngine, fixtures: Iterable[FeedFixture], *, now: datetime | None = None
+) -> LivescoreUpdate:
+    """Write state, status, minute and score of every known fixture; say which are live, which
+    to price and which just reached a final state. Safe to run concurrently: each fixture's row
+    is locked while it is decided, so a final state enqueues one close-out."""
+    now = now or datetime.now(UTC)
     result = LivescoreUpdate()
     async with engine.begin() as conn:
         for feed in fixtures:
-            phase = feed.phase
-            where = Fixture.sportmonks_fixture_id == feed.fixture_id
-            if phase is MatchPhase.FULL_TIME:
-                newly = await conn.execute(
-                    update(Fixture)
-                    .where(where, Fixture.full_time_at.is_(None))
-                    .values(full_time_at=func.now())
-                    .returning(Fixture.id)
+            row = (
+                await conn.execute(
+                    select(
+                        Fixture.id,
+                        Fixture.knockout,
+                        Fixture.status,
+                        Fixture.feed_state_id,
+                        Fixture.feed_state_since,
+                        Fixture.full_time_at,
+                        Fixture.closed_out_at,
+                    )
+                    .where(Fixture.sportmonks_fixture_id == feed.fixture_id)
+                    .with_for_update()
                 )
-                result.newly_full_time.extend(newly.scalars())
-            values: dict[str, Any] = {
-                "minute": feed.minute,
-                "home_score": feed.home_goals,
-                "away_score": feed.away_goals,
-            }
-            if phase is MatchPhase.LIVE:
-                values["status"] = FixtureStatus.live
-            elif phase is MatchPhase.FULL_TIME:
-                values["status"] = FixtureStatus.finished
-            else:
-                values = {}  # NOTE: before kick-off (or postponed) there is nothing to write
-            if values:
-                found = await conn.execute(
-                    update(Fixture).where(where).values(values).returning(Fixture.id)
-                )
-            else:
-                found = await conn.execute(select(Fixture.id).where(where))
-            ids = list(found.scalars())
-            if not ids:
+            ).first()
+            if row is None:
                 result.unknown.append(feed.fixture_id)
-            elif phase is MatchPhase.LIVE:
-                result.live.extend(ids)
+                continue
+            knockout = row.knockout if feed.knockout is None else feed.knockout
+            same_state = row.feed_state_id == feed.state_id and row.feed_state_since is not None
+            since: datetime = row.feed_state_since if same_state else now
+            phase = effective_phase(
+                feed,
+                knockout=knockout,
+                kicked_off=row.status is not FixtureStatus.scheduled,
+                state_since=since,
+                now=now,
+            )
+            values: dict[str, Any] = {
+                "knockout": knockout,
+                "feed_state_id": feed.state_id,
+                "feed_state_since": since,
+            }
+            if phase in (
+                MatchPhase.LIVE,
+                MatchPhase.HOLD,
+                MatchPhase.FULL_TIME,
+                MatchPhase.ABANDONED,
+            ):
+                values |= {
+                    "minute": feed.minute,
+                    "home_score": feed.home_goals,
+                    "away_score": feed.away_goals,
+                }
+            if phase in (MatchPhase.LIVE, MatchPhase.HOLD):
+                values["status"] = FixtureStatus.live
+                result.live.append(row.id)
+                if phase is MatchPhase.HOLD:
+                    result.held.append(row.id)
+                elif row.closed_out_at is None:
+                    result.priced.append(row.id)
+                if row.full_time_at is not None:
+                    # NOTE: live again after a final state (docs/decisions/0104): its next final
+                    # state enqueues a close-out again, which closes only what is still open.
+                    values["full_time_at"] = None
+            elif phase in (MatchPhase.FULL_TIME, MatchPhase.ABANDONED):
+                values["status"] = FixtureStatus.finished
+                if row.full_time_at is None:
+                    # NOTE: the database clock, like `closed_out_at`: the close-out compares them.
+                    values["full_time_at"] = func.now()
+                    result.newly_full_time.append(row.id)
+            await conn.execute(update(Fixture).where(Fixture.id == row.id).values(values))
     return result
 
 
@@ -135,6 +199,7 @@ async def _with_instruments(
             "minute": f.minute,
             "homeScore": f.home_score,
             "awayScore": f.away_score,
+            "knockout": f.knockout,
             "fullTimeAt": _iso(f.full_time_at) if f.full_time_at else None,
             "instruments": by_team.get(f.home_team, []) + by_team.get(f.away_team, []),
         }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 LUA_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 LAG_BUCKETS_S = (0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -42,6 +42,17 @@ WASHOUT_DELAY_SECONDS = Histogram(
     "From the breach tick to the commit of its washout (SPEC §8: under 3 s).",
     buckets=DELAY_BUCKETS_S,
 )
+SPORTMONKS_SKIPPED = Counter(
+    "ftl_sportmonks_skipped",
+    "Items of Sportmonks bodies skipped as unreadable (the rest of the body is used), by reason.",
+    ["reason"],
+)
+SPORTMONKS_REMAINING = Gauge(
+    "ftl_sportmonks_rate_limit_remaining",
+    "Calls left on the Sportmonks `fixture` entity this hour, as the last answer said (0 after a"
+    " 429 until the reset).",
+    multiprocess_mode="mostrecent",
+)
 
 
 @cache
@@ -52,6 +63,11 @@ def lua_call(script: str) -> Histogram:
 @cache
 def trade_outcome(action: str, outcome: str) -> Counter:
     return TRADE_OUTCOMES.labels(action, outcome)
+
+
+@cache
+def sportmonks_skipped(reason: str) -> Counter:
+    return SPORTMONKS_SKIPPED.labels(reason)
 
 
 def registry_of(multiproc_dir: str) -> CollectorRegistry:

@@ -22,9 +22,11 @@ from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.matches import apply_livescores
 from ftl.prices import apply_base_price
 from ftl.services import Services
-from ftl.sportmonks.breaker import SharedBreaker
+from ftl.sportmonks import budget
+from ftl.sportmonks.breaker import SharedBreaker, set_fixtures_degraded, wall_clock_ms
+from ftl.sportmonks.budget import RateLimited
 from ftl.sportmonks.client import SportmonksClient
-from ftl.sportmonks.payload import FeedFixture, MatchPhase
+from ftl.sportmonks.payload import FeedFixture
 from ftl.sportmonks.scoring import LivePrice, live_prices
 from ftl.sportmonks.weights import read_weights
 from ftl.ticks import TickSource
@@ -99,19 +101,38 @@ async def poll_once(
 ) -> PollOutcome:
     """Fetch in-play fixtures through the breaker and price every live player who moved.
 
-    Raises BreakerOpen while the breaker is open and SportmonksFailure on a failed fetch (the
-    breaker has counted it); nothing is priced then.
+    Held fixtures and those already closed out (live again afterwards, docs/decisions/0104) are
+    not priced; a fixture that just reached a final state has its final stats recorded for the
+    close-out, which prices full time itself.
+
+    Raises BreakerOpen while the breaker is open, SportmonksFailure on a failed fetch (the
+    breaker has counted it), RateLimited on a 429 or while its pause runs (not counted);
+    nothing is priced then.
     """
-    feed = await breaker.call(client.inplay)
+    now_ms = wall_clock_ms()
+    paused_for_ms = await budget.paused_for_ms(services.redis, now_ms)
+    if paused_for_ms > 0:
+        raise RateLimited(-(-paused_for_ms // 1000))  # NOTE: after a 429, no call until the reset
+    try:
+        feed = await breaker.call(client.inplay)
+    except RateLimited as limited:
+        await budget.pause(services.redis, limited.wait_s, now_ms)
+        raise
+    if client.rate_limit is not None:
+        await budget.record(services.redis, client.rate_limit, now_ms)
     update = await apply_livescores(services.engine, feed)
     outcome = PollOutcome(list(update.live), list(update.newly_full_time))
+    # NOTE: a hold keeps prices and flags them; play resumed (and the breaker closed, since
+    # this poll answered) clears the flag.
+    await set_fixtures_degraded(services.engine, services.scripts, update.held, degraded=True)
+    await set_fixtures_degraded(services.engine, services.scripts, update.priced, degraded=False)
     await services.redis.set(
         keys.LIVE_FIXTURES, json.dumps([str(i) for i in update.live]), ex=LIVE_FIXTURES_TTL_S
     )
     async with services.engine.connect() as conn:
         known = await conn.execute(
             select(Fixture.sportmonks_fixture_id, Fixture.id).where(
-                Fixture.id.in_([*update.live, *update.newly_full_time])
+                Fixture.id.in_([*update.priced, *update.newly_full_time])
             )
         )
         fixture_ids = {row[0]: row[1] for row in known}
@@ -123,7 +144,7 @@ async def poll_once(
         if fixture.fixture_id not in fixture_ids:
             continue
         states = await _hot_states_by_player(services, (p.player_id for p in fixture.players))
-        at_full_time = fixture.phase is MatchPhase.FULL_TIME
+        at_full_time = fixture_ids[fixture.fixture_id] in update.newly_full_time
         prices = live_prices(fixture, states, weights, at_full_time=at_full_time)
         scored.append((fixture, states, prices))
         if at_full_time:

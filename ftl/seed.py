@@ -24,6 +24,7 @@ from ftl.db.models import District, FeatureFlag, Fixture, Instrument, User, User
 from ftl.market import pre_match_base_price_cents
 from ftl.money import from_cents
 from ftl.referrals import new_referral_code
+from ftl.sportmonks.payload import is_knockout_stage
 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "worldcup2026.json"
 
@@ -107,6 +108,7 @@ async def _seed_fixtures(conn: AsyncConnection, fixtures: list[dict[str, Any]]) 
             "home_team": f["home"],
             "away_team": f["away"],
             "stage": f["stage"],
+            "knockout": is_knockout_stage(f["stage"]),
             "kickoff_at": datetime.fromisoformat(f["kickoffAt"].replace("Z", "+00:00")),
         }
         for f in fixtures

@@ -46,7 +46,8 @@ ftl recover --if-lost
 SPORTMONKS_SIM_PORT="${SPORTMONKS_SIM_PORT:-8090}"
 export SPORTMONKS_SIM_PORT
 export SPORTMONKS_BASE_URL="${SPORTMONKS_BASE_URL:-http://127.0.0.1:${SPORTMONKS_SIM_PORT}/v3/football}"
-ftl sim sportmonks --speed "${SIM_SPEED:-15}" &
+# NOTE: --resume: a restarted `make run` picks the matches up by the clock (no replays).
+ftl sim sportmonks --speed "${SIM_SPEED:-15}" --resume .var/sportmonks-sim.json &
 SIM_PID=$!
 # Synthetic traders keep the demo market moving (BOTS=0 for none); they wait for the API. They
 # connect from 127.0.0.2, so the per-IP rate limits count them apart from you on 127.0.0.1.

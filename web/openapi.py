@@ -226,6 +226,7 @@ SCHEMAS: dict[str, Schema] = {
             "minute": nullable(INT),
             "homeScore": nullable(INT),
             "awayScore": nullable(INT),
+            "knockout": BOOL,
             "fullTimeAt": nullable(TIME),
             "instruments": {"type": "array", "items": ref("Instrument")},
         }

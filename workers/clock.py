@@ -21,10 +21,11 @@ from types import FrameType
 import redis
 
 from ftl import keys, leaderboard, logs
-from ftl.config import get_settings
+from ftl.config import Settings, get_settings
 from ftl.margin_service import BACKSTOP_PERIOD_S
 from ftl.scripts import read_scripts
 from ftl.services import Services
+from ftl.sportmonks import budget
 from workers import flush, margin, poller
 
 log = logging.getLogger("ftl.clock")
@@ -45,22 +46,32 @@ class Periodic:
         return self.period_ms() if callable(self.period_ms) else self.period_ms
 
 
-def sportmonks_poll_period_ms(client: redis.Redis) -> int:
-    """Every 2 s while the last poll saw a live fixture, every 60 s while it saw none (SPEC §5.2).
+def sportmonks_poll_period_ms(
+    client: redis.Redis, calls_per_hour: int = Settings.sportmonks_calls_per_hour
+) -> int:
+    """Every 2 s while the last poll saw a live fixture, every 60 s while it saw none (SPEC §5.2);
+    the live interval stretched to the call budget and to what Sportmonks says is left, and no
+    poll before a 429's pause ends (ftl/sportmonks/budget.py, decision 0103).
 
     NOTE: no answer on record (a fresh start, or no poll succeeded for LIVE_FIXTURES_TTL_S) polls
     at the live rate: the period is chosen right after sending, before that poll has answered,
     so a start during a match would otherwise wait a whole idle minute for its second poll.
     """
     live = client.get(keys.LIVE_FIXTURES)
-    return poller.IDLE_POLL_PERIOD_MS if live == "[]" else poller.LIVE_POLL_PERIOD_MS
+    fields: dict[str, str] = client.hgetall(keys.SPORTMONKS_RATE_LIMIT)  # type: ignore[assignment]
+    limit, paused_for = budget.read_limit(fields, now_ms())
+    if live == "[]":
+        return max(poller.IDLE_POLL_PERIOD_MS, paused_for)
+    return budget.live_period_ms(poller.LIVE_POLL_PERIOD_MS, calls_per_hour, limit, paused_for)
 
 
-def schedule(client: redis.Redis) -> list[Periodic]:
+def schedule(
+    client: redis.Redis, calls_per_hour: int = Settings.sportmonks_calls_per_hour
+) -> list[Periodic]:
     return [
         Periodic(
             "sportmonks-poll",
-            lambda: sportmonks_poll_period_ms(client),
+            lambda: sportmonks_poll_period_ms(client, calls_per_hour),
             poller.poll_sportmonks.send,
         ),
         Periodic("flush", flush.SEND_EVERY_MS, flush.flush.send),
@@ -144,7 +155,7 @@ def replay_on_reconnect(clock: Clock) -> None:
 def main() -> None:
     logs.setup(get_settings().log_level)
     client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
-    clock = Clock(client, schedule(client))
+    clock = Clock(client, schedule(client, get_settings().sportmonks_calls_per_hour))
     threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
     signal.signal(signal.SIGTERM, clock.stop)
     signal.signal(signal.SIGINT, clock.stop)

@@ -208,6 +208,10 @@ class Fixture(Base):
     away_score: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="0")
     full_time_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Round of 32 onwards: a level 5 FT is the brief FT before extra time (SPEC §5.2).
+    knockout: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    feed_state_id: Mapped[int | None] = mapped_column(SmallInteger)  # Sportmonks state last seen
+    feed_state_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint("home_team <> away_team", name="two_teams"),

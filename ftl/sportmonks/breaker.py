@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, TypeVar
+from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ftl import keys
@@ -173,21 +174,40 @@ async def set_live_degraded(
 ) -> int:
     """Flag every instrument of a live fixture (or clear every flagged one) in Postgres and in
     its Redis hash; returns how many Postgres rows changed."""
-    statement: Any = update(Instrument).values(degraded=degraded).returning(Instrument.id)
-    if degraded:
-        live = select(Fixture.home_team, Fixture.away_team).where(
-            Fixture.status == FixtureStatus.live
-        )
-        teams = live.subquery()
+    live = select(Fixture.home_team, Fixture.away_team).where(Fixture.status == FixtureStatus.live)
+    return await _set_degraded(engine, scripts, live if degraded else None, degraded)
+
+
+async def set_fixtures_degraded(
+    engine: AsyncEngine, scripts: Scripts, fixture_ids: list[UUID], *, degraded: bool
+) -> int:
+    """Flag (or clear) the instruments of these fixtures: a match on hold (suspended, delayed,
+    interrupted, awaiting updates) keeps its prices and says so (SPEC §5.2)."""
+    if not fixture_ids:
+        return 0
+    teams = select(Fixture.home_team, Fixture.away_team).where(Fixture.id.in_(fixture_ids))
+    return await _set_degraded(engine, scripts, teams, degraded)
+
+
+async def _set_degraded(
+    engine: AsyncEngine, scripts: Scripts, teams_of: Select[str, str] | None, degraded: bool
+) -> int:
+    """Set the flag on the instruments of the teams `teams_of` selects (None: every instrument
+    that has it the other way), in Postgres and in their Redis hashes."""
+    statement: Any = (
+        update(Instrument)
+        .values(degraded=degraded)
+        .where(Instrument.degraded.is_(not degraded))
+        .returning(Instrument.id)
+    )
+    if teams_of is not None:
+        teams = teams_of.subquery()
         statement = statement.where(
-            Instrument.degraded.is_(False),
             or_(
                 Instrument.team.in_(select(teams.c.home_team)),
                 Instrument.team.in_(select(teams.c.away_team)),
             ),
         )
-    else:
-        statement = statement.where(Instrument.degraded.is_(True))
     async with engine.begin() as conn:
         ids = list((await conn.execute(statement)).scalars())
     if ids:

@@ -28,6 +28,8 @@ LIVE_SHARE = Decimal("0.7")  # share of the match score that moves the live base
 FORM_CARRY = Decimal("0.3")  # share of the old formIndex kept at re-basing
 LIVE_BASE_CEILING = BASE_PRICE_FLOOR + FORM_INDEX_MAX * POINTS_PER_SCORE_POINT  # 500 points
 MAX_ABS_WEIGHT = Decimal(100)
+# NOTE: type 78 is all tackles (docs/decisions/0102); a table saved before says "tacklesWon".
+LEGACY_STAT_NAMES = {"tacklesWon": Stat.TACKLES}
 WEIGHT_DECIMALS = Decimal("0.01")
 
 
@@ -89,7 +91,7 @@ DEFAULT_WEIGHTS = Weights(
             Stat.KEY_PASSES: _d("1.0"),
         },
         "DEF": {
-            Stat.TACKLES_WON: _d("2.0"),
+            Stat.TACKLES: _d("2.0"),
             Stat.INTERCEPTIONS: _d("2.0"),
             Stat.CLEARANCES: _d("1.5"),
             Stat.AERIALS_WON: _d("1.0"),
@@ -103,7 +105,7 @@ DEFAULT_WEIGHTS = Weights(
             Stat.GOALS: _d("2.5"),
             Stat.ASSISTS: _d("2.0"),
             Stat.KEY_PASSES: _d("1.5"),
-            Stat.TACKLES_WON: _d("1.0"),
+            Stat.TACKLES: _d("1.0"),
             Stat.INTERCEPTIONS: _d("1.0"),
         },
     },
@@ -125,7 +127,7 @@ def _stats_from_json(value: Any, position: str) -> dict[Stat, Decimal]:
         raise InvalidInput(
             "validation_error", "Weights of a position are an object.", {"field": position}
         )
-    by_name = {stat.value: stat for stat in Stat}
+    by_name = {stat.value: stat for stat in Stat} | LEGACY_STAT_NAMES
     weights: dict[Stat, Decimal] = {}
     for name, raw in value.items():
         where = f"{position}.{name}"

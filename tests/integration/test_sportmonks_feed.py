@@ -78,7 +78,7 @@ async def test_inplay_reads_the_match_as_scripted(client: SportmonksClient, cloc
         184020: {Stat.GOALS: 1},
         184013: {Stat.ASSISTS: 1},
         184019: {Stat.SHOTS_ON_TARGET: 2},
-        184004: {Stat.TACKLES_WON: 3},
+        184004: {Stat.TACKLES: 3},
     }
     assert len(fixture.players) == 46, "both squads: starters and bench"
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ftl.seed import load_demo_data
+from ftl.sportmonks.payload import is_knockout_stage
 
 SQUAD_SIZE = 23
 
@@ -46,3 +47,13 @@ def test_fixtures_are_between_known_teams(data: dict[str, Any]) -> None:
     for fixture in data["fixtures"]:
         assert fixture["home"] in codes and fixture["away"] in codes
         assert fixture["home"] != fixture["away"]
+
+
+def test_the_demo_plays_knockouts_from_the_round_of_32_to_the_final(data: dict[str, Any]) -> None:
+    knockouts = [f["stage"] for f in data["fixtures"] if is_knockout_stage(f["stage"])]
+    assert knockouts[0] == "Round of 32" and knockouts[-1] == "Final"
+    assert {"Round of 16", "Quarter-finals", "Semi-finals"} <= set(knockouts)
+    group = [f for f in data["fixtures"] if not is_knockout_stage(f["stage"])]
+    assert group and max(f["kickoffAt"] for f in group) < min(
+        f["kickoffAt"] for f in data["fixtures"] if is_knockout_stage(f["stage"])
+    ), "the knockouts follow the group stage"

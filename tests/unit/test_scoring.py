@@ -26,7 +26,7 @@ SPEC_WEIGHTS = [
     ("FWD", Stat.ASSISTS, "2.0"),
     ("FWD", Stat.SHOTS_ON_TARGET, "1.5"),
     ("FWD", Stat.KEY_PASSES, "1.0"),
-    ("DEF", Stat.TACKLES_WON, "2.0"),
+    ("DEF", Stat.TACKLES, "2.0"),
     ("DEF", Stat.INTERCEPTIONS, "2.0"),
     ("DEF", Stat.CLEARANCES, "1.5"),
     ("DEF", Stat.AERIALS_WON, "1.0"),
@@ -35,7 +35,7 @@ SPEC_WEIGHTS = [
     ("MID", Stat.GOALS, "2.5"),
     ("MID", Stat.ASSISTS, "2.0"),
     ("MID", Stat.KEY_PASSES, "1.5"),
-    ("MID", Stat.TACKLES_WON, "1.0"),
+    ("MID", Stat.TACKLES, "1.0"),
     ("MID", Stat.INTERCEPTIONS, "1.0"),
 ]
 EVERY_POSITION = [

@@ -16,6 +16,8 @@ from ftl.sportmonks.simulator import (
     generate_scenario,
     load_scenario,
     match_clock,
+    resume_state,
+    scenario_minutes,
 )
 
 
@@ -87,3 +89,36 @@ def test_the_recorded_scenario_loads() -> None:
     scenario = load_scenario(path)
     assert isinstance(scenario, Scenario)
     assert [f.fixture_id for f in scenario.fixtures] == [19000003, 19000004]
+
+
+def test_a_restart_resumes_by_the_clock_and_a_finished_run_starts_afresh(tmp_path: Path) -> None:
+    scenario = generate_scenario(3)
+    state = tmp_path / "sim.json"
+    speed = 6.0  # a match minute every 10 real seconds
+    assert resume_state(state, "3@6", scenario, speed, now_s=1_000.0) == 0.0, "a new run"
+    assert resume_state(state, "3@6", scenario, speed, now_s=2_500.0) == 1_500.0, "resumed"
+    assert resume_state(state, "4@6", scenario, speed, now_s=2_600.0) == 0.0, "another scenario"
+    over = 2_600.0 + scenario_minutes(scenario) * 60 / speed
+    assert resume_state(state, "3@6", scenario, speed, now_s=over) == 0.0, "all over: afresh"
+    clock = [0.0]
+    resumed = Simulator(scenario, speed=speed, clock_s=lambda: clock[0], played_s=1_500.0)
+    assert resumed.elapsed_minutes() == 150.0, "1,500 real seconds at 6x"
+    finished = [f for f in scenario.fixtures if f.kickoff_minute + f.length + 15 <= 150.0]
+    listed = {f["id"] for f in resumed.inplay({"participants"})}
+    assert finished and not listed & {f.fixture_id for f in finished}, "no replay"
+    assert listed, "the matches under way are resumed where they are"
+
+
+def test_a_generated_knockout_goes_through_extra_time_and_penalties() -> None:
+    clock = [0.0]
+    scenario = generate_scenario(3, fixture_count=1)
+    simulator = Simulator(scenario, speed=60, clock_s=lambda: clock[0])
+    includes = {"participants", "scores", "periods", "lineups.details", "events", "stage"}
+    states: list[int] = []
+    for second in range(0, 170):  # listed until 15 minutes after the end (156)
+        clock[0] = float(second)
+        [fixture] = parse_fixtures({"data": simulator.inplay(includes)}, with_players=True)
+        if not states or states[-1] != fixture.state_id:
+            states.append(fixture.state_id)
+        assert fixture.knockout is True
+    assert states == [2, 3, 22, 5, 4, 6, 21, 23, 9, 8]
