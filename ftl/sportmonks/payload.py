@@ -4,8 +4,8 @@ Only an envelope that cannot be read (not an object, no `data` list) raises Malf
 breaker failure. Below it, tolerance is per item (SPEC §5.2, docs/decisions/0101): an unreadable
 fixture, lineup row, detail or event is skipped and counted by reason in `ParsedFeed.skipped`,
 and the rest of the body is used. Fields and types we do not use are ignored: the live API adds
-them freely. Ids are those of /work/shared/sportmonks (states.json, facts.md); endpoints:
-docs/decisions/0030-sportmonks-endpoints.md.
+them freely. Ids are those of the real states catalogue (tests/fixtures/sportmonks/states.json;
+what real bodies hold: facts.md beside it); endpoints: docs/decisions/0030-sportmonks-endpoints.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Sportmonks parser on bodies shaped like real v3 ones (/work/shared/sportmonks/facts.md):
+"""The Sportmonks parser on bodies shaped like real v3 ones (tests/fixtures/sportmonks/facts.md):
 good items become per-player stats; an odd item is skipped and counted; only an unreadable
 envelope raises MalformedPayload, and nothing else is raised whatever the bytes (hypothesis)."""
 
