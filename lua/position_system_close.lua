@@ -1,7 +1,9 @@
--- position_system_close.lua: system closes at GIVEN prices (SPEC §1.4: no impact term) with a
--- reason, `washout` (the margin replay, SPEC §1.5) or `auto_exit_ft` (full time, SPEC §1.7). Each
+-- position_system_close.lua: system closes at GIVEN prices with a reason, `washout` (the margin
+-- replay, SPEC §1.5: its fill walks the curve from the breach tick) or `auto_exit_ft` (full time,
+-- SPEC §1.7: the snapshot's unwind price, rounded against each trader). The caller computed them
+-- (ftl/margin.py, ftl/fulltime.py) so that replaying late gives the same prices. Each
 -- close: PnL to the balance, margin released, netLots, trade tick, board, outbox, portfolio frame,
--- then the SL/TP cascade. A position that is not open any more is skipped, so a rerun or a
+-- then (washouts only) the SL/TP cascade. A position that is not open any more is skipped, so a rerun or a
 -- concurrent run closes nothing twice. For the margin replay the same call also records the
 -- warnings and washouts (margin_outbox stream, frames) and moves the user's watermark, all or
 -- nothing, and only if the watermark is still the one the replay started from.
@@ -49,7 +51,9 @@ for _, c in ipairs(plan.closes) do
   if p and p.status == 'open' then
     local tick = E.close(p, tonumber(c.x), reason, now, '')
     closed = closed + 1
-    E.settle(tick, now)
+    -- NOTE: at full time every position of the frozen instrument is in the plan at the unwind
+    -- price; a level its trade tick reaches must not close one at another price first.
+    if reason ~= 'auto_exit_ft' then E.settle(tick, now) end
     local event_name = 'position_closed'
     if uid then
       event_name = 'washout'

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -99,6 +100,11 @@ def cents(value: float | None) -> int | None:
     return None if value is None else round(value * 100)
 
 
+def iso_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 UTC time with milliseconds, as the scripts write it."""
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
+
+
 def level(price: int, direction: int, distance_bp: int | None, sign: int) -> int | None:
     """A level `distance_bp` away from the price on the side of `sign × direction`."""
     if distance_bp is None:
@@ -184,7 +190,13 @@ class Run:
             )
             if body is not None:
                 assert body["replayed"] is False
-                model.open(body["position"]["id"], *args, stop_loss, take_profit)
+                model.open(
+                    body["position"]["id"],
+                    *args,
+                    stop_loss,
+                    take_profit,
+                    iso_ms(body["position"]["openedAt"]),
+                )
                 self.opened.append(body["position"]["id"])
                 self.last = ("open", user, order, body)
                 await self.check_answer(str(user), body)
