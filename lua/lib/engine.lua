@@ -55,20 +55,30 @@ function E.price(inst)
   return math.max(E.PRICE_FLOOR, inst.live + E.div(inst.kmod * inst.net, 1000000))
 end
 
--- floor(a × a / b) and whether it leaves a remainder, exactly, for 0 < a < 2^35 and
--- 0 < b < 2^35 (a × a itself can pass 2^53, where doubles stop being exact).
-local SPLIT = 131072 -- 2^17
 -- NOTE: quotients as (x - fmod(x, b)) / b: fmod and the division of an exact multiple are exact.
 local function divmod(x, b)
   local r = math.fmod(x, b)
   return (x - r) / b, r
 end
 
-local function square_div(a, b)
-  local high, low = divmod(a, SPLIT)
-  local q1, r1 = divmod(a * high, b)
-  local q2, r2 = divmod(r1 * SPLIT + a * low, b)
-  return q1 * SPLIT + q2, r2 ~= 0
+-- floor(a × a / b) and whether it leaves a remainder, exactly, for 0 < a < b < 2^44: a × a can
+-- pass 2^53, where doubles stop being exact, so a is taken one byte at a time, most significant
+-- first (schoolbook division; every intermediate stays below 2^53).
+local BYTE = 256
+function E.square_div(a, b)
+  local bytes, rest = {}, a
+  while rest > 0 do
+    local d
+    rest, d = divmod(rest, BYTE)
+    bytes[#bytes + 1] = d
+  end
+  local q, r = 0, 0
+  for i = #bytes, 1, -1 do
+    local qd
+    qd, r = divmod(r * BYTE + a * bytes[i], b)
+    q = q * BYTE + qd
+  end
+  return q, r ~= 0
 end
 
 -- The average of the curve max(1.00, live + kMod × x) as netLots x walks from `from` to `to`,
@@ -86,7 +96,7 @@ function E.curve_average(inst, from, to, round_up)
   else
     -- NOTE: only the part from the crossing to `high` lies above the floor: a triangle.
     -- floor(h² / (2e6 × kMod × lots)) = floor(floor(h² / (kMod × lots)) / 2e6).
-    local q1, r1 = square_div(above_high, inst.kmod * (high - low))
+    local q1, r1 = E.square_div(above_high, inst.kmod * (high - low))
     local r
     q, r = divmod(q1, 2000000)
     rest = r1 or r ~= 0
