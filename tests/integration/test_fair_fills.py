@@ -3,11 +3,15 @@ the starting balance (SPEC §1.4: nobody profits from his own price impact)."""
 
 from __future__ import annotations
 
+import asyncio
+from decimal import Decimal
+
 import psycopg
 
-from ftl import market
+from ftl import margin_service, market
 from ftl.services import Services
 from tests.integration.fills_helpers import Trader, full_time
+from tests.integration.margin_helpers import CLOCK_STEP_S
 from tests.integration.trading_helpers import make_instrument, make_user
 
 START = 1_000_000  # 10,000.00 points
@@ -125,3 +129,28 @@ async def test_full_time_closes_both_sides_of_one_person_at_no_profit(
     assert await longs.open(market.LONG, 433) is not None
     await full_time(services, pg_admin)
     assert await longs.balance() + await shorts.balance() <= 2 * START
+
+
+async def test_a_washout_forced_by_ones_own_second_account_fills_along_the_curve(
+    services: Services, pg_admin: psycopg.Connection
+) -> None:
+    """One person, two accounts, kMod 2.00: a long of 5 lots (fills at 55.00), then a short of
+    20 lots from the other account (fills at 40.00) takes the price to 20.00 and the long's
+    margin level far below 50 %. Its washout sells 5 lots from netLots −15 along the curve:
+    50.00 + 2.00 × (−15 − 2.5) = 15.00, not the breach tick's 20.00."""
+    instrument = await make_instrument(
+        services, pg_admin, live_base_cents=LIVE, k_mod=Decimal("2.00")
+    )
+    victim = Trader(services, make_user(pg_admin), instrument)
+    pusher = Trader(services, make_user(pg_admin), instrument)
+    long = await victim.open(market.LONG, 500)
+    assert long is not None and long["entryPrice"] == 55
+    short = await pusher.open(market.SHORT, 2_000)
+    assert short is not None and short["entryPrice"] == 40
+    await asyncio.sleep(CLOCK_STEP_S)
+    await margin_service.evaluate_user(services, victim.caller.user_id)
+    washed = await victim.position(long["id"])
+    assert (washed["closedBy"], washed["exitCents"]) == ("washout", "1500")
+    closed = await pusher.close(short["id"])  # buys 20 lots from netLots −20: 30.00
+    assert closed is not None and closed["exitPrice"] == 30
+    assert await victim.balance() + await pusher.balance() <= 2 * START
