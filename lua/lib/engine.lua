@@ -51,8 +51,9 @@ function E.div(num, den)
   return q
 end
 
-function E.price(inst)
-  return math.max(E.PRICE_FLOOR, inst.live + E.div(inst.kmod * inst.net, 1000000))
+-- The price at netLots `net` (default: the instrument's own).
+function E.price(inst, net)
+  return math.max(E.PRICE_FLOOR, inst.live + E.div(inst.kmod * (net or inst.net), 1000000))
 end
 
 -- NOTE: quotients as (x - fmod(x, b)) / b: fmod and the division of an exact multiple are exact.
@@ -84,15 +85,17 @@ end
 -- The average of the curve max(1.00, live + kMod × x) as netLots x walks from `from` to `to`,
 -- exactly, rounded up (round_up) or down to the cent: ftl.market.curve_average_cents.
 function E.curve_average(inst, from, to, round_up)
-  local low, high = math.min(from, to), math.max(from, to)
+  local low, high = from, to
+  if low > high then low, high = to, from end
   local above_low = 1000000 * (inst.live - E.PRICE_FLOOR) + inst.kmod * low
   local above_high = above_low + inst.kmod * (high - low)
   if above_high <= 0 then return E.PRICE_FLOOR end
   local q, rest
   if above_low >= 0 then
-    local r
-    q, r = divmod(above_low + above_high, 2000000)
-    rest = r ~= 0
+    -- PERF: the usual case (the trade stays above the floor), divmod inlined.
+    local num = above_low + above_high
+    local r = math.fmod(num, 2000000)
+    q, rest = (num - r) / 2000000, r ~= 0
   else
     -- NOTE: only the part from the crossing to `high` lies above the floor: a triangle.
     -- floor(h² / (2e6 × kMod × lots)) = floor(floor(h² / (kMod × lots)) / 2e6).
