@@ -21,7 +21,7 @@ from uuid import UUID
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments, keys, margin_service
+from ftl import instruments, keys, margin_service, wallets
 from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.errors import Conflict, NotFound
 from ftl.leases import Lease
@@ -125,12 +125,20 @@ async def _close_at_snapshot(services: Services, rows: list[Instrument], lease: 
     closed = 0
     # PERF: bounded batches, so one fixture's close-out never blocks Redis for long.
     for start in range(0, len(closes), CLOSE_BATCH):
-        reply = await services.scripts.call(
-            "position_system_close",
-            # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
-            keys=[lease],
-            args=["auto_exit_ft", json.dumps({"closes": closes[start : start + CLOSE_BATCH]})],
-        )
+        plan = json.dumps({"closes": closes[start : start + CLOSE_BATCH]})
+        while True:
+            reply = await services.scripts.call(
+                "position_system_close",
+                # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
+                keys=[lease],
+                args=["auto_exit_ft", plan],
+            )
+            if reply[0] == 1:
+                break
+            if reply[1] != "wallet_missing":
+                raise RuntimeError(f"close-out refused: {reply[1]} {reply[2]}")
+            # NOTE: the script refused before writing anything; load the wallet, run it again.
+            await wallets.load(services, UUID(json.loads(reply[2])["userId"]))
         closed += int(reply[1])
     return closed
 

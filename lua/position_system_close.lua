@@ -18,7 +18,9 @@
 --        "watermark": {"seqs": {instrumentId: seq}, "below": 0 | 1}}
 -- Returns: {1, number of positions closed}; {0, code, details JSON} when refused (nothing written).
 -- Errors: stale (the watermark moved since the replay read it: replay again),
---       not_found (a position of another user in a margin plan).
+--       not_found (a position of another user in a margin plan, or its instrument not in hot
+--       state), wallet_missing (an owner's wallet not in hot state: load it and call again).
+--       Every refusal comes before the first write.
 --! include engine.lua
 local reason, plan = ARGV[1], cjson.decode(ARGV[2])
 local uid = plan.userId
@@ -26,9 +28,18 @@ local uid = plan.userId
 if uid then
   local version = redis.call('HGET', KEYS[1], 'v') or '0'
   if version ~= plan.expect then return E.refuse('stale', {version = version}) end
-  for _, c in ipairs(plan.closes) do
-    local owner = redis.call('HGET', E.k_position(c.p), 'userId')
-    if owner and owner ~= uid then return E.refuse('not_found', {positionId = c.p}) end
+end
+-- NOTE: no partial writes: every key a close will touch is checked before the first write.
+for _, c in ipairs(plan.closes) do
+  local p = E.position(c.p)
+  if p and uid and p.userId ~= uid then return E.refuse('not_found', {positionId = c.p}) end
+  if p and p.status == 'open' then
+    if redis.call('EXISTS', E.k_wallet(p.userId)) == 0 then
+      return E.refuse('wallet_missing', {userId = p.userId})
+    end
+    if not E.instrument(p.instrumentId) then
+      return E.refuse('not_found', {instrumentId = p.instrumentId})
+    end
   end
 end
 

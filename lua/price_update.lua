@@ -5,11 +5,13 @@
 -- ARGV: [1] instrumentId  [2] liveBasePriceCents  [3] basePriceCents or '' (unchanged)
 --       [4] tick source (ftl.ticks.TickSource).
 -- Returns: {1, '<tick JSON>'} (the price tick, before any SL/TP closes it caused).
--- Errors: codes not_found (instrument not in hot state).
+-- Errors: codes not_found (instrument not in hot state), before any write. A level whose
+--       owner's wallet is not in hot state is left for a later tick (lua/lib/engine.lua).
 --! include engine.lua
 local iid, live, base, source = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
-if redis.call('EXISTS', KEYS[1]) == 0 then return E.refuse('not_found', {instrumentId = iid}) end
+-- NOTE: no partial writes: a hash without an instrument's fields is refused before any write.
+if not E.instrument(iid) then return E.refuse('not_found', {instrumentId = iid}) end
 redis.call('HSET', KEYS[1], 'liveBasePriceCents', live)
 E.changed(iid)
 if base ~= '' then

@@ -427,7 +427,9 @@ function E.settle(first, now)
       local p = E.position(pid)
       local reason = p and p.status == 'open' and E.stop_reached(tonumber(p.direction),
         tonumber(p.stopLossCents), tonumber(p.takeProfitCents), t.price)
-      if reason then
+      -- NOTE: no partial writes: a close whose owner's wallet is not in hot state (Redis lost
+      -- it; `ftl recover` brings it back) is left for a later tick instead of failing the call.
+      if reason and redis.call('EXISTS', E.k_wallet(p.userId)) == 1 then
         p.reason = reason
         reached[#reached + 1] = p
       end
