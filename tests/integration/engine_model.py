@@ -160,6 +160,11 @@ class Engine:
         self.instruments[instrument].live = live
         self.settle(instrument, self.tick(instrument))
 
+    def update_k_mod(self, instrument: str, k_mod: int) -> None:
+        """An admin's kMod change: a tick of the new curve, which settles the levels it reaches."""
+        self.instruments[instrument].k_mod = k_mod
+        self.settle(instrument, self.tick(instrument))
+
     def tick(self, instrument: str) -> int:
         inst = self.instruments[instrument]
         inst.seq += 1
