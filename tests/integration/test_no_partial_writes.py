@@ -3,8 +3,8 @@ write, so a refusal or an error leaves Redis exactly as it was. Each test drives
 failure paths and compares every key of the database, byte for byte (DUMP), before and after.
 
 Scripts with no failure path after a write are not here: the read-only ones (ping, audit_read,
-margin_boxes, margin_snapshot) and the single-write ones (lease_hold, lease_release,
-refresh_rotate, otp_attempt)."""
+margin_boxes, margin_snapshot) and those whose one write comes after every read (lease_hold,
+lease_release, refresh_rotate, otp_attempt)."""
 
 from __future__ import annotations
 
@@ -220,3 +220,23 @@ async def test_set_degraded_skips_a_broken_hash_before_writing_anything_to_it(
     assert changed == 1
     assert raw.dump(keys.instrument(broken)) == before
     assert await services.redis.hget(keys.instrument(healthy), "degraded") == "1"
+
+
+async def test_a_rate_limit_with_a_broken_counter_counts_nothing(
+    services: Services, raw: redis.Redis
+) -> None:
+    """One request counts against every limit or none: a later counter that is not a count is
+    found before the first INCR."""
+    counted, broken = keys.rate_limit("ip", "1.2.3.4"), keys.rate_limit("route", "1.2.3.4")
+    await services.redis.set(counted, "3")
+    await services.redis.hset(broken, "x", "1")
+    for bad in ("a hash", "not a count"):
+        if bad == "not a count":
+            await services.redis.delete(broken)
+            await services.redis.set(broken, "many")
+        state = everything(raw)
+        with pytest.raises(ResponseError):
+            await services.scripts.call(
+                "rate_limit", keys=[counted, broken], args=[60_000, 200, 10]
+            )
+        assert everything(raw) == state
