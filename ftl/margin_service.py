@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ftl import email, keys, market, metrics
+from ftl import email, keys, market, metrics, wallets
 from ftl.db.models import (
     CfdPosition,
     Instrument,
@@ -532,7 +532,11 @@ async def evaluate_user(
         )
         if reply[0] == 1:
             return Evaluation(outcome, int(reply[1]), box, state.fingerprint)
-        if reply[1] != "stale":
+        if reply[1] == "wallet_missing":
+            # NOTE: the script refused before writing anything: hot state lost the wallet since
+            # the snapshot; load it and replay again.
+            await wallets.load(services, user_id)
+        elif reply[1] != "stale":
             raise RuntimeError(f"margin commit refused: {reply[1]} {reply[2]}")
         state = None
     log.warning("margin replay of %s lost the watermark race %d times", user_id, STALE_RETRIES)

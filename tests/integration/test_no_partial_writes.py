@@ -22,9 +22,10 @@ from redis.exceptions import ResponseError
 from ftl import keys, market, prices
 from ftl.config import Settings
 from ftl.errors import FtlError
+from ftl.flush import Flusher
 from ftl.services import Services
 from ftl.ticks import TickSource
-from tests.integration.fills_helpers import Trader
+from tests.integration.fills_helpers import Trader, full_time
 from tests.integration.trading_helpers import make_instrument, make_user
 
 
@@ -240,3 +241,22 @@ async def test_a_rate_limit_with_a_broken_counter_counts_nothing(
                 "rate_limit", keys=[counted, broken], args=[60_000, 200, 10]
             )
         assert everything(raw) == state
+
+
+async def test_full_time_loads_a_wallet_redis_lost_and_closes_every_position_once(
+    services: Services, pg_admin: psycopg.Connection
+) -> None:
+    """The close-out's refused batch (wallet_missing, nothing written) runs again once the
+    wallet is back in hot state."""
+    kept, first = await trader_with_position(services, pg_admin)
+    lost = Trader(services, make_user(pg_admin), kept.instrument)
+    second = await lost.open(market.SHORT, 100)
+    assert second is not None
+    await Flusher(services, consumer="test").flush()
+    await services.redis.delete(keys.wallet(lost.caller.user_id))
+
+    await full_time(services, pg_admin)
+
+    for trader, position in ((kept, first), (lost, second)):
+        assert (await trader.position(position["id"]))["closedBy"] == "auto_exit_ft"
+        assert await trader.open_ids() == set()
