@@ -23,6 +23,9 @@ from ftl.db.models import FeatureFlag
 from ftl.errors import InvalidInput
 
 COMING_SOON = "comingSoon"
+# Opens, user closes and level changes answer 503 `maintenance` to non-admins; reads and system
+# closes (stops, take-profits, washouts, full time) go on (SPEC §3.3).
+MAINTENANCE_MODE = "maintenanceMode"
 FLAG_CACHE_S = 1.0
 FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 

@@ -1,6 +1,7 @@
 """Full time (SPEC §1.7): freeze the fixture's instruments, drain in-flight trades, replay the
-holders' margin up to now, close every open position at one snapshot price per instrument
-(`auto_exit_ft`), re-base the players who took part (`postmatch` ticks), unfreeze.
+holders' margin up to now, close every open position at its instrument's snapshot unwind price
+(`auto_exit_ft`, rounded against each trader), re-base the players who took part (`postmatch`
+ticks), unfreeze.
 
 Idempotent and safe to run twice or concurrently: one run at a time holds the renewed lease
 `lease:fulltime:{fixtureId}` (ftl/leases.py); positions already closed are skipped by
@@ -20,11 +21,11 @@ from uuid import UUID
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments, keys, margin_service
+from ftl import instruments, keys, margin_service, wallets
 from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.errors import Conflict, NotFound
 from ftl.leases import Lease
-from ftl.market import price_cents
+from ftl.market import unwind_cents
 from ftl.money import from_cents
 from ftl.prices import apply_base_price
 from ftl.services import Services
@@ -76,9 +77,11 @@ async def _set_frozen(services: Services, rows: list[Instrument], frozen: bool) 
         )
 
 
-async def _open_positions_on(services: Services, instrument_ids: set[str]) -> list[tuple[str, str]]:
-    """(position id, instrument id) of every open position on the instruments, from hot state
-    (Postgres may lag the trade by one flush)."""
+async def _open_positions_on(
+    services: Services, instrument_ids: set[str]
+) -> list[tuple[str, str, int]]:
+    """(position id, instrument id, direction) of every open position on the instruments, from
+    hot state (Postgres may lag the trade by one flush)."""
     holders = sorted(
         await margin_service.holders_of(services, [UUID(i) for i in instrument_ids]), key=str
     )
@@ -90,34 +93,53 @@ async def _open_positions_on(services: Services, instrument_ids: set[str]) -> li
     position_ids = sorted(pid for ids in position_sets for pid in ids)
     async with services.redis.pipeline(transaction=False) as pipe:
         for position_id in position_ids:
-            pipe.hmget(keys.position(position_id), ["instrumentId", "status"])
+            pipe.hmget(keys.position(position_id), ["instrumentId", "status", "direction"])
         fields: list[list[str | None]] = await pipe.execute()
     return [
-        (position_id, str(instrument_id))
-        for position_id, (instrument_id, status) in zip(position_ids, fields, strict=True)
+        (position_id, str(instrument_id), int(direction or 0))
+        for position_id, (instrument_id, status, direction) in zip(
+            position_ids, fields, strict=True
+        )
         if instrument_id in instrument_ids and status == "open"
     ]
 
 
 async def _close_at_snapshot(services: Services, rows: list[Instrument], lease: str) -> int:
-    states = await instruments.read_many(services.redis, rows)
-    snapshot = {
-        str(s.id): price_cents(s.live_base_price_cents, s.k_mod_micros, s.net_lots_centis)
-        for s in states
-    }
+    """Close every open position at its instrument's unwind price as the snapshot saw it: the
+    average fill of unwinding all of netLots along the curve (docs/decisions/0090), so the
+    last traders' own impact is not paid out at the tick price."""
+    snapshot = {str(s.id): s for s in await instruments.read_many(services.redis, rows)}
     closes = [
-        {"p": position_id, "x": snapshot[instrument_id]}
-        for position_id, instrument_id in await _open_positions_on(services, set(snapshot))
+        {
+            "p": position_id,
+            "x": unwind_cents(
+                snapshot[instrument_id].live_base_price_cents,
+                snapshot[instrument_id].k_mod_micros,
+                snapshot[instrument_id].net_lots_centis,
+                direction,
+            ),
+        }
+        for position_id, instrument_id, direction in await _open_positions_on(
+            services, set(snapshot)
+        )
     ]
     closed = 0
     # PERF: bounded batches, so one fixture's close-out never blocks Redis for long.
     for start in range(0, len(closes), CLOSE_BATCH):
-        reply = await services.scripts.call(
-            "position_system_close",
-            # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
-            keys=[lease],
-            args=["auto_exit_ft", json.dumps({"closes": closes[start : start + CLOSE_BATCH]})],
-        )
+        plan = json.dumps({"closes": closes[start : start + CLOSE_BATCH]})
+        while True:
+            reply = await services.scripts.call(
+                "position_system_close",
+                # NOTE: KEYS[1] is the margin watermark in margin runs; full time passes its lease.
+                keys=[lease],
+                args=["auto_exit_ft", plan],
+            )
+            if reply[0] == 1:
+                break
+            if reply[1] != "wallet_missing":
+                raise RuntimeError(f"close-out refused: {reply[1]} {reply[2]}")
+            # NOTE: the script refused before writing anything; load the wallet, run it again.
+            await wallets.load(services, UUID(json.loads(reply[2])["userId"]))
         closed += int(reply[1])
     return closed
 

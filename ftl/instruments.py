@@ -14,10 +14,13 @@ from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
+from sqlalchemy import update
 
-from ftl import keys
+from ftl import keys, prices
 from ftl.db.models import Instrument
+from ftl.errors import NotFound
 from ftl.money import to_cents
+from ftl.services import Services
 
 MICROS = Decimal(1_000_000)
 
@@ -137,3 +140,42 @@ async def read_many(redis: Redis, rows: Sequence[Instrument]) -> list[Instrument
         InstrumentState.from_hash(fields) if fields else InstrumentState.from_row(row)
         for row, fields in zip(rows, hashes, strict=True)
     ]
+
+
+K_MOD_MAX_MICROS = 2_000_000  # 2.00 points per lot: the range lua/lib/engine.lua is exact in
+
+
+@dataclass(frozen=True)
+class InstrumentChange:
+    """What an admin changes on an instrument (SPEC §3.3): activation and/or kMod (micro-points
+    of price per lot, 0 to K_MOD_MAX_MICROS)."""
+
+    is_active: bool | None
+    k_mod_micros: int | None
+
+
+async def administer(services: Services, instrument_id: UUID, change: InstrumentChange) -> None:
+    """Apply an admin's change: Postgres (the truth) first, then hot state, where the trade
+    scripts read `isActive` and `kModMicros`. A kMod change moves the price: it emits a tick
+    (prices.set_k_mod), so subscribers, levels and the margin replay see the new curve."""
+    values: dict[str, Any] = {}
+    if change.is_active is not None:
+        values["is_active"] = change.is_active
+    if change.k_mod_micros is not None:
+        values["k_mod"] = Decimal(change.k_mod_micros) / MICROS
+    async with services.engine.begin() as conn:
+        found = await conn.execute(
+            update(Instrument)
+            .where(Instrument.id == instrument_id)
+            .values(**values)
+            .returning(Instrument.id)
+        )
+        if found.first() is None:
+            raise NotFound("not_found", "No such instrument.", {"instrumentId": str(instrument_id)})
+    key = keys.instrument(instrument_id)
+    if not await services.redis.exists(key):
+        return  # NOTE: loaded from Postgres, with the change, when first needed
+    if change.is_active is not None:
+        await services.redis.hset(key, "isActive", str(int(change.is_active)))
+    if change.k_mod_micros is not None:
+        await prices.set_k_mod(services, instrument_id, change.k_mod_micros)

@@ -2,8 +2,9 @@
 
 Given a user's balance, his open positions, the price of each held instrument at the watermark and
 the ticks since it, `replay` walks the ticks in one fixed order and says where the margin level
-crossed below 100 % (a warning, once per crossing) and where it reached 50 % or less (washouts, at
-that tick's prices), and where the next replay starts. The same inputs always give the same
+crossed below 100 % (a warning, once per crossing) and where it reached 50 % or less (washouts,
+each filling along its instrument's curve as that tick found it), and where the next replay
+starts. The same inputs always give the same
 output, so evaluating late gives what evaluating on time would have (docs/decisions/0040).
 
 Units: cents, centilots, margin level in hundredths of a percent (ftl/market.py).
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from ftl.market import Account, pnl_cents
+from ftl.market import Account, fill_cents, pnl_cents, price_cents
 from ftl.ticks import Tick
 
 WARNING_LEVEL_BASIS = 10_000  # below 100.00 %: a warning, once per crossing
@@ -48,9 +49,47 @@ class Watermark:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """An instrument's price curve as a tick left it: what a washout there fills along."""
+
+    live_base_price_cents: int
+    k_mod_micros: int
+    net_lots_centis: int
+
+    @classmethod
+    def of(cls, tick: Tick, k_mod_micros: int) -> Curve:
+        """The tick's curve; `k_mod_micros` stands in for a tick that does not carry its kMod."""
+        k_mod = k_mod_micros if tick.k_mod_micros is None else tick.k_mod_micros
+        return cls(tick.live_base_price_cents, k_mod, tick.net_lots_centis)
+
+    @property
+    def price_cents(self) -> int:
+        return price_cents(self.live_base_price_cents, self.k_mod_micros, self.net_lots_centis)
+
+    @classmethod
+    def flat(cls, price: int) -> Curve:
+        """A curve known only by its price (no impact term): fills at that price."""
+        return cls(price, 0, 0)
+
+    def close(self, position: HeldPosition) -> tuple[int, Curve]:
+        """The fill of closing `position` along the curve (rounded against its trader) and the
+        curve that close leaves, for the next close at the same tick (SPEC §1.4)."""
+        fill = fill_cents(
+            self.live_base_price_cents,
+            self.k_mod_micros,
+            self.net_lots_centis,
+            position.lots_centis,
+            -position.direction,
+        )
+        net = self.net_lots_centis - position.direction * position.lots_centis
+        return fill, Curve(self.live_base_price_cents, self.k_mod_micros, net)
+
+
+@dataclass(frozen=True)
 class Washout:
     """A position closed by a breach: at tick (instrument_id, seq) the level was `level_basis`
-    with `equity_cents`; the position closes at `price_cents`, its instrument's price then."""
+    with `equity_cents`; the position closes at `price_cents`, the fill of walking its
+    instrument's curve as it stood then (after any washout the replay made before it there)."""
 
     position_id: UUID
     position_instrument_id: UUID
@@ -187,6 +226,7 @@ def replay(
     start: Watermark,
     prices_at_start: Mapping[UUID, int],
     ticks_by_instrument: Mapping[UUID, Sequence[Tick]],
+    curves_at_start: Mapping[UUID, Curve] | None = None,
 ) -> Replay:
     """Replay the ticks after `start` in `tick_order`.
 
@@ -194,12 +234,14 @@ def replay(
     it joins at its open tick. `prices_at_start` prices every instrument with a position already
     in play at the start. Ticks at or below `start` are ignored, so overlapping windows are safe.
     At each tick: the level below 100 % after being at or above it (or undefined) is a warning; at
-    or below 50 % the position with the most negative unrealised PnL closes at its instrument's
-    price of that moment (ties: the smaller position id), again while the level stays at or below
-    50 % and positions remain.
+    or below 50 % the position with the most negative unrealised PnL closes (ties: the smaller
+    position id), again while the level stays at or below 50 % and positions remain. A washout
+    fills by walking its instrument's curve: the one its last tick so far carried (or
+    `curves_at_start`; without either, flat at its price), moved by the washouts before it.
     """
     seqs = dict(start.seqs)
     prices = dict(prices_at_start)
+    curves = dict(curves_at_start or {})
     waiting = sorted(positions, key=lambda p: (p.open_seq, str(p.id)))
     book = _Book(prices)
     open_ = book.open
@@ -217,6 +259,8 @@ def replay(
             continue
         seqs[iid] = tick.seq
         prices[iid] = tick.price_cents
+        known = curves.get(iid)
+        curves[iid] = Curve.of(tick, known.k_mod_micros if known else 0)
         book.reprice(iid)
         for position in [p for p in waiting if p.instrument_id == iid and p.open_seq <= tick.seq]:
             book.add(position)
@@ -229,7 +273,10 @@ def replay(
             )
         while level is not None and level <= WASHOUT_LEVEL_BASIS:
             loser = min(open_.values(), key=lambda p: (_unrealized(p, prices), str(p.id)))
-            pnl = _unrealized(loser, prices)
+            held_on = loser.instrument_id
+            curve = curves.get(held_on) or Curve.flat(prices[held_on])
+            fill, curves[held_on] = curve.close(loser)
+            pnl = pnl_cents(loser.entry_cents, fill, loser.lots_centis, loser.direction)
             washouts.append(
                 Washout(
                     position_id=loser.id,
@@ -237,7 +284,7 @@ def replay(
                     instrument_id=iid,
                     seq=tick.seq,
                     at_ms=tick.at_ms,
-                    price_cents=prices[loser.instrument_id],
+                    price_cents=fill,
                     pnl_cents=pnl,
                     equity_cents=account.equity,
                     level_basis=level,

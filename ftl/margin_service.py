@@ -39,7 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ftl import email, keys, market, metrics
+from ftl import email, keys, market, metrics, wallets
 from ftl.db.models import (
     CfdPosition,
     Instrument,
@@ -50,6 +50,7 @@ from ftl.db.models import (
 )
 from ftl.leases import Lease
 from ftl.margin import (
+    Curve,
     HeldInstrument,
     HeldPosition,
     PriceRange,
@@ -185,6 +186,7 @@ async def _ticks_from_postgres(
             PriceTick.net_lots,
             PriceTick.source,
             Instrument.idx,
+            Instrument.k_mod,
         )
         .join(Instrument, Instrument.id == PriceTick.instrument_id)
         .where(PriceTick.instrument_id == instrument_id, PriceTick.seq >= first_seq)
@@ -204,8 +206,10 @@ async def _ticks_from_postgres(
             net_lots_centis=int(net * 100),
             source=TickSource(source),
             at_ms=_ms(at),
+            # NOTE: price_ticks keeps no kMod: the instrument's current one stands in.
+            k_mod_micros=int(k_mod * market.PPM),
         )
-        for seq, at, price, live, net, source, idx in rows
+        for seq, at, price, live, net, source, idx, k_mod in rows
     ]
 
 
@@ -296,14 +300,19 @@ class TickLogs:
                 self._ranges.pop(iid, None)
         self.cut_ms = cut
 
-    def price_at(self, instrument_id: UUID, seq: int) -> int | None:
-        """The price of the instrument's tick `seq`, if fetched."""
+    def tick_at(self, instrument_id: UUID, seq: int) -> Tick | None:
+        """The instrument's tick `seq`, if fetched."""
         seqs = self._seqs.get(instrument_id)
         if seqs is None:
             return None
         at = bisect_left(seqs, seq)
         ticks = self._ticks[instrument_id]
-        return ticks[at].price_cents if at < len(ticks) and ticks[at].seq == seq else None
+        return ticks[at] if at < len(ticks) and ticks[at].seq == seq else None
+
+    def price_at(self, instrument_id: UUID, seq: int) -> int | None:
+        """The price of the instrument's tick `seq`, if fetched."""
+        tick = self.tick_at(instrument_id, seq)
+        return None if tick is None else tick.price_cents
 
     def after(self, instrument_id: UUID, seq: int, cut_ms: int) -> list[Tick]:
         """The fetched ticks with a seq above `seq` and `at` before `cut_ms`, by seq."""
@@ -338,12 +347,12 @@ async def _last_seq_at(services: Services, instrument_id: UUID, moment: datetime
     return max(found) if found else None
 
 
-async def _current_price(services: Services, instrument_id: UUID) -> int:
+async def _current_curve(services: Services, instrument_id: UUID) -> Curve:
     fields: list[str | None] = await services.redis.hmget(  # type: ignore[assignment]
         keys.instrument(instrument_id), ["liveBasePriceCents", "kModMicros", "netLotsCentis"]
     )
     live, k_mod, net = (int(value or 0) for value in fields)
-    return market.price_cents(live, k_mod, net)
+    return Curve(live, k_mod, net)
 
 
 def _first_opens(state: Snapshot) -> dict[UUID, int]:
@@ -366,9 +375,9 @@ def _earliest_starts(states: Iterable[Snapshot]) -> dict[UUID, int]:
 
 async def _start(
     services: Services, logs: TickLogs, state: Snapshot, since: datetime | None
-) -> tuple[Watermark, dict[UUID, int]]:
-    """The replay's start (a seq for every held instrument) and the prices there; the ticks after
-    it are fetched into `logs` (docs/decisions/0040)."""
+) -> tuple[Watermark, dict[UUID, int], dict[UUID, Curve]]:
+    """The replay's start (a seq for every held instrument), the prices and the curves there; the
+    ticks after it are fetched into `logs` (docs/decisions/0040)."""
     seeds: dict[UUID, int | None] = {}
     firsts: dict[UUID, int] = {}
     for iid, first_open in _first_opens(state).items():
@@ -383,16 +392,22 @@ async def _start(
     await logs.fetch(firsts)
     starts: dict[UUID, int] = {}
     prices: dict[UUID, int] = {}
+    curves: dict[UUID, Curve] = {}
     for iid, seed in seeds.items():
         if seed is None:
             starts[iid] = firsts[iid] - 1
-        else:
-            starts[iid] = seed
-            # NOTE: only if the watermark's own tick is lost from both stores does the price
-            # fall back to the current one.
-            price = logs.price_at(iid, seed)
-            prices[iid] = price if price is not None else await _current_price(services, iid)
-    return Watermark(starts, state.watermark.below_warning), prices
+            continue
+        starts[iid] = seed
+        tick = logs.tick_at(iid, seed)
+        if tick is not None and tick.k_mod_micros is not None:
+            curves[iid], prices[iid] = Curve.of(tick, tick.k_mod_micros), tick.price_cents
+            continue
+        # NOTE: only a tick written before ticks carried kMod, or the watermark's own tick lost
+        # from both stores, costs a read of the instrument's current curve.
+        current = await _current_curve(services, iid)
+        curves[iid] = current if tick is None else Curve.of(tick, current.k_mod_micros)
+        prices[iid] = tick.price_cents if tick is not None else current.price_cents
+    return Watermark(starts, state.watermark.below_warning), prices, curves
 
 
 async def _judge(
@@ -409,7 +424,7 @@ async def _judge(
     `replay_if_quiet` from each instrument's price range, without walking its ticks
     (docs/decisions/0043); the outcome is the one `replay` gives.
     """
-    start, prices = await _start(services, logs, state, since)
+    start, prices, curves = await _start(services, logs, state, since)
     # NOTE: ticks in or after the cut's millisecond wait for the next run, so no run ever splits
     # a millisecond and every run sees the same (at, instrument, seq) order.
     cut_ms = min(logs.cut_ms, state.cut_ms)
@@ -423,7 +438,7 @@ async def _judge(
         if quiet is not None:
             return quiet, sum(window.ticks for window in ranges.values()), False
     ticks = {iid: logs.after(iid, seq, cut_ms) for iid, seq in start.seqs.items()}
-    outcome = replay(state.balance_cents, state.positions, start, prices, ticks)
+    outcome = replay(state.balance_cents, state.positions, start, prices, ticks, curves)
     return outcome, sum(len(instrument_ticks) for instrument_ticks in ticks.values()), True
 
 
@@ -517,7 +532,11 @@ async def evaluate_user(
         )
         if reply[0] == 1:
             return Evaluation(outcome, int(reply[1]), box, state.fingerprint)
-        if reply[1] != "stale":
+        if reply[1] == "wallet_missing":
+            # NOTE: the script refused before writing anything: hot state lost the wallet since
+            # the snapshot; load it and replay again.
+            await wallets.load(services, user_id)
+        elif reply[1] != "stale":
             raise RuntimeError(f"margin commit refused: {reply[1]} {reply[2]}")
         state = None
     log.warning("margin replay of %s lost the watermark race %d times", user_id, STALE_RETRIES)

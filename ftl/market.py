@@ -1,7 +1,8 @@
 """Pure rules of the market (SPEC §1.3–1.4) on integers. No I/O: lua/lib/engine.lua mirrors it.
 
 Units: prices and money in cents, lots in centilots (hundredths of a lot), `kMod` in micro-points
-of price per lot, tolerances in parts per million. Every division rounds half away from zero.
+of price per lot, tolerances in parts per million. Every division rounds half away from zero,
+except fills, which round against the trader (docs/decisions/0090).
 """
 
 from __future__ import annotations
@@ -49,14 +50,63 @@ def price_cents(live_base_cents: int, k_mod_micros: int, net_lots_centis: int) -
     return max(PRICE_FLOOR_CENTS, live_base_cents + impact)
 
 
+def curve_average_cents(
+    live_base_cents: int, k_mod_micros: int, from_lots: int, to_lots: int, round_up: bool
+) -> int:
+    """The average of the price curve `max(1.00, liveBasePrice + kMod × x)` as netLots `x` walks
+    from `from_lots` to `to_lots` (centilots), exactly, then rounded up or down to the cent.
+
+    Where the curve stays above 1.00 this is `liveBasePrice + kMod × (from + to) / 2`; the floor
+    belongs to the curve, not to the average, so a trade that crosses 1.00 pays the floored part
+    at 1.00 and the rest along the line, and no path of trades is cheaper than another
+    (docs/decisions/0090). Requires `k_mod_micros ≥ 0`.
+    """
+    low, high = min(from_lots, to_lots), max(from_lots, to_lots)
+    # h(x) = PPM × (curve above the floor at x), in micro-cents: linear, increasing in x.
+    above_low = PPM * (live_base_cents - PRICE_FLOOR_CENTS) + k_mod_micros * low
+    above_high = above_low + k_mod_micros * (high - low)
+    if above_high <= 0:
+        return PRICE_FLOOR_CENTS
+    if above_low >= 0:
+        numerator, denominator = above_low + above_high, 2 * PPM
+    else:
+        # NOTE: only the part from the crossing to `high` lies above the floor: a triangle.
+        numerator, denominator = above_high * above_high, 2 * PPM * k_mod_micros * (high - low)
+    quotient, remainder = divmod(numerator, denominator)
+    return PRICE_FLOOR_CENTS + quotient + (1 if round_up and remainder else 0)
+
+
 def fill_cents(
     live_base_cents: int, k_mod_micros: int, net_lots_centis: int, lots_centis: int, side: int
 ) -> int:
     """The fill of a trade that adds `side × lots` to netLots (buy +1: open long or close short;
-    sell −1: open short or close long): the curve's price at half the trade,
-    `liveBasePrice + kMod × (netLots ± lotSize/2)`, floored at 1.00, to the cent."""
-    impact = div_half_away(k_mod_micros * (2 * net_lots_centis + side * lots_centis), 2 * PPM)
-    return max(PRICE_FLOOR_CENTS, live_base_cents + impact)
+    sell −1: open short or close long): the curve's average over the trade,
+    `liveBasePrice + kMod × (netLots ± lotSize/2)`, floored at 1.00, rounded to the cent against
+    the trader: up when he buys, down when he sells."""
+    return curve_average_cents(
+        live_base_cents,
+        k_mod_micros,
+        net_lots_centis,
+        net_lots_centis + side * lots_centis,
+        side > 0,
+    )
+
+
+def unwind_cents(
+    live_base_cents: int, k_mod_micros: int, net_lots_centis: int, direction: int
+) -> int:
+    """The full-time close-out price of a position of `direction` (SPEC §1.7): the average fill of
+    unwinding the whole net demand along the curve, `max(1.00, liveBasePrice + kMod × netLots /
+    2)`, rounded against the trader: down for a long (he sells), up for a short (he buys)."""
+    return curve_average_cents(live_base_cents, k_mod_micros, 0, net_lots_centis, direction < 0)
+
+
+def level_price_after_open(
+    live_base_cents: int, k_mod_micros: int, net_lots_centis: int, lots_centis: int, direction: int
+) -> int:
+    """The price levels set at open are checked against: the price of the open's own trade tick,
+    so no level can sit inside the position's own impact (SPEC §1.4)."""
+    return price_cents(live_base_cents, k_mod_micros, net_lots_centis + direction * lots_centis)
 
 
 def margin_cents(fill: int, lots_centis: int) -> int:

@@ -157,13 +157,14 @@ WHERE level IS NOT NULL
 GROUP BY 1, 2
 """
 # The last TICK_LOG_CAP ticks of every instrument as Tick.to_json (and the Lua) writes them.
-# NOTE: price_ticks keeps no degraded flag; each tick carries the instrument's current one.
+# NOTE: price_ticks keeps neither the degraded flag nor kMod: each tick carries the instrument's
+# current ones.
 RECENT_TICKS = """
 SELECT i.id::text, t.seq, format(
-    '{"id":"%%s","i":%%s,"q":%%s,"p":%%s,"b":%%s,"n":%%s,"s":%%s,"t":%%s,"d":%%s}',
+    '{"id":"%%s","i":%%s,"q":%%s,"p":%%s,"b":%%s,"n":%%s,"k":%%s,"s":%%s,"t":%%s,"d":%%s}',
     i.id, i.idx, t.seq, (t.price * 100)::bigint, (t.live_base_price * 100)::bigint,
-    (t.net_lots * 100)::bigint, t.source, floor(extract(epoch FROM t.at) * 1000)::bigint,
-    i.degraded::int)
+    (t.net_lots * 100)::bigint, (i.k_mod * 1000000)::bigint, t.source,
+    floor(extract(epoch FROM t.at) * 1000)::bigint, i.degraded::int)
 FROM instruments i
 CROSS JOIN LATERAL (SELECT * FROM price_ticks p WHERE p.instrument_id = i.id
                     ORDER BY p.seq DESC LIMIT %(cap)s) t

@@ -6,7 +6,10 @@ turns it into a msgpack frame, the margin replay reads it. Field names are short
 tick crosses pub/sub to every ws replica:
 
     {"id": instrumentId, "i": idx, "q": seq, "p": priceCents, "b": liveBasePriceCents,
-     "n": netLotsCentis, "s": source, "t": atEpochMs, "d": 0 | 1 (degraded)}
+     "n": netLotsCentis, "k": kModMicros, "s": source, "t": atEpochMs, "d": 0 | 1 (degraded)}
+
+`b`, `n` and `k` are the curve at the tick: a washout the tick triggers fills along it
+(docs/decisions/0090). Ticks written before `k` existed read with `k_mod_micros` None.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Tick:
     source: TickSource
     at_ms: int
     degraded: bool = False
+    k_mod_micros: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -47,6 +51,7 @@ class Tick:
                 "p": self.price_cents,
                 "b": self.live_base_price_cents,
                 "n": self.net_lots_centis,
+                **({} if self.k_mod_micros is None else {"k": self.k_mod_micros}),
                 "s": int(self.source),
                 "t": self.at_ms,
                 "d": int(self.degraded),
@@ -67,4 +72,5 @@ class Tick:
             source=TickSource(int(data["s"])),
             at_ms=int(data["t"]),
             degraded=bool(data.get("d", 0)),
+            k_mod_micros=None if data.get("k") is None else int(data["k"]),
         )

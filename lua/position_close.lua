@@ -28,14 +28,20 @@ if inst.frozen then return E.refuse('instrument_frozen', {instrumentId = inst.id
 local w = E.wallet(uid)
 if not w then return {0, 'wallet_missing', '{}'} end
 
+-- NOTE: no partial writes: the holdings are valued before the first write (an instrument of
+-- them missing from hot state fails here, with nothing written).
+local value, held, held_price = E.holdings(uid, inst.id)
+
 local now = E.now_ms()
+local lots = tonumber(p.direction) * tonumber(p.lotsCentis)
 local exit = E.fill(inst, tonumber(p.lotsCentis), -tonumber(p.direction))
 local tick = E.close(p, exit, 'user', now, request_id, w)
 local body
 if E.settle(tick, now) == 0 then
-  -- PERF: the position and the wallet as E.close left them; no need to read them again.
-  local equity = w.balance + E.holdings(uid) - w.cost
-  body = E.encode_body(p, E.wallet_json(w.balance, w.used, equity))
+  -- PERF: the position and the wallet as E.close left them, and only this instrument's price
+  -- and the user's lots on it changed: no need to read them again.
+  value = value - held_price * held + tick.price * (held - lots)
+  body = E.encode_body(p, E.wallet_json(w.balance, w.used, w.balance + value - w.cost))
 else
   body = E.body(pid, uid)
 end

@@ -6,8 +6,9 @@
 -- ARGV: [1] userId  [2] positionId  [3] stop-loss: 'keep' | 'clear' | cents
 --       [4] take-profit: 'keep' | 'clear' | cents  [5] '1' when the session family must live.
 -- Returns: {1, '<position JSON>'}; {0, code, details JSON} when refused (nothing written).
--- Errors: codes unauthorized, not_found (no such position or another user's), position_closed,
---       validation_error (field stopLoss | takeProfit on the wrong side of the price).
+-- Errors: codes unauthorized, not_found (no such position or another user's, or its instrument
+--       not in hot state), position_closed, validation_error (field stopLoss | takeProfit on the
+--       wrong side of the price). Every refusal comes before the first write.
 --! include engine.lua
 local uid, pid = ARGV[1], ARGV[2]
 
@@ -25,7 +26,9 @@ end
 local sl = level(ARGV[3], p.stopLossCents)
 local tp = level(ARGV[4], p.takeProfitCents)
 local dir, iid = tonumber(p.direction), p.instrumentId
-local price = E.price(E.instrument(iid))
+local inst = E.instrument(iid)
+if not inst then return E.refuse('not_found', {instrumentId = iid}) end
+local price = E.price(inst)
 local bad = E.invalid_level(dir, price, sl, tp)
 if bad then return E.refuse('validation_error', {field = bad, price = price / 100}) end
 

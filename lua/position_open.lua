@@ -37,7 +37,9 @@ local fill = E.fill(inst, lots, dir)
 if E.slipped(dir, fill, client, tol) then
   return E.refuse('slippage_exceeded', {fillPrice = fill / 100, clientPrice = client / 100})
 end
-local price = E.price(inst)
+-- NOTE: levels are checked against the price after the open (its own trade tick), so none can
+-- sit inside the position's own impact and trigger on it (SPEC §1.4).
+local price = E.price(inst, inst.net + dir * lots)
 local bad = E.invalid_level(dir, price, sl, tp)
 if bad then
   return E.refuse('validation_error', {field = bad, price = price / 100})

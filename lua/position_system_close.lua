@@ -1,7 +1,9 @@
--- position_system_close.lua: system closes at GIVEN prices (SPEC §1.4: no impact term) with a
--- reason, `washout` (the margin replay, SPEC §1.5) or `auto_exit_ft` (full time, SPEC §1.7). Each
+-- position_system_close.lua: system closes at GIVEN prices with a reason, `washout` (the margin
+-- replay, SPEC §1.5: its fill walks the curve from the breach tick) or `auto_exit_ft` (full time,
+-- SPEC §1.7: the snapshot's unwind price, rounded against each trader). The caller computed them
+-- (ftl/margin.py, ftl/fulltime.py) so that replaying late gives the same prices. Each
 -- close: PnL to the balance, margin released, netLots, trade tick, board, outbox, portfolio frame,
--- then the SL/TP cascade. A position that is not open any more is skipped, so a rerun or a
+-- then (washouts only) the SL/TP cascade. A position that is not open any more is skipped, so a rerun or a
 -- concurrent run closes nothing twice. For the margin replay the same call also records the
 -- warnings and washouts (margin_outbox stream, frames) and moves the user's watermark, all or
 -- nothing, and only if the watermark is still the one the replay started from.
@@ -16,7 +18,9 @@
 --        "watermark": {"seqs": {instrumentId: seq}, "below": 0 | 1}}
 -- Returns: {1, number of positions closed}; {0, code, details JSON} when refused (nothing written).
 -- Errors: stale (the watermark moved since the replay read it: replay again),
---       not_found (a position of another user in a margin plan).
+--       not_found (a position of another user in a margin plan, or its instrument not in hot
+--       state), wallet_missing (an owner's wallet not in hot state: load it and call again).
+--       Every refusal comes before the first write.
 --! include engine.lua
 local reason, plan = ARGV[1], cjson.decode(ARGV[2])
 local uid = plan.userId
@@ -24,9 +28,18 @@ local uid = plan.userId
 if uid then
   local version = redis.call('HGET', KEYS[1], 'v') or '0'
   if version ~= plan.expect then return E.refuse('stale', {version = version}) end
-  for _, c in ipairs(plan.closes) do
-    local owner = redis.call('HGET', E.k_position(c.p), 'userId')
-    if owner and owner ~= uid then return E.refuse('not_found', {positionId = c.p}) end
+end
+-- NOTE: no partial writes: every key a close will touch is checked before the first write.
+for _, c in ipairs(plan.closes) do
+  local p = E.position(c.p)
+  if p and uid and p.userId ~= uid then return E.refuse('not_found', {positionId = c.p}) end
+  if p and p.status == 'open' then
+    if redis.call('EXISTS', E.k_wallet(p.userId)) == 0 then
+      return E.refuse('wallet_missing', {userId = p.userId})
+    end
+    if not E.instrument(p.instrumentId) then
+      return E.refuse('not_found', {instrumentId = p.instrumentId})
+    end
   end
 end
 
@@ -49,7 +62,9 @@ for _, c in ipairs(plan.closes) do
   if p and p.status == 'open' then
     local tick = E.close(p, tonumber(c.x), reason, now, '')
     closed = closed + 1
-    E.settle(tick, now)
+    -- NOTE: at full time every position of the frozen instrument is in the plan at the unwind
+    -- price; a level its trade tick reaches must not close one at another price first.
+    if reason ~= 'auto_exit_ft' then E.settle(tick, now) end
     local event_name = 'position_closed'
     if uid then
       event_name = 'washout'

@@ -8,9 +8,17 @@
 -- Returns: {1, 0} allowed; {0, retry_after_ms} refused: some counter is over its limit, and
 --   retry_after_ms is the longest wait until every such counter resets. Every counter counts the
 --   request either way, so hammering while refused does not shorten the wait.
--- Errors: none.
+-- Errors: a counter key holding something else than a count, before the first write.
 local window = tonumber(ARGV[1])
 local wait = -1
+-- NOTE: no partial writes: every counter is read before the first INCR (GET fails on a key of
+-- another type; a value that is not a count is refused), so no request is half counted.
+for _, key in ipairs(KEYS) do
+  local count = redis.call('GET', key)
+  if count and not string.match(count, '^%d+$') then
+    return redis.error_reply('rate_limit: ' .. key .. ' does not hold a count')
+  end
+end
 for i, key in ipairs(KEYS) do
   local count = redis.call('INCR', key)
   if count == 1 then

@@ -6,7 +6,8 @@
 -- ARGV: [1] referrerId  [2] referralId.
 -- Returns: {1, bonusCents, n} when credited now; {2, bonusCents, n} when credited before;
 --       {0, 'wallet_missing', '{}'} when the referrer's wallet is not in hot state (load, retry).
--- Errors: none.
+-- Errors: none; a script error (an instrument of his holdings missing from hot state) comes
+--       before the first write.
 --! include engine.lua
 local referrer, referral = ARGV[1], ARGV[2]
 local done = redis.call('GET', KEYS[2])
@@ -15,6 +16,9 @@ if done then
   return {2, tonumber(string.sub(done, 1, sep - 1)), tonumber(string.sub(done, sep + 1))}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'wallet_missing', '{}'} end
+-- NOTE: no partial writes: the holdings the frame shows are valued before the credit (an
+-- instrument missing from hot state fails here, with nothing written).
+local value = E.holdings(referrer)
 
 local now = E.now_ms()
 local n = redis.call('HINCRBY', KEYS[1], 'paidReferrals', 1)
@@ -34,6 +38,7 @@ redis.call('HINCRBY', KEYS[1], 'bonusCents', E.int(total))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('SET', KEYS[2], E.int(total) .. ':' .. E.int(n))
 redis.call('XADD', E.OUTBOX, '*', 'wallet', referrer)
+local w = E.wallet(referrer)
 redis.call('PUBLISH', 'portfolio:' .. referrer, cjson.encode({type = 'portfolio',
-  event = 'referral_bonus', wallet = E.wallet_view(referrer)}))
+  event = 'referral_bonus', wallet = E.wallet_json(w.balance, w.used, w.balance + value - w.cost)}))
 return {1, total, n}

@@ -6,7 +6,7 @@
 -- ARGV: [1] userId  [2] wallet fields JSON (name -> string)
 --       [3] open positions JSON: [{"id": ..., "fields": {name -> string}}, ...].
 -- Returns: 1 when loaded, 0 when the wallet was already in hot state (nothing written).
--- Errors: none.
+-- Errors: a malformed document or position row, before the first write.
 --! include engine.lua
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 
@@ -20,10 +20,20 @@ local function flat(fields)
 end
 
 local uid = ARGV[1]
-redis.call('HSET', KEYS[1], unpack(flat(cjson.decode(ARGV[2]))))
+-- NOTE: no partial writes: both documents decoded and every row checked before the first write.
+local wallet, rows = flat(cjson.decode(ARGV[2])), cjson.decode(ARGV[3])
+if #wallet == 0 then return redis.error_reply('wallet_load: no wallet fields') end
+for _, row in ipairs(rows) do
+  local f = type(row) == 'table' and type(row.fields) == 'table' and row.fields
+  if not (f and row.id and f.instrumentId and tonumber(f.direction) and tonumber(f.lotsCentis)
+      and tonumber(f.entryCents)) then
+    return redis.error_reply('wallet_load: malformed position row')
+  end
+end
+redis.call('HSET', KEYS[1], unpack(wallet))
 redis.call('DEL', KEYS[2], KEYS[3])
 local cost = 0
-for _, row in ipairs(cjson.decode(ARGV[3])) do
+for _, row in ipairs(rows) do
   local f = row.fields
   redis.call('HSET', E.k_position(row.id), unpack(flat(f)))
   redis.call('SADD', KEYS[2], row.id)

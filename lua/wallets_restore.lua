@@ -9,7 +9,7 @@
 --       POSITION fields in order]; values are strings, or null for a field the hash lacks.
 --       [2] JSON {userId -> boardMember} for the chunk's users on the boards.
 -- Returns: the number of wallets written.
--- Errors: none.
+-- Errors: a malformed row (no user id or balance, odd exposure list), before the first write.
 --! include engine.lua
 -- PERF: positional rows, not objects (ftl/recover.py's SQL builds them as text, cheaply), and
 -- one command per key: 150,000 positions are written at once.
@@ -33,6 +33,23 @@ end
 
 local members = cjson.decode(ARGV[2])
 local users = cjson.decode(ARGV[1])
+-- NOTE: no partial writes: every row is checked before the first write.
+local function malformed(user)
+  if type(user) ~= 'table' or type(user[1]) ~= 'string' or type(user[2]) ~= 'string' then
+    return true
+  end
+  local net, positions = user[#WALLET + 2], user[#WALLET + 3]
+  if type(net) ~= 'table' or #net % 2 == 1 or type(positions) ~= 'table' then return true end
+  for _, row in ipairs(positions) do
+    if type(row) ~= 'table' or type(row[1]) ~= 'string' then return true end
+  end
+  return false
+end
+for _, user in ipairs(users) do
+  if malformed(user) then
+    return redis.error_reply('wallets_restore: malformed wallet row')
+  end
+end
 for _, user in ipairs(users) do
   local uid = user[1]
   local wallet, open, exposure = E.k_wallet(uid), E.k_open(uid), E.k_exposure(uid)

@@ -16,6 +16,7 @@ from web.body import BodyLimit
 from web.params import QueryText
 from web.ratelimit import RateLimit
 from web.resources import accounts as account_routes
+from web.resources import admin_instruments as admin_instrument_routes
 from web.resources import admin_replay as admin_replay_routes
 from web.resources import admin_settings as admin_settings_routes
 from web.resources import auth as auth_routes
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     leaderboard_routes.add_routes(app, services)
     admin_settings_routes.add_routes(app, services)
     admin_replay_routes.add_routes(app, services)
+    admin_instrument_routes.add_routes(app, services)
     console_routes.add_routes(app, services)
     openapi.add_routes(app, services)
     return app

@@ -11,7 +11,7 @@ from ftl.auth.sessions import FAMILY_CLAIM, ROLE_CLAIM, Session
 from ftl.auth.tokens import TTL_S, Claims, TokenType
 from ftl.db.models import UserRole
 from ftl.errors import Forbidden, Unauthorized, Unavailable
-from ftl.flags import COMING_SOON
+from ftl.flags import COMING_SOON, MAINTENANCE_MODE
 from ftl.services import Services
 
 ACCESS_COOKIE = "ftl_access"
@@ -35,9 +35,12 @@ async def authenticate(
     *,
     check_revoked: bool = True,
     coming_soon_exempt: bool = False,
+    maintenance_gate: bool = False,
 ) -> Claims:
     """The caller's access-token claims; 401 when absent, invalid, expired or revoked (its jti
-    blocked, or its session family ended); 503 `coming_soon` to non-admins while that flag is on.
+    blocked, or its session family ended); 503 `coming_soon` to non-admins while that flag is on,
+    and with `maintenance_gate` (a user's trade or level change) 503 `maintenance` while
+    `maintenanceMode` is.
 
     PERF: routes whose Lua script checks `jti_block:{jti}` itself (the trade path) pass
     check_revoked=False to keep to one Redis round trip; the gate reads a per-process snapshot.
@@ -57,12 +60,12 @@ async def authenticate(
             blocked, ended = await services.redis.get(keys.revoked_jti(claims.jti)), False
         if blocked is not None or ended:
             raise Unauthorized("unauthorized", "The session has ended.")
-    if (
-        not coming_soon_exempt
-        and claims.extra.get(ROLE_CLAIM) != UserRole.admin.value
-        and await services.flags.enabled(COMING_SOON)
-    ):
+    if claims.extra.get(ROLE_CLAIM) == UserRole.admin.value:
+        return claims
+    if not coming_soon_exempt and await services.flags.enabled(COMING_SOON):
         raise Unavailable("coming_soon", "FTL opens soon.")
+    if maintenance_gate and await services.flags.enabled(MAINTENANCE_MODE):
+        raise Unavailable("maintenance", "FTL is under maintenance; trading resumes shortly.")
     return claims
 
 

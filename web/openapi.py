@@ -283,7 +283,8 @@ ERROR_DESCRIPTIONS = {
     415: "The body is not application/json.",
     422: "Unprocessable (`needs_profile`, `idempotency_conflict`).",
     429: "Rate limited; wait Retry-After seconds.",
-    503: "`coming_soon`, or `unavailable` (a store does not answer; retry shortly).",
+    503: "`coming_soon`, `maintenance` (opens, closes and level changes while the operator"
+    " maintains the game), or `unavailable` (a store does not answer; retry shortly).",
 }
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
@@ -849,6 +850,31 @@ PATHS: dict[str, dict[str, Schema]] = {
             request=body(obj({"scoringWeights": ref("ScoringWeights")})),
             tag="admin",
         ),
+    },
+    "/api/admin/instruments/{instrument_id}": {
+        "post": op(
+            "Admin: activate or deactivate an instrument, set its kMod (a kMod change emits a"
+            " tick).",
+            {200: ok(ref("Instrument"), "The instrument after the change.")},
+            security=SIGNED_IN,
+            errors=(403, 404),
+            request=body(
+                obj(
+                    {
+                        "isActive": {"type": "boolean"},
+                        "kMod": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 2,
+                            "multipleOf": 0.000001,
+                        },
+                    },
+                    optional=("isActive", "kMod"),
+                )
+            ),
+            parameters=[path_id("instrument_id")],
+            tag="admin",
+        )
     },
     "/api/admin/replay": {
         "post": op(

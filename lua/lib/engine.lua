@@ -1,6 +1,7 @@
 -- engine.lua: code shared by the trading scripts, spliced into each one by ftl/scripts.py where
 -- the script says `--! include engine.lua`. Mirrors ftl/market.py exactly: integers only (cents,
--- centilots, kMod micro-points per lot, tolerance in ppm), every division half away from zero.
+-- centilots, kMod micro-points per lot, tolerance in ppm), every division half away from zero
+-- except fills, which round against the trader (docs/decisions/0090).
 --
 -- Keys it derives from ids (standalone Redis; the names match ftl/keys.py):
 --   instrument:{id} hash, wallet:{userId} hash, position:{id} hash, positions:{userId} set,
@@ -50,12 +51,66 @@ function E.div(num, den)
   return q
 end
 
-function E.price(inst)
-  return math.max(E.PRICE_FLOOR, inst.live + E.div(inst.kmod * inst.net, 1000000))
+-- The price at netLots `net` (default: the instrument's own).
+function E.price(inst, net)
+  return math.max(E.PRICE_FLOOR, inst.live + E.div(inst.kmod * (net or inst.net), 1000000))
 end
 
+-- NOTE: quotients as (x - fmod(x, b)) / b: fmod and the division of an exact multiple are exact.
+local function divmod(x, b)
+  local r = math.fmod(x, b)
+  return (x - r) / b, r
+end
+
+-- floor(a × a / b) and whether it leaves a remainder, exactly, for 0 < a < b < 2^44: a × a can
+-- pass 2^53, where doubles stop being exact, so a is taken one byte at a time, most significant
+-- first (schoolbook division; every intermediate stays below 2^53).
+local BYTE = 256
+function E.square_div(a, b)
+  local bytes, rest = {}, a
+  while rest > 0 do
+    local d
+    rest, d = divmod(rest, BYTE)
+    bytes[#bytes + 1] = d
+  end
+  local q, r = 0, 0
+  for i = #bytes, 1, -1 do
+    local qd
+    qd, r = divmod(r * BYTE + a * bytes[i], b)
+    q = q * BYTE + qd
+  end
+  return q, r ~= 0
+end
+
+-- The average of the curve max(1.00, live + kMod × x) as netLots x walks from `from` to `to`,
+-- exactly, rounded up (round_up) or down to the cent: ftl.market.curve_average_cents.
+function E.curve_average(inst, from, to, round_up)
+  local low, high = from, to
+  if low > high then low, high = to, from end
+  local above_low = 1000000 * (inst.live - E.PRICE_FLOOR) + inst.kmod * low
+  local above_high = above_low + inst.kmod * (high - low)
+  if above_high <= 0 then return E.PRICE_FLOOR end
+  local q, rest
+  if above_low >= 0 then
+    -- PERF: the usual case (the trade stays above the floor), divmod inlined.
+    local num = above_low + above_high
+    local r = math.fmod(num, 2000000)
+    q, rest = (num - r) / 2000000, r ~= 0
+  else
+    -- NOTE: only the part from the crossing to `high` lies above the floor: a triangle.
+    -- floor(h² / (2e6 × kMod × lots)) = floor(floor(h² / (kMod × lots)) / 2e6).
+    local q1, r1 = E.square_div(above_high, inst.kmod * (high - low))
+    local r
+    q, r = divmod(q1, 2000000)
+    rest = r1 or r ~= 0
+  end
+  if round_up and rest then q = q + 1 end
+  return E.PRICE_FLOOR + q
+end
+
+-- A trade adding side × lots to netLots, rounded against the trader (up when he buys).
 function E.fill(inst, lots, side)
-  return math.max(E.PRICE_FLOOR, inst.live + E.div(inst.kmod * (2 * inst.net + side * lots), 2000000))
+  return E.curve_average(inst, inst.net, inst.net + side * lots, side > 0)
 end
 
 function E.margin(fill, lots) return E.div(fill * lots, 10) end
@@ -273,8 +328,9 @@ function E.tick(iid, source, now, outbox, lots)
     redis.call('HSET', E.k_instrument(iid), 'seq', E.int(seq))
   end
   local price = E.price(inst)
-  local json = string.format('{"id":"%s","i":%d,"q":%d,"p":%d,"b":%d,"n":%d,"s":%d,"t":%d,"d":%d}',
-    iid, inst.idx, seq, price, inst.live, inst.net, source, now, inst.degraded)
+  local json = string.format(
+    '{"id":"%s","i":%d,"q":%d,"p":%d,"b":%d,"n":%d,"k":%d,"s":%d,"t":%d,"d":%d}',
+    iid, inst.idx, seq, price, inst.live, inst.net, inst.kmod, source, now, inst.degraded)
   redis.call('HSET', E.PRICES, iid, price)
   local log = E.k_ticklog(iid)
   redis.call('ZADD', log, seq, json)
@@ -344,9 +400,16 @@ function E.close(p, exit, reason, now, request_id, w)
   return tick
 end
 
--- Close, at the tick's price, every position whose stop-loss or take-profit the tick reached;
--- each close is a trade tick that may reach further levels (handled in order, breadth first).
--- Returns how many positions it closed.
+-- Close every position whose stop-loss or take-profit a tick reached (SPEC §1.4): the tick
+-- decides when, the curve decides the price. The hits of one tick close in (openedAt, id) order,
+-- each filling along the curve from the netLots the previous close left (the instrument as it
+-- stands: a close moves it); each close is a trade tick that may reach further levels (handled in
+-- order, breadth first). Returns how many positions it closed.
+local function opened_first(a, b)
+  if a.openedAtMs ~= b.openedAtMs then return tonumber(a.openedAtMs) < tonumber(b.openedAtMs) end
+  return a.id < b.id
+end
+
 function E.settle(first, now)
   local queue, head, closes = {first}, 1, 0
   while head <= #queue do
@@ -359,17 +422,25 @@ function E.settle(first, now)
     for _, pid in ipairs(redis.call('ZRANGEBYSCORE', E.k_above(t.iid), '-inf', t.price)) do
       if not seen[pid] then seen[pid] = true; hits[#hits + 1] = pid end
     end
-    table.sort(hits)
+    local reached = {}
     for _, pid in ipairs(hits) do
-      if closes >= E.MAX_SYSTEM_CLOSES then return closes end
       local p = E.position(pid)
       local reason = p and p.status == 'open' and E.stop_reached(tonumber(p.direction),
         tonumber(p.stopLossCents), tonumber(p.takeProfitCents), t.price)
-      if reason then
-        queue[#queue + 1] = E.close(p, t.price, reason, now, '')
-        closes = closes + 1
-        E.frame(p.userId, 'position_closed', E.encode_body(p, E.wallet_view(p.userId)))
+      -- NOTE: no partial writes: a close whose owner's wallet is not in hot state (Redis lost
+      -- it; `ftl recover` brings it back) is left for a later tick instead of failing the call.
+      if reason and redis.call('EXISTS', E.k_wallet(p.userId)) == 1 then
+        p.reason = reason
+        reached[#reached + 1] = p
       end
+    end
+    table.sort(reached, opened_first)
+    for _, p in ipairs(reached) do
+      if closes >= E.MAX_SYSTEM_CLOSES then return closes end
+      local exit = E.fill(E.instrument(t.iid), tonumber(p.lotsCentis), -tonumber(p.direction))
+      queue[#queue + 1] = E.close(p, exit, p.reason, now, '')
+      closes = closes + 1
+      E.frame(p.userId, 'position_closed', E.encode_body(p, E.wallet_view(p.userId)))
     end
   end
   return closes

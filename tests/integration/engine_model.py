@@ -34,6 +34,7 @@ class ModelPosition:
     margin: int
     stop_loss: int | None
     take_profit: int | None
+    opened_at_ms: int = 0
     status: str = "open"
     exit: int | None = None
     pnl: int | None = None
@@ -87,7 +88,8 @@ class Engine:
         fill = market.fill_cents(inst.live, inst.k_mod, inst.net, lots, direction)
         if market.slippage_exceeded(direction, fill, client, tolerance):
             raise Refused("slippage_exceeded")
-        if market.invalid_level(direction, inst.price, stop_loss, take_profit):
+        after = market.level_price_after_open(inst.live, inst.k_mod, inst.net, lots, direction)
+        if market.invalid_level(direction, after, stop_loss, take_profit):
             raise Refused("validation_error")
         if market.margin_cents(fill, lots) > self.account(user).free_margin:
             raise Refused("insufficient_margin")
@@ -104,13 +106,23 @@ class Engine:
         tolerance: int,
         stop_loss: int | None,
         take_profit: int | None,
+        opened_at_ms: int = 0,
     ) -> None:
         fill = self.check_open(
             user, instrument, direction, lots, client, tolerance, stop_loss, take_profit
         )
         margin = market.margin_cents(fill, lots)
         self.positions[position_id] = ModelPosition(
-            position_id, user, instrument, direction, lots, fill, margin, stop_loss, take_profit
+            position_id,
+            user,
+            instrument,
+            direction,
+            lots,
+            fill,
+            margin,
+            stop_loss,
+            take_profit,
+            opened_at_ms,
         )
         wallet = self.wallets[user]
         wallet.used += margin
@@ -148,6 +160,11 @@ class Engine:
         self.instruments[instrument].live = live
         self.settle(instrument, self.tick(instrument))
 
+    def update_k_mod(self, instrument: str, k_mod: int) -> None:
+        """An admin's kMod change: a tick of the new curve, which settles the levels it reaches."""
+        self.instruments[instrument].k_mod = k_mod
+        self.settle(instrument, self.tick(instrument))
+
     def tick(self, instrument: str) -> int:
         inst = self.instruments[instrument]
         inst.seq += 1
@@ -169,8 +186,19 @@ class Engine:
         self.instruments[position.instrument].net -= position.direction * position.lots
         return self.tick(position.instrument)
 
+    def unwind(self, instrument: str) -> None:
+        """The full-time close-out of one instrument: every open position at the unwind price of
+        the snapshot, rounded against its trader; no level triggers."""
+        inst = self.instruments[instrument]
+        live, k_mod, net = inst.live, inst.k_mod, inst.net
+        for position in sorted(self.positions.values(), key=lambda p: p.id):
+            if position.instrument == instrument and position.status == "open":
+                exit_ = market.unwind_cents(live, k_mod, net, position.direction)
+                self._close(position, exit_, "auto_exit_ft")
+
     def settle(self, instrument: str, price: int) -> None:
-        """Close what each tick reaches, at that tick's price, breadth first, ids in order."""
+        """Close what each tick reaches, breadth first; one tick's hits in (openedAt, id) order,
+        each filling along the curve from the netLots the previous close left."""
         queue, closes = deque([price]), 0
         while queue:
             tick_price = queue.popleft()
@@ -182,8 +210,9 @@ class Engine:
                     and p.status == "open"
                     and market.stop_reached(p.direction, p.stop_loss, p.take_profit, tick_price)
                 ),
-                key=lambda p: p.id,
+                key=lambda p: (p.opened_at_ms, p.id),
             )
+            inst = self.instruments[instrument]
             for position in hits:
                 if closes >= MAX_SYSTEM_CLOSES:
                     return
@@ -191,5 +220,8 @@ class Engine:
                     position.direction, position.stop_loss, position.take_profit, tick_price
                 )
                 assert reason is not None
-                queue.append(self._close(position, tick_price, reason))
+                exit_ = market.fill_cents(
+                    inst.live, inst.k_mod, inst.net, position.lots, -position.direction
+                )
+                queue.append(self._close(position, exit_, reason))
                 closes += 1

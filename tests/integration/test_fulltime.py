@@ -1,6 +1,6 @@
-"""Full time (SPEC §1.7): every open position on the fixture closes once at one snapshot price per
-instrument, nobody trades during the freeze, the players who took part are re-based, and running
-the close-out twice or concurrently closes nothing twice."""
+"""Full time (SPEC §1.7): every open position on the fixture closes once at its instrument's
+snapshot unwind price, nobody trades during the freeze, the players who took part are re-based,
+and running the close-out twice or concurrently closes nothing twice."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ftl.db.engine import libpq_url
 from ftl.db.models import Fixture, Instrument, PlayerMatchStats
 from ftl.errors import Conflict
 from ftl.fulltime import CLOSE_BATCH, close_out
-from ftl.market import pre_match_base_price_cents, price_cents
+from ftl.market import pre_match_base_price_cents, price_cents, unwind_cents
 from ftl.poller import poll_once
 from ftl.services import Services
 from ftl.sportmonks.breaker import SharedBreaker
@@ -127,10 +127,6 @@ async def test_full_time_closes_the_fixture_at_one_price_and_rebases(
 
     fixture_id = await reach_full_time(market, sim_url, clock)
     states = {s.id: s for s in await instruments.read_many(market.redis, [lautaro, mbappe])}
-    snapshot = {
-        i: price_cents(s.live_base_price_cents, s.k_mod_micros, s.net_lots_centis)
-        for i, s in states.items()
-    }
 
     report = await close_out(market, fixture_id)
 
@@ -138,7 +134,15 @@ async def test_full_time_closes_the_fixture_at_one_price_and_rebases(
     for user, position_id, instrument in opened:
         closed = await position(api, market, user, position_id)
         assert closed["status"] == "closed" and closed["closedBy"] == "auto_exit_ft"
-        assert Decimal(str(closed["exitPrice"])) == Decimal(snapshot[instrument]) / 100
+        # the snapshot's unwind price, rounded against each trader
+        state = states[instrument]
+        unwind = unwind_cents(
+            state.live_base_price_cents,
+            state.k_mod_micros,
+            state.net_lots_centis,
+            1 if closed["direction"] == "long" else -1,
+        )
+        assert Decimal(str(closed["exitPrice"])) == Decimal(unwind) / 100
     still = await position(api, market, users[0], outside.json["position"]["id"])
     assert still["status"] == "open", "other fixtures' instruments are untouched"
 

@@ -79,8 +79,10 @@ def body_operations() -> list[tuple[str, str]]:
 
 
 def concrete(path: str, people: dict[str, Any]) -> str:
-    return path.replace("{position_id}", people["positions"]["alice"]).replace(
-        "{name}", "demoBanner"
+    return (
+        path.replace("{position_id}", people["positions"]["alice"])
+        .replace("{name}", "demoBanner")
+        .replace("{instrument_id}", people["instrument"]["id"])
     )
 
 
@@ -115,7 +117,7 @@ async def test_every_body_route_refuses_big_bodies_deep_nesting_and_other_media_
         (b"{}", "application/json-patch+json", 415, "unsupported_media_type"),
     ]
     operations = body_operations()
-    assert len(operations) == 14
+    assert len(operations) == 15
     before = stores(pg_admin, raw_redis)
     for method, path in operations:
         url, headers = concrete(path, people), people["alice"]

@@ -17,7 +17,7 @@ import pytest
 from dramatiq import Worker
 from falcon import testing
 
-from ftl import cli, keys, margin_service, prices
+from ftl import cli, keys, margin_service, market, prices
 from ftl.services import Services
 from ftl.ticks import Tick, TickSource
 from tests.integration.api_helpers import login
@@ -174,8 +174,10 @@ async def test_a_washout_that_moves_the_price_into_another_breach_is_followed_up
 
     closed = [await position(services, pid) for pid in (first, second)]
     assert [(p["closedBy"], p["exitCents"]) for p in closed] == [
-        ("washout", "9900"),
-        ("washout", "8900"),  # the price the first washout's own tick left
+        # sells 10 lots along the curve from netLots 11: 88.00 + 1.00 × (11 − 5)
+        ("washout", "9400"),
+        # breached by the first washout's own tick (89.00); sells 1 lot from netLots 1
+        ("washout", "8850"),
     ]
     assert await services.redis.exists(keys.margin_follow_up(instrument)) == 0
 
@@ -205,7 +207,12 @@ async def test_a_holder_breached_by_another_users_trade_is_washed_out_after_the_
     await processed(margin_worker)
 
     closed = await position(services, held)
-    assert (closed["closedBy"], closed["exitCents"]) == ("washout", str(breach.price_cents))
+    # the breach tick decides when; its curve the price: selling 1 lot from its netLots
+    assert breach.k_mod_micros is not None
+    fill = market.fill_cents(
+        breach.live_base_price_cents, breach.k_mod_micros, breach.net_lots_centis, 100, market.SHORT
+    )
+    assert (closed["closedBy"], closed["exitCents"]) == ("washout", str(fill))
 
 
 def margin_messages() -> list[dict[str, Any]]:

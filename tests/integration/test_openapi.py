@@ -263,6 +263,11 @@ async def test_every_operation_answers_as_documented(
     await call("PUT", "/api/admin/flags/demoBanner", headers=me, json={"enabled": True})
     await call("POST", "/api/admin/replay", headers=admin, json={"userId": user_id})
     await call("POST", "/api/admin/replay", headers=admin, json={"userId": str(uuid.uuid4())})
+    admin_instrument = f"/api/admin/instruments/{instrument['id']}"
+    await call("POST", admin_instrument, headers=admin, json={"kMod": 0.05, "isActive": True})
+    await call("POST", admin_instrument, headers=admin, json={"kMod": 3})
+    await call("POST", admin_instrument, headers=me, json={"isActive": False})
+    await call("POST", f"/api/admin/instruments/{uuid.uuid4()}", headers=admin, json={"kMod": 0})
 
     # The coming-soon gate.
     await call("PUT", "/api/admin/flags/comingSoon", headers=admin, json={"enabled": True})

@@ -128,7 +128,8 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
 
     await as_alice.open(a, "a1", lotSize=2, stopLoss=50, takeProfit=200)
     short = await as_alice.open(b, "a2", direction="short", clientPrice=101)
-    bob_long = await as_bob.open(a, "b1", lotSize=3)
+    # NOTE: scores apart (bob 0.00, alice −3.00): recover orders a tie by the close time, in ms
+    bob_long = await as_bob.open(a, "b1", lotSize=2)
     await as_carol.open(b, "c1", lotSize=0.5, takeProfit=300)
     await as_alice.close(short, "a2x")
     await as_bob.close(bob_long, "b1x")

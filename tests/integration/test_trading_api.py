@@ -363,7 +363,9 @@ async def test_close_levels_reads_and_lists(world: dict[str, Any], services: Ser
     closed = await alice.close(opened["id"], "bye")
     assert closed.status_code == 200, closed.text
     assert closed.json["position"]["closedBy"] == "user"
-    assert closed.json["position"]["realizedPnl"] == 0
+    # the curve's average 100.0375 buys at 100.04 and sells at 100.03: a cent a share
+    assert (opened["entryPrice"], closed.json["position"]["exitPrice"]) == (100.04, 100.03)
+    assert closed.json["position"]["realizedPnl"] == -1.5
     assert closed.json["replayed"] is False
     assert (await alice.close(opened["id"], "bye")).json["replayed"] is True
     assert_error(await alice.close(opened["id"], "bye-again"), 409, "position_closed")
@@ -379,7 +381,7 @@ async def test_close_levels_reads_and_lists(world: dict[str, Any], services: Ser
     assert listed.json == {"positions": [closed.json["position"]], "nextCursor": None}
     trades = (await alice.get("/api/trades")).json["trades"]
     assert [(t["kind"], t["side"], t["price"]) for t in trades] == [
-        ("close", "sell", opened["entryPrice"]),
+        ("close", "sell", closed.json["position"]["exitPrice"]),
         ("open", "buy", opened["entryPrice"]),
     ]
     history = (await alice.get(f"/api/instruments/{world['instrument']}/price-history")).json
@@ -388,7 +390,7 @@ async def test_close_levels_reads_and_lists(world: dict[str, Any], services: Ser
     assert (instrument["price"], instrument["netLots"]) == (100, 0)
     board = (await alice.get("/api/leaderboard")).json
     assert board["entries"][0]["userId"] == str(world["alice"])
-    assert board["me"] == {"rank": 1, "score": 0}
+    assert board["me"] == {"rank": 1, "score": -1.5}
 
 
 async def test_positions_page_newest_first_with_a_cursor(

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+import pytest
 
 from ftl import keys, market, prices, referral_payout, trading
 from ftl.flush import Flusher
@@ -29,8 +30,15 @@ def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trading.Ope
     return trading.OpenOrder.from_body(body)
 
 
-async def test_open_then_close_of_the_same_size_gives_pnl_exactly_zero(
-    services: Services, pg_admin: psycopg.Connection
+@pytest.mark.parametrize(
+    ("lot_size", "pnl"),
+    [
+        (2, 0),  # the fill 123.45 + 0.05 × 1 is a whole cent: the round trip is free
+        (3.57, -3.57),  # 123.53925 buys at 123.54 and sells at 123.53: a cent a share
+    ],
+)
+async def test_open_then_close_of_the_same_size_gives_zero_or_a_cent_level_loss(
+    services: Services, pg_admin: psycopg.Connection, lot_size: float, pnl: float
 ) -> None:
     user = make_user(pg_admin)
     instrument = await make_instrument(services, pg_admin, live_base_cents=12_345)
@@ -38,7 +46,7 @@ async def test_open_then_close_of_the_same_size_gives_pnl_exactly_zero(
         await trading.open_position(
             services,
             trading.Caller(user, "j"),
-            order(instrument, "o1", lotSize=3.57, clientPrice=123.45),
+            order(instrument, "o1", lotSize=lot_size, clientPrice=123.45),
         )
     )
     position = opened["position"]
@@ -47,23 +55,26 @@ async def test_open_then_close_of_the_same_size_gives_pnl_exactly_zero(
             services, trading.Caller(user, "j"), UUID(position["id"]), "c1"
         )
     )
-    assert closed["position"]["realizedPnl"] == 0
-    assert closed["position"]["exitPrice"] == position["entryPrice"]
+    assert closed["position"]["realizedPnl"] == pnl
+    balance = 10_000 + pnl
     assert closed["wallet"] == {
-        "balance": 10_000,
+        "balance": balance,
         "usedMargin": 0,
-        "equity": 10_000,
-        "freeMargin": 10_000,
+        "equity": balance,
+        "freeMargin": balance,
         "marginLevel": None,
     }
     fields = await services.redis.hgetall(keys.instrument(instrument))
     assert fields["netLotsCentis"] == "0"
     assert fields["seq"] == "2"
-    entry = market.fill_cents(12_345, 50_000, 0, 357, market.LONG)
+    lots = round(lot_size * 100)
+    entry = market.fill_cents(12_345, 50_000, 0, lots, market.LONG)
     assert round(position["entryPrice"] * 100) == entry
+    exit_ = market.fill_cents(12_345, 50_000, lots, lots, market.SHORT)
+    assert round(closed["position"]["exitPrice"] * 100) == exit_
 
 
-async def test_a_tick_at_the_stop_loss_closes_at_that_ticks_price_and_tells_the_owner(
+async def test_a_tick_at_the_stop_loss_closes_walking_the_curve_and_tells_the_owner(
     services: Services, pg_admin: psycopg.Connection
 ) -> None:
     user = make_user(pg_admin)
@@ -84,13 +95,14 @@ async def test_a_tick_at_the_stop_loss_closes_at_that_ticks_price_and_tells_the_
     tick = await prices.apply_base_price(services, instrument, 9_490, TickSource.LIVE)
     assert tick.price_cents == 9_500
     fields = await services.redis.hgetall(keys.position(opened["position"]["id"]))
+    # the tick decides when, the curve the price: selling 2 lots from the tick's netLots 2 fills
+    # at 94.90 + 0.05 × (2 − 1) = 94.95, not at the tick's 95.00
     assert (fields["status"], fields["closedBy"], fields["exitCents"]) == (
         "closed",
         "stop_loss",
-        "9500",
+        "9495",
     )
-    # PnL at the tick's price, no impact term: (95.00 − 100.05) × 2 lots × 100
-    assert fields["pnlCents"] == str((9_500 - 10_005) * 200)
+    assert fields["pnlCents"] == str((9_495 - 10_005) * 200)
     assert await services.redis.zcard(keys.stops_below(instrument)) == 0
     assert await services.redis.zcard(keys.stops_above(instrument)) == 0
 
@@ -100,14 +112,14 @@ async def test_a_tick_at_the_stop_loss_closes_at_that_ticks_price_and_tells_the_
     await pubsub.aclose()
     ticks = [data for channel, data in frames if channel == keys.price_channel(instrument)]
     assert [(t["q"], t["s"]) for t in ticks] == [(1, 1), (2, 0), (3, 0), (4, 1)]
-    assert set(ticks[0]) == {"id", "i", "q", "p", "b", "n", "s", "t", "d"}
+    assert set(ticks[0]) == {"id", "i", "q", "p", "b", "n", "k", "s", "t", "d"}
     events = [data for channel, data in frames if channel == keys.portfolio_channel(user)]
     assert [(e["type"], e["event"]) for e in events] == [
         ("portfolio", "position_opened"),
         ("portfolio", "position_closed"),
     ]
     assert events[1]["position"]["closedBy"] == "stop_loss"
-    assert events[1]["wallet"]["balance"] == (1_000_000 + (9_500 - 10_005) * 200) / 100
+    assert events[1]["wallet"]["balance"] == (1_000_000 + (9_495 - 10_005) * 200) / 100
 
 
 async def test_the_referrer_is_paid_once_on_the_first_position_even_when_retried(

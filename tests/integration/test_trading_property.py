@@ -1,18 +1,21 @@
-"""Property: random sequences of opens, closes, SL/TP changes, retries and price updates run
-through the Lua scripts agree, to the cent, with the model built from ftl/market.py."""
+"""Property: random sequences of opens, closes, SL/TP changes, retries, price updates and kMod
+changes run through the Lua scripts agree, to the cent, with the model built from ftl/market.py:
+fills rounded against the trader, levels at open checked after the open, and every stop or
+take-profit a tick reaches filling along the curve (docs/decisions/0090)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import psycopg
 import redis
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ftl import keys, market, prices, trading
@@ -61,11 +64,19 @@ class Price:
 
 
 @dataclass(frozen=True)
+class KMod:
+    """An admin sets the instrument's kMod (micro-points per lot)."""
+
+    instrument: int
+    k_mod_micros: int
+
+
+@dataclass(frozen=True)
 class Retry:
     """Send the previous successful open or close again, same clientRequestId and body."""
 
 
-levels = st.none() | st.integers(-200, 3_000)
+levels = st.none() | st.integers(-200, 3_000) | st.integers(1, 60)  # near: own trades reach them
 owner_or_other = st.none() | st.none() | st.integers(0, USERS - 1)
 operations = st.lists(
     st.one_of(
@@ -83,6 +94,11 @@ operations = st.lists(
         st.builds(Close, owner_or_other, st.integers(0, 40)),
         st.builds(Modify, owner_or_other, st.integers(0, 40), levels, levels),
         st.builds(Price, st.integers(0, INSTRUMENTS - 1), st.integers(100, 60_000)),
+        st.builds(
+            KMod,
+            st.integers(0, INSTRUMENTS - 1),
+            st.sampled_from([0, 50_000, 123_457, 1_000_000, 2_000_000]),
+        ),
         st.just(Retry()),
     ),
     min_size=1,
@@ -97,6 +113,11 @@ instrument_setups = st.lists(
 
 def cents(value: float | None) -> int | None:
     return None if value is None else round(value * 100)
+
+
+def iso_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 UTC time with milliseconds, as the scripts write it."""
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
 
 
 def level(price: int, direction: int, distance_bp: int | None, sign: int) -> int | None:
@@ -184,7 +205,13 @@ class Run:
             )
             if body is not None:
                 assert body["replayed"] is False
-                model.open(body["position"]["id"], *args, stop_loss, take_profit)
+                model.open(
+                    body["position"]["id"],
+                    *args,
+                    stop_loss,
+                    take_profit,
+                    iso_ms(body["position"]["openedAt"]),
+                )
                 self.opened.append(body["position"]["id"])
                 self.last = ("open", user, order, body)
                 await self.check_answer(str(user), body)
@@ -224,6 +251,12 @@ class Run:
                 self.services, iid, op.live_base_cents, TickSource.LIVE
             )
             assert tick.live_base_price_cents == op.live_base_cents
+        elif isinstance(op, KMod):
+            iid = self.instruments[op.instrument]
+            model.update_k_mod(str(iid), op.k_mod_micros)
+            tick = await prices.set_k_mod(self.services, iid, op.k_mod_micros)
+            assert tick.k_mod_micros == op.k_mod_micros
+            assert tick.price_cents == model.instruments[str(iid)].price
         elif self.last is not None:
             kind, user, args, first = self.last
             if kind == "open":
@@ -302,6 +335,17 @@ async def run_example(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(setups=instrument_setups, ops=operations)
+@example(  # a take-profit and a stop-loss pushed through by trades, and a kMod change between
+    setups=[(10_000, 50_000), (10_000, 1_000_000)],
+    ops=[
+        Open(0, 0, market.LONG, 800, 300, 50_000, None, 60),
+        Open(1, 0, market.LONG, 800, 300, 50_000, None, None),  # reaches the take-profit
+        KMod(0, 1_000_000),
+        Open(2, 1, market.SHORT, 500, 0, 50_000, 60, None),
+        Open(0, 1, market.LONG, 1_000, 300, 50_000, None, None),  # reaches the stop-loss
+        Price(0, 9_000),
+    ],
+)
 def test_lua_agrees_with_the_market_rules_to_the_cent(
     settings: Settings,
     pg_admin: psycopg.Connection,

@@ -41,6 +41,32 @@ def test_fills_walk_the_curve_to_half_the_trade() -> None:
     assert market.fill_cents(120, 50_000, 0, 10_000, market.SHORT) == market.PRICE_FLOOR_CENTS
 
 
+def test_fills_round_against_the_trader() -> None:
+    # net 0, 0.01 lot at kMod 0.05: the curve's average is 100.0025 on a buy, 99.9975 on a sell
+    assert market.fill_cents(10_000, 50_000, 0, 1, market.LONG) == 10_001
+    assert market.fill_cents(10_000, 50_000, 0, 1, market.SHORT) == 9_999
+    # the same half cent that half-away-from-zero rounded in the trader's favour
+    assert market.fill_cents(10_000, 50_000, -100, 100, market.LONG) == 9_998  # 99.975 up
+    assert market.fill_cents(10_000, 50_000, 100, 100, market.SHORT) == 10_002  # 100.025 down
+
+
+def test_the_floor_belongs_to_the_curve_not_to_the_average() -> None:
+    # live 2.00, kMod 0.05: selling 40 lots from net 0 walks 2.00 -> 1.00 (at net -20) then
+    # stays at the floor: (20 × 1.50 + 20 × 1.00) / 40 = 1.25, not max(1.00, 1.00) = 1.00
+    assert market.fill_cents(200, 50_000, 0, 4_000, market.SHORT) == 125
+    # wholly below the floor: 1.00
+    assert market.fill_cents(200, 50_000, -4_000, 1_000, market.SHORT) == 100
+    # kMod 0: the live base price, floored
+    assert market.fill_cents(50, 0, 0, 100, market.LONG) == 100
+
+
+def test_the_unwind_price_is_the_average_fill_of_unwinding_all_of_net_lots() -> None:
+    # live 50.00, net 19 lots at kMod 0.05: 50 + 0.05 × 19 / 2 = 50.475
+    assert market.unwind_cents(5_000, 50_000, 1_900, market.LONG) == 5_047
+    assert market.unwind_cents(5_000, 50_000, 1_900, market.SHORT) == 5_048
+    assert market.unwind_cents(5_000, 50_000, 0, market.LONG) == 5_000
+
+
 @given(
     st.integers(100, 60_000),
     st.integers(0, 2_000_000),
@@ -48,12 +74,35 @@ def test_fills_walk_the_curve_to_half_the_trade() -> None:
     st.integers(market.LOTS_MIN_CENTIS, market.LOTS_MAX_CENTIS),
     st.sampled_from([market.LONG, market.SHORT]),
 )
-def test_an_open_then_a_close_of_the_same_size_makes_exactly_zero(
+def test_an_open_then_a_close_of_the_same_size_makes_zero_or_a_cent_level_loss(
     live: int, k_mod: int, net: int, lots: int, direction: int
 ) -> None:
     entry = market.fill_cents(live, k_mod, net, lots, direction)
     exit_ = market.fill_cents(live, k_mod, net + direction * lots, lots, -direction)
-    assert market.pnl_cents(entry, exit_, lots, direction) == 0
+    walk = (live, k_mod, net, net + direction * lots)
+    whole_cent = market.curve_average_cents(*walk, True) == market.curve_average_cents(*walk, False)
+    pnl = market.pnl_cents(entry, exit_, lots, direction)
+    assert pnl == (0 if whole_cent else -lots)  # a cent a share when the fill is not whole
+
+
+@given(
+    st.integers(100, 60_000),
+    st.integers(0, 2_000_000),
+    st.lists(st.integers(-10_000, 10_000).filter(bool), min_size=1, max_size=12),
+)
+def test_no_walk_of_net_lots_away_and_back_pays_the_trader(
+    live: int, k_mod: int, trades: list[int]
+) -> None:
+    """Trades (signed centilots) from netLots 0, then one trade back to 0: the cash they paid
+    and received sums to at most zero, wherever the curve meets the floor."""
+    net = cash = 0
+    for lots in [*trades, -sum(trades)]:
+        if lots == 0:
+            continue
+        side = market.LONG if lots > 0 else market.SHORT
+        cash -= lots * market.fill_cents(live, k_mod, net, abs(lots), side)
+        net += lots
+    assert cash <= 0
 
 
 def test_margin_is_a_tenth_of_the_exposure_to_the_cent() -> None:

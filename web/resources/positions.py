@@ -25,7 +25,9 @@ def _json(resp: falcon.asgi.Response, text: str, status: str = falcon.HTTP_200) 
 
 
 async def _caller(req: falcon.asgi.Request, services: Services) -> trading.Caller:
-    return trading.Caller.from_claims(await authenticate(req, services, check_revoked=False))
+    """The trader of an open, a close or a level change: the maintenance gate applies."""
+    claims = await authenticate(req, services, check_revoked=False, maintenance_gate=True)
+    return trading.Caller.from_claims(claims)
 
 
 class OpenPosition:
