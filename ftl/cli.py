@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "keys":
+        # NOTE: making a key needs no settings; production refuses to start without one.
+        return cmd_keys(Settings(), args)
     try:
         settings = get_settings()
     except ConfigError as exc:

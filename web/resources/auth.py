@@ -160,7 +160,7 @@ class Logout:
             refresh_token_of(req, body), TokenType.REFRESH
         )
         await sessions.revoke(self.services, claims)
-        clear_session_cookies(resp)
+        clear_session_cookies(resp, secure=self.services.settings.is_production)
         resp.status = falcon.HTTP_204
 
 
