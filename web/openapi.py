@@ -162,7 +162,7 @@ SCHEMAS: dict[str, Schema] = {
             "kind": {"enum": ["open", "close"]},
             "at": TIME,
             "instrumentId": UUID,
-            "idx": INT,
+            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
             "side": {"enum": ["buy", "sell"]},
             "lotSize": POINTS,
             "price": nullable(POINTS),

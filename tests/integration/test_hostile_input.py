@@ -5,6 +5,7 @@ gets the documented refusal with a stable code, never a 500, and changes nothing
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import uuid
@@ -17,6 +18,7 @@ import redis
 from falcon import testing
 
 from ftl.config import Settings
+from ftl.json_input import MAX_DEPTH
 from ftl.ratelimit import IP_LIMIT_PER_MIN
 from ftl.services import Services
 from tests.integration.api_helpers import login
@@ -435,3 +437,45 @@ async def test_a_flood_of_trades_is_cut_at_the_limit_and_refused_trades_change_n
         k: v for k, v in before[0].items() if b"rate" not in k
     }
     assert after[1] == before[1]
+
+
+# --- the 500s of issue 17, each refused at its root -----------------------------------------
+
+
+async def test_cursors_not_ours_are_400_on_both_lists(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    kind_where_the_id_belongs = base64.urlsafe_b64encode(b"2024-01-01T00:00:00+00:00|open|open")
+    for path, cursor in (
+        ("/api/positions", "MjAyNC0wMS0wMVQwMDowMDowMCswMDowMHx4"),
+        ("/api/trades", kind_where_the_id_belongs.decode().rstrip("=")),
+        ("/api/positions", ""),
+        ("/api/trades", ""),
+    ):
+        result = await api.simulate_get(path, headers=people["alice"], params={"cursor": cursor})
+        assert_refused(result, "GET", path, 400, "validation_error")
+        assert result.json["error"]["details"] == {"field": "cursor"}
+
+
+async def test_a_lone_surrogate_nonce_is_refused_before_google_is_asked(
+    api: testing.ASGIConductor,
+) -> None:
+    result = await api.simulate_post(
+        "/api/auth/google",
+        headers={"Content-Type": "application/json"},
+        body=b'{"idToken": "x.y.z", "nonce": "\\ud800"}',
+    )
+    assert_refused(result, "POST", "/api/auth/google", 400, "validation_error")
+    assert result.json["error"]["details"] == {"field": "nonce"}
+
+
+async def test_json_nested_past_the_limit_is_refused(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    too_deep = b'{"label":' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
+    result = await api.simulate_post(
+        "/api/referrals/invites",
+        headers={**people["alice"], "Content-Type": "application/json"},
+        body=too_deep,
+    )
+    assert_refused(result, "POST", "/api/referrals/invites", 400, "invalid_json")
