@@ -23,7 +23,7 @@ from ftl.services import Services
 from ftl.text import is_small_whole_number
 
 DEFAULT_PAGE = 50
-MAX_PAGE = 200
+MAX_PAGE = 100  # the `limit` of every list is 1 to 100 (SPEC §3.2, OpenAPI)
 
 
 def iso(moment: datetime) -> str:

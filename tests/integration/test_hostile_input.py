@@ -479,3 +479,68 @@ async def test_json_nested_past_the_limit_is_refused(
         body=too_deep,
     )
     assert_refused(result, "POST", "/api/referrals/invites", 400, "invalid_json")
+
+
+# --- the document states the rules, and the server keeps to the document --------------------
+
+
+def parameter_schema(path: str, name: str) -> dict[str, Any]:
+    operation = document(False)["paths"][path]["get"]
+    found: dict[str, Any] = next(p["schema"] for p in operation["parameters"] if p["name"] == name)
+    return found
+
+
+async def test_list_limits_are_1_to_100_as_documented(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    for path in ("/api/positions", "/api/trades", "/api/leaderboard"):
+        assert parameter_schema(path, "limit")["maximum"] == 100
+        at_most = await api.simulate_get(path, headers=people["alice"], params={"limit": "100"})
+        assert at_most.status_code == 200, at_most.text
+        over = await api.simulate_get(path, headers=people["alice"], params={"limit": "101"})
+        assert_refused(over, "GET", path, 400, "validation_error")
+
+
+async def test_a_district_without_the_district_scope_is_refused(
+    api: testing.ASGIConductor,
+) -> None:
+    for params in ({"districtId": "7"}, {"scope": "overall", "districtId": "7"}):
+        result = await api.simulate_get("/api/leaderboard", params=params)
+        assert_refused(result, "GET", "/api/leaderboard", 400, "validation_error")
+        assert result.json["error"]["details"] == {"field": "districtId"}
+    district = await api.simulate_get(
+        "/api/leaderboard", params={"scope": "district", "districtId": "7"}
+    )
+    assert district.status_code == 200, district.text
+
+
+async def test_the_documented_edges_are_accepted(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    offset = parameter_schema("/api/leaderboard", "offset")["maximum"]
+    farthest = await api.simulate_get("/api/leaderboard", params={"offset": str(offset)})
+    assert farthest.status_code == 200, farthest.text
+    beyond = await api.simulate_get("/api/leaderboard", params={"offset": str(offset + 1)})
+    assert_refused(beyond, "GET", "/api/leaderboard", 400, "validation_error")
+    instrument = people["instrument"]
+    # A tolerance finer than a millionth is within 0 to 0.05, so it is taken (rounded down).
+    opened = await api.simulate_post(
+        "/api/positions/open",
+        headers=people["alice"],
+        json={
+            "instrumentId": instrument["id"],
+            "direction": "short",
+            "lotSize": 1,
+            "clientRequestId": "fine-tolerance",
+            "clientPrice": instrument["price"],
+            "slippageTolerancePct": 0.0100005,
+        },
+    )
+    assert opened.status_code == 201, opened.text
+    google = document(False)["paths"]["/api/auth/google"]["post"]["requestBody"]
+    nonce = google["content"]["application/json"]["schema"]["properties"]["nonce"]
+    short = await api.simulate_post(
+        "/api/auth/google", json={"idToken": "x.y.z", "nonce": "n" * (nonce["minLength"] - 1)}
+    )
+    assert_refused(short, "POST", "/api/auth/google", 400, "validation_error")
+    assert short.json["error"]["details"] == {"field": "nonce"}
