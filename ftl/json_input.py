@@ -67,6 +67,19 @@ def _not_scalar(field: str) -> InvalidInput:
     )
 
 
+def whole_number(value: Any) -> int | None:
+    """A JSON integer as JSON Schema counts them (`3` and `3.0` alike), else None.
+
+    NOTE: true and false are Python ints, and are not numbers in JSON."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def loads(raw: bytes | str) -> Any:
     """The JSON value of `raw` under the rules above, or 400 `invalid_json`."""
     try:

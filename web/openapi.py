@@ -91,16 +91,21 @@ CURSOR: Schema = {
 
 # Score points per unit of a statistic (SPEC §1.3): -100 to 100, at most 2 decimals; answered
 # as decimal strings, taken as numbers or decimal strings.
-STAT_WEIGHTS: Schema = {
-    "type": "object",
-    "propertyNames": {"enum": [stat.value for stat in Stat]},
-    "additionalProperties": {
-        "anyOf": [
-            {"type": "number", "minimum": -100, "maximum": 100, "multipleOf": 0.01},
-            {"type": "string", "pattern": "^-?(100(\\.00?)?|[0-9]{1,2}(\\.[0-9]{1,2})?)$"},
-        ]
-    },
-}
+def stat_weights(position: str) -> Schema:
+    # NOTE: the clean sheet is credited to goalkeepers only (ftl/sportmonks/scoring.py).
+    stats = [s.value for s in Stat if s is not Stat.CLEAN_SHEET or position == "GK"]
+    return {
+        "type": "object",
+        "propertyNames": {"enum": stats},
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "number", "minimum": -100, "maximum": 100, "multipleOf": 0.01},
+                {"type": "string", "pattern": "^-?(100(\\.00?)?|[0-9]{1,2}(\\.[0-9]{1,2})?)$"},
+            ]
+        },
+    }
+
+
 POSITION: Schema = obj(
     {
         "id": UUID,
@@ -289,7 +294,7 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Flag": obj({"name": STRING, "enabled": BOOL, "isPublic": BOOL}),
     "ScoringWeights": obj(
-        {position: STAT_WEIGHTS for position in (*POSITIONS, EVERY_POSITION)},
+        {position: stat_weights(position) for position in (*POSITIONS, EVERY_POSITION)},
     ),
     "Checks": {
         "type": "object",

@@ -123,7 +123,7 @@ async def test_dev_batch_creates_a_thousand_users_once(
 
 @pytest.mark.parametrize(
     "body",
-    [{"count": 0}, {"count": 1001}, {"count": "5"}, {"count": True}, {"count": 2.0}, {}],
+    [{"count": 0}, {"count": 1001}, {"count": "5"}, {"count": True}, {"count": 2.5}, {}],
 )
 async def test_dev_batch_count_is_1_to_1000(
     client: testing.ASGIConductor, pg_admin: psycopg.Connection, body: dict[str, Any]

@@ -544,3 +544,20 @@ async def test_the_documented_edges_are_accepted(
     )
     assert_refused(short, "POST", "/api/auth/google", 400, "validation_error")
     assert short.json["error"]["details"] == {"field": "nonce"}
+
+
+async def test_json_schema_integers_and_nulls_are_read_as_the_document_reads_them(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    # JSON Schema counts 1.0 as an integer, so the server does too.
+    batch = await api.simulate_post("/api/auth/dev/batch", json={"count": 1.0})
+    assert batch.status_code == 200, batch.text
+    # An optional field is absent or of its type; null is neither.
+    flag = await api.simulate_put(
+        "/api/admin/flags/demoBanner",
+        headers=people["alice"],
+        json={"enabled": True, "isPublic": None},
+    )
+    assert_refused(flag, "PUT", "/api/admin/flags/demoBanner", 400, "validation_error")
+    logout = await api.simulate_post("/api/auth/logout", json={"refreshToken": None})
+    assert_refused(logout, "POST", "/api/auth/logout", 400, "validation_error")
