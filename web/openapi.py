@@ -443,13 +443,15 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/metrics": {
         "get": op(
-            "Prometheus text of every worker of this web process.",
+            "Prometheus text of every worker of this web process; with METRICS_TOKEN set, only"
+            " for `Authorization: Bearer <METRICS_TOKEN>` (else 401).",
             {
                 200: {
                     "description": "Prometheus text exposition format 0.0.4.",
                     "content": {"text/plain": {"schema": STRING}},
                 }
             },
+            errors=(401,),
             tag="operations",
             limited=False,
             stores=False,
