@@ -37,7 +37,7 @@ def _is_scalar_text(text: str) -> bool:
     return True
 
 
-def _check(value: Any, escapes: bool) -> None:
+def _check(value: Any, escapes: bool, max_depth: int) -> None:
     """Depth and, when the text has `\\u` escapes (the only way a surrogate gets in after a
     strict UTF-8 decode), every string and key. Iterative: a deep value cannot exhaust the stack.
     A bad string is 400 `validation_error` naming its field (dotted path from the top)."""
@@ -45,8 +45,8 @@ def _check(value: Any, escapes: bool) -> None:
     while pending:
         item, depth, field = pending.pop()
         if isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                raise _refused(f"The JSON is nested deeper than {MAX_DEPTH} levels.")
+            if depth > max_depth:
+                raise _refused(f"The JSON is nested deeper than {max_depth} levels.")
             named = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in named:
                 inner = f"{field}.{key}" if field else str(key)
@@ -80,14 +80,15 @@ def whole_number(value: Any) -> int | None:
     return None
 
 
-def loads(raw: bytes | str) -> Any:
-    """The JSON value of `raw` under the rules above, or 400 `invalid_json`."""
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value of `raw` under the rules above, or 400 `invalid_json`. An edge with
+    smaller messages passes a smaller `max_depth` (SPEC §7: WebSocket commands, 8)."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
-        raise _refused(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
+        raise _refused(f"The JSON is nested deeper than {max_depth} levels.") from None
     except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
         raise _refused("The body is not valid JSON.") from None
-    _check(value, "\\u" in text or not _is_scalar_text(text))
+    _check(value, "\\u" in text or not _is_scalar_text(text), max_depth)
     return value

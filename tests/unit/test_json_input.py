@@ -8,9 +8,9 @@ from ftl import json_input
 from ftl.errors import InvalidInput
 
 
-def refusal(raw: bytes) -> InvalidInput:
+def refusal(raw: bytes, max_depth: int = json_input.MAX_DEPTH) -> InvalidInput:
     with pytest.raises(InvalidInput) as refused:
-        json_input.loads(raw)
+        json_input.loads(raw, max_depth)
     return refused.value
 
 
@@ -21,6 +21,8 @@ def nested(depth: int) -> bytes:
 def test_nesting_up_to_the_limit_parses_and_one_level_more_is_refused() -> None:
     assert json_input.loads(nested(json_input.MAX_DEPTH)) is not None
     assert refusal(nested(json_input.MAX_DEPTH + 1)).code == "invalid_json"
+    assert json_input.loads(nested(8), max_depth=8) is not None
+    assert refusal(nested(9), max_depth=8).code == "invalid_json"
     # Far past the parser's own recursion limit: still one clean refusal.
     assert refusal(b"[" * 3000 + b"]" * 3000).code == "invalid_json"
 
