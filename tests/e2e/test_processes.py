@@ -64,9 +64,10 @@ def test_no_env_and_a_missing_secret_stops_at_start_naming_it(command: tuple[str
     assert "JWT_PRIVATE_KEY_B64" not in result.stderr
 
 
-def test_no_env_and_a_missing_secret_stops_a_worker_naming_it() -> None:
+@pytest.mark.parametrize("module", [("workers", "workers.margin"), ("workers.clock",)])
+def test_no_env_and_a_missing_secret_stops_a_worker_naming_it(module: tuple[str, ...]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "workers", "workers.margin"],
+        [sys.executable, "-m", *module],
         env=environment({**PRODUCTION, "SPORTMONKS_API_TOKEN": None}),
         capture_output=True,
         text=True,
