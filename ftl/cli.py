@@ -281,6 +281,12 @@ def _progress(done: int, total: int) -> None:
     print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr)
 
 
+async def _user_exists(services: Services, user_id: UUID) -> bool:
+    from ftl.accounts import get_account
+
+    return await get_account(services.engine, user_id) is not None
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from workers.margin import replay_user
 
@@ -288,6 +294,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.scope == "margin":
         if args.user_id is None:
             return _fail("replay margin: give the USER_ID")
+        if not _with_services(settings, lambda services: _user_exists(services, args.user_id)):
+            return _fail(f"replay margin: no user {args.user_id}")
         replay_user.send(str(args.user_id), since)
         print(f"replay: margin replay of {args.user_id} enqueued")
         return 0
@@ -416,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "keys":
+        # NOTE: making a key needs no settings; production refuses to start without one.
+        return cmd_keys(Settings(), args)
     try:
         settings = get_settings()
     except ConfigError as exc:

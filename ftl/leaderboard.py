@@ -19,6 +19,7 @@ from ftl.services import Services
 from ftl.text import is_small_whole_number
 
 MAX_LIMIT = 100
+MAX_OFFSET = 10_000_000
 DISTRICTS = range(1, 15)
 
 
@@ -36,6 +37,9 @@ def _number(raw: str | None, field: str, default: int, low: int, high: int) -> i
 
 def board_key(scope: str | None, district_raw: str | None) -> str:
     if scope in (None, "overall"):
+        # NOTE: a district with no district scope is a client's mistake, not the overall board.
+        if district_raw is not None:
+            raise invalid("districtId", "is taken only with scope=district")
         return keys.BOARD_OVERALL
     if scope != "district":
         raise invalid("scope", "must be overall or district")
@@ -63,7 +67,7 @@ async def leaderboard(
 ) -> dict[str, Any]:
     board = board_key(scope, district_raw)
     limit = _number(limit_raw, "limit", 50, 1, MAX_LIMIT)
-    offset = _number(offset_raw, "offset", 0, 0, 10_000_000)
+    offset = _number(offset_raw, "offset", 0, 0, MAX_OFFSET)
     redis = services.redis
     members: list[tuple[str, float]] = await redis.zrevrange(  # type: ignore[assignment]
         board, offset, offset + limit - 1, withscores=True

@@ -12,6 +12,7 @@ on the trade path costs one dict hit and one observation, no label validation.
 
 from __future__ import annotations
 
+import hmac
 from functools import cache
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -82,3 +83,16 @@ def registry_of(multiproc_dir: str) -> CollectorRegistry:
 def mark_process_dead(multiproc_dir: str, pid: int) -> None:
     """Drop a dead process's live gauges (its counters and histograms still count)."""
     multiprocess.mark_process_dead(pid, multiproc_dir)  # type: ignore[no-untyped-call]
+
+
+def scrape_allowed(authorization: str | None, metrics_token: str) -> bool:
+    """Whether a /metrics request may read the figures: always when no METRICS_TOKEN is set
+    (development), else only with `Authorization: Bearer <METRICS_TOKEN>` (SPEC §3.3).
+
+    APPSEC: compared in constant time, so the token cannot be guessed a byte at a time."""
+    if not metrics_token:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), metrics_token.encode()
+    )

@@ -7,8 +7,6 @@ flush. Lists and fills read Postgres; one position reads Redis first.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -17,6 +15,7 @@ from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl import keys
+from ftl.cursors import FillsCursor, PositionsCursor
 from ftl.db.models import CfdPosition, Instrument, PositionStatus
 from ftl.errors import InvalidInput, NotFound
 from ftl.money import json_number, to_cents
@@ -24,7 +23,7 @@ from ftl.services import Services
 from ftl.text import is_small_whole_number
 
 DEFAULT_PAGE = 50
-MAX_PAGE = 200
+MAX_PAGE = 100  # the `limit` of every list is 1 to 100 (SPEC §3.2, OpenAPI)
 
 
 def iso(moment: datetime) -> str:
@@ -112,27 +111,6 @@ def limit_param(raw: str | None) -> int:
     return int(raw)
 
 
-def encode_cursor(moment: datetime, *parts: str) -> str:
-    """An opaque cursor: the sort key of the last row given out."""
-    text = "|".join((moment.isoformat(), *parts))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str | None, parts: int) -> tuple[datetime, list[str]] | None:
-    if raw is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        stamp, *rest = text.split("|")
-        if len(rest) != parts:
-            raise ValueError(text)
-        return datetime.fromisoformat(stamp), rest
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput(
-            "validation_error", "cursor is not one we gave out.", {"field": "cursor"}
-        ) from None
-
-
 def status_param(raw: str | None) -> PositionStatus | None:
     if raw is None:
         return None
@@ -149,7 +127,7 @@ async def list_positions(
     user_id: UUID,
     status: PositionStatus | None,
     limit: int,
-    cursor: str | None,
+    after: PositionsCursor | None,
 ) -> dict[str, Any]:
     """The user's positions, newest opened first; `nextCursor` when there are more."""
     query = (
@@ -159,11 +137,10 @@ async def list_positions(
     )
     if status is not None:
         query = query.where(CfdPosition.status == status)
-    after = decode_cursor(cursor, 1)
     if after is not None:
-        moment, (row_id,) = after
         query = query.where(
-            tuple_(CfdPosition.opened_at, CfdPosition.id) < tuple_(moment, UUID(row_id))
+            tuple_(CfdPosition.opened_at, CfdPosition.id)
+            < tuple_(after.opened_at, after.position_id)
         )
     query = query.order_by(CfdPosition.opened_at.desc(), CfdPosition.id.desc()).limit(limit + 1)
     async with AsyncSession(services.engine) as session:
@@ -173,14 +150,14 @@ async def list_positions(
     last = rows[-1][0] if rows else None
     return {
         "positions": [from_row(row, idx) for row, idx in rows],
-        "nextCursor": encode_cursor(last.opened_at, str(last.id)) if more and last else None,
+        "nextCursor": PositionsCursor(last.opened_at, last.id).encode() if more and last else None,
     }
 
 
 FILLS = text(
     """
-    SELECT position_id, kind, at, instrument_id, direction, lot_size, price, realized_pnl,
-           closed_by
+    SELECT position_id, kind, at, instrument_id, instruments.idx, direction, lot_size, price,
+           realized_pnl, closed_by
     FROM (
         SELECT id AS position_id, 'open' AS kind, opened_at AS at, instrument_id, direction,
                lot_size, entry_price AS price, NULL::numeric AS realized_pnl,
@@ -191,6 +168,7 @@ FILLS = text(
                realized_pnl, closed_by::text
         FROM cfd_positions WHERE user_id = :user_id AND status = 'closed'
     ) AS fills
+    JOIN instruments ON instruments.id = fills.instrument_id
     WHERE (CAST(:after_at AS timestamptz) IS NULL
            OR (at, position_id, kind) < (:after_at, CAST(:after_id AS uuid), :after_kind))
     ORDER BY at DESC, position_id DESC, kind DESC
@@ -200,16 +178,15 @@ FILLS = text(
 
 
 async def list_fills(
-    services: Services, user_id: UUID, limit: int, cursor: str | None
+    services: Services, user_id: UUID, limit: int, after: FillsCursor | None
 ) -> dict[str, Any]:
     """The user's fills, one per open and one per close, newest first."""
-    after = decode_cursor(cursor, 2)
     params: dict[str, Any] = {
         "user_id": user_id,
         "limit": limit + 1,
-        "after_at": after[0] if after else None,
-        "after_id": after[1][0] if after else None,
-        "after_kind": after[1][1] if after else None,
+        "after_at": after.at if after else None,
+        "after_id": after.position_id if after else None,
+        "after_kind": after.kind if after else None,
     }
     async with services.engine.connect() as conn:
         rows = list((await conn.execute(FILLS, params)).all())
@@ -221,6 +198,7 @@ async def list_fills(
             "kind": row.kind,
             "at": iso(row.at),
             "instrumentId": str(row.instrument_id),
+            "idx": row.idx,
             # NOTE: closing a long sells, closing a short buys.
             "side": "buy" if (row.direction == "long") == (row.kind == "open") else "sell",
             "lotSize": json_number(to_cents(row.lot_size)),
@@ -233,7 +211,7 @@ async def list_fills(
     last = rows[-1] if rows else None
     return {
         "trades": fills,
-        "nextCursor": encode_cursor(last.at, str(last.position_id), last.kind)
+        "nextCursor": FillsCursor(last.at, last.position_id, last.kind).encode()
         if more and last
         else None,
     }

@@ -28,6 +28,7 @@ from ftl.auth.google import GoogleIdentity
 from ftl.auth.tokens import Claims, TokenType
 from ftl.db.models import User
 from ftl.errors import Conflict, Forbidden, InvalidInput, RateLimited, Unauthorized
+from ftl.json_input import whole_number
 from ftl.services import Services
 from ftl.text import human_text
 
@@ -185,10 +186,10 @@ def _name(raw: object, field: str) -> str:
 
 
 def _whole_number(raw: object, field: str, allowed: range, message: str) -> int:
-    # NOTE: JSON true is a Python int; it is not an age.
-    if type(raw) is not int or raw not in allowed:
+    number = whole_number(raw)
+    if number is None or number not in allowed:
         raise _invalid(field, message)
-    return raw
+    return number
 
 
 @dataclass(frozen=True)

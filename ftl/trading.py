@@ -162,7 +162,8 @@ class OpenOrder:
         elif not 0 <= tolerance <= Decimal("0.05"):
             raise invalid("slippageTolerancePct", "must be between 0 and 0.05")
         else:
-            tolerance_ppm = whole(tolerance, market.PPM, "slippageTolerancePct", "0.000001")
+            # NOTE: a tolerance finer than a millionth rounds down (tighter), never refused.
+            tolerance_ppm = int(tolerance * market.PPM)
         return cls(
             instrument_id=uuid_field(body.get("instrumentId"), "instrumentId"),
             direction=DIRECTIONS[direction],

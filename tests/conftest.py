@@ -41,7 +41,7 @@ def _test_redis_url() -> str:
 ADMIN_DATABASE_URL = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
 os.environ.setdefault("JWT_PRIVATE_KEY_B64", generate_private_key_b64())
 os.environ.update(
-    ENV="test",
+    ENV="development",  # NOTE: unset would be production (SPEC §3: secure by default)
     DATABASE_URL=_test_database_url(),
     REDIS_URL=_test_redis_url(),
     DISABLE_RATE_LIMIT="1",

@@ -48,13 +48,30 @@ class Lifespan:
         await self.services.close()
 
 
+class Cors(falcon.CORSMiddleware[falcon.asgi.Request, falcon.asgi.Response]):
+    """Falcon's CORS, plus `Vary: Origin` on every answer.
+
+    APPSEC: the allowed origin is echoed with credentials, so the answer depends on the Origin
+    header; without Vary a shared cache could hand one origin's answer to another."""
+
+    async def process_response_async(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
+    ) -> None:
+        self.process_response(req, resp, resource, req_succeeded)
+        resp.append_header("Vary", "Origin")
+
+
 def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     settings = settings or get_settings()
     services = Services.create(settings)
     # NOTE: Telemetry first, so the request id and the timing cover every other middleware.
     middleware: list[Any] = [telemetry.Telemetry(), Lifespan(services), BodyLimit(), QueryText()]
     middleware += [
-        falcon.CORSMiddleware(
+        Cors(
             allow_origins=list(settings.cors_origins),
             allow_credentials=list(settings.cors_origins),
         ),
@@ -66,7 +83,7 @@ def create_app(settings: Settings | None = None) -> falcon.asgi.App[Any, Any]:
     errors.install(app)
     app.add_route("/health", Health())
     app.add_route("/ready", Ready(services))
-    telemetry.add_routes(app, settings.prometheus_multiproc_dir)
+    telemetry.add_routes(app, settings.prometheus_multiproc_dir, settings.metrics_token)
     auth_routes.add_routes(app, services)
     account_routes.add_routes(app, services)
     match_routes.add_routes(app, services)

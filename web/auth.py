@@ -3,6 +3,8 @@ the session cookies; the admin check and the coming-soon gate."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import falcon.asgi
 
 from ftl import keys
@@ -80,28 +82,37 @@ async def require_admin(req: falcon.asgi.Request, services: Services) -> Account
     return account
 
 
+# The cookies of a session: (name, path, lifetime in seconds).
+SESSION_COOKIES = (
+    (ACCESS_COOKIE, "/", TTL_S[TokenType.ACCESS]),
+    (REFRESH_COOKIE, REFRESH_COOKIE_PATH, TTL_S[TokenType.REFRESH]),
+)
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _session_cookies(
+    resp: falcon.asgi.Response, tokens: tuple[str, str] | None, *, secure: bool
+) -> None:
+    """HttpOnly, SameSite=Lax cookies; Secure in production (SPEC §3). Clearing (`tokens` None)
+    sends the very same attributes with an empty value that expired long ago: a browser matches
+    a cookie by name, path and domain, and a clearing cookie must not be weaker than the one it
+    replaces."""
+    for (name, path, ttl_s), token in zip(SESSION_COOKIES, tokens or ("", ""), strict=True):
+        resp.set_cookie(
+            name,
+            token,
+            max_age=ttl_s if tokens else None,
+            expires=None if tokens else LONG_AGO,
+            path=path,
+            secure=secure,
+            http_only=True,
+            same_site="Lax",
+        )
+
+
 def set_session_cookies(resp: falcon.asgi.Response, session: Session, *, secure: bool) -> None:
-    """HttpOnly, SameSite=Lax cookies; Secure in production (SPEC §3)."""
-    resp.set_cookie(
-        ACCESS_COOKIE,
-        session.access_token,
-        max_age=TTL_S[TokenType.ACCESS],
-        path="/",
-        secure=secure,
-        http_only=True,
-        same_site="Lax",
-    )
-    resp.set_cookie(
-        REFRESH_COOKIE,
-        session.refresh_token,
-        max_age=TTL_S[TokenType.REFRESH],
-        path=REFRESH_COOKIE_PATH,
-        secure=secure,
-        http_only=True,
-        same_site="Lax",
-    )
+    _session_cookies(resp, (session.access_token, session.refresh_token), secure=secure)
 
 
-def clear_session_cookies(resp: falcon.asgi.Response) -> None:
-    resp.unset_cookie(ACCESS_COOKIE, path="/", same_site="Lax")
-    resp.unset_cookie(REFRESH_COOKIE, path=REFRESH_COOKIE_PATH, same_site="Lax")
+def clear_session_cookies(resp: falcon.asgi.Response, *, secure: bool) -> None:
+    _session_cookies(resp, None, secure=secure)

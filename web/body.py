@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 import falcon.asgi
 
+from ftl import json_input
 from ftl.errors import InvalidInput
 
 MAX_BODY_BYTES = 16 * 1024
@@ -24,25 +24,18 @@ class BodyLimit:
 
 
 async def read_json(req: falcon.asgi.Request) -> dict[str, Any]:
-    """The body as a JSON object; 415 unless JSON, 413 over 16 KiB, 400 `invalid_json`."""
+    """The body as a JSON object; 415 unless JSON, 413 over 16 KiB, 400 `invalid_json`
+    (ftl/json_input.py: not I-JSON, or nested too deep)."""
     if not req.content_type or req.content_type.split(";")[0].strip().lower() != "application/json":
         raise falcon.HTTPUnsupportedMediaType(description="Send the body as application/json.")
     # NOTE: a chunked body has no Content-Length, so the cap is enforced while reading too.
     raw = await req.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise falcon.HTTPContentTooLarge(description=f"The body is over {MAX_BODY_BYTES} bytes.")
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise InvalidInput("invalid_json", "The body is not valid JSON.") from None
+    body = json_input.loads(raw)
     if not isinstance(body, dict):
         raise InvalidInput("invalid_json", "The body must be a JSON object.")
     return body
-
-
-def _reject_constant(name: str) -> None:
-    # APPSEC: NaN and Infinity are not JSON; accepting them would let them reach the money math.
-    raise ValueError(f"{name} is not allowed")
 
 
 def refuse_unknown_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:

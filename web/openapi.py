@@ -15,6 +15,9 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from ftl import leaderboard, positions
+from ftl.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
+from ftl.cursors import CURSOR_PATTERN
 from ftl.services import Services
 from ftl.sportmonks.payload import Stat
 from ftl.sportmonks.scoring import EVERY_POSITION, POSITIONS
@@ -56,21 +59,53 @@ DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": 14}
 # A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
 PRICE_IN: Schema = {"type": "number", "minimum": 0.01, "maximum": 1_000_000, "multipleOf": 0.01}
 CLIENT_REQUEST_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
-NAME_IN: Schema = {"type": "string", "minLength": 1, "maxLength": 50}
+# APPSEC: no query parameter holds a control character (web/params.py refuses them).
+QUERY_TEXT: Schema = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}
+# What ftl/text.py refuses in a name (decision 0075); the pattern states the control characters.
+HUMAN_TEXT_RULES = (
+    "Stored NFC with runs of whitespace as one space and none at either end, and that must"
+    " leave 1 to maxLength characters. Refused: control and format characters (RTL override,"
+    " zero-width space, BOM), lone surrogates, unassigned and private-use code points, a"
+    " combining mark starting a word, more than 4 combining marks on one letter; ZWJ and ZWNJ"
+    " only between two letters."
+)
+
+
+def human_text(max_chars: int) -> Schema:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_chars,
+        "pattern": QUERY_TEXT["pattern"],
+        "description": HUMAN_TEXT_RULES,
+    }
+
+
+NAME_IN: Schema = human_text(50)
+CURSOR: Schema = {
+    "type": "string",
+    "pattern": CURSOR_PATTERN,
+    "description": "The nextCursor of the previous page, as given; omit it for the first page.",
+}
 
 
 # Score points per unit of a statistic (SPEC §1.3): -100 to 100, at most 2 decimals; answered
 # as decimal strings, taken as numbers or decimal strings.
-STAT_WEIGHTS: Schema = {
-    "type": "object",
-    "propertyNames": {"enum": [stat.value for stat in Stat]},
-    "additionalProperties": {
-        "anyOf": [
-            {"type": "number", "minimum": -100, "maximum": 100, "multipleOf": 0.01},
-            {"type": "string", "pattern": "^-?[0-9]{1,3}(\\.[0-9]{1,2})?$"},
-        ]
-    },
-}
+def stat_weights(position: str) -> Schema:
+    # NOTE: the clean sheet is credited to goalkeepers only (ftl/sportmonks/scoring.py).
+    stats = [s.value for s in Stat if s is not Stat.CLEAN_SHEET or position == "GK"]
+    return {
+        "type": "object",
+        "propertyNames": {"enum": stats},
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "number", "minimum": -100, "maximum": 100, "multipleOf": 0.01},
+                {"type": "string", "pattern": "^-?(100(\\.00?)?|[0-9]{1,2}(\\.[0-9]{1,2})?)$"},
+            ]
+        },
+    }
+
+
 POSITION: Schema = obj(
     {
         "id": UUID,
@@ -162,7 +197,7 @@ SCHEMAS: dict[str, Schema] = {
             "kind": {"enum": ["open", "close"]},
             "at": TIME,
             "instrumentId": UUID,
-            "idx": INT,
+            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
             "side": {"enum": ["buy", "sell"]},
             "lotSize": POINTS,
             "price": nullable(POINTS),
@@ -260,12 +295,13 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Flag": obj({"name": STRING, "enabled": BOOL, "isPublic": BOOL}),
     "ScoringWeights": obj(
-        {position: STAT_WEIGHTS for position in (*POSITIONS, EVERY_POSITION)},
+        {position: stat_weights(position) for position in (*POSITIONS, EVERY_POSITION)},
     ),
     "Checks": {
         "type": "object",
-        "description": 'Each readiness check: "ok" or a one-line reason.',
-        "additionalProperties": STRING,
+        "description": 'Each readiness check: "ok" (a failing one makes the answer a 503 that'
+        " names the failing parts and nothing more).",
+        "additionalProperties": {"const": "ok"},
     },
 }
 
@@ -376,7 +412,15 @@ POSITION_LINKS = {
     }
     for name, method in (("GetPosition", "get"), ("SetLevels", "patch"), ("Close", "delete"))
 }
-LIMIT_100: Schema = {"type": "integer", "minimum": 1, "maximum": 100}
+LIMIT_100: Schema = {"type": "integer", "minimum": 1, "maximum": positions.MAX_PAGE}
+STOP_LOSS_SIDE = (
+    "Must be on the losing side of the current price: below it for a long, above it for a"
+    " short (400 `validation_error` otherwise)."
+)
+TAKE_PROFIT_SIDE = (
+    "Must be on the winning side of the current price: above it for a long, below it for a"
+    " short (400 `validation_error` otherwise)."
+)
 LOGIN = {200: ok(ref("Session"), "Signed in; both session cookies are set.")}
 TICKET = {"type": "string", "minLength": 1}
 
@@ -401,13 +445,15 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/metrics": {
         "get": op(
-            "Prometheus text of every worker of this web process.",
+            "Prometheus text of every worker of this web process; with METRICS_TOKEN set, only"
+            " for `Authorization: Bearer <METRICS_TOKEN>` (else 401).",
             {
                 200: {
                     "description": "Prometheus text exposition format 0.0.4.",
                     "content": {"text/plain": {"schema": STRING}},
                 }
             },
+            errors=(401,),
             tag="operations",
             limited=False,
             stores=False,
@@ -455,7 +501,18 @@ PATHS: dict[str, dict[str, Schema]] = {
             },
             errors=(401,),
             request=body(
-                obj({"idToken": {"type": "string", "minLength": 1}, "nonce": STRING}),
+                obj(
+                    {
+                        "idToken": {"type": "string", "minLength": 1},
+                        "nonce": {
+                            "type": "string",
+                            "minLength": NONCE_MIN_CHARS,
+                            "maxLength": NONCE_MAX_CHARS,
+                            "description": "The nonce the ID token was minted with; each one"
+                            " signs in once.",
+                        },
+                    }
+                ),
             ),
             tag="auth",
         )
@@ -488,7 +545,9 @@ PATHS: dict[str, dict[str, Schema]] = {
                     {
                         "registrationTicket": TICKET,
                         "firstName": NAME_IN,
-                        "lastName": nullable({"type": "string", "maxLength": 50}),
+                        "lastName": nullable(
+                            {**NAME_IN, "minLength": 0, "description": "Empty means none."}
+                        ),
                         "age": {"type": "integer", "minimum": 18, "maximum": 120},
                         "phone": {"type": "string", "pattern": "^[6-9][0-9]{9}$"},
                         "districtId": DISTRICT_ID,
@@ -546,7 +605,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                 obj(
                     {
                         "count": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "prefix": {"type": "string", "minLength": 1, "maxLength": 40},
+                        "prefix": human_text(40),
                     },
                     optional=("prefix",),
                 )
@@ -638,7 +697,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "get": op(
             "Whether a referral code exists; always 200.",
             {200: ok(obj({"valid": BOOL}))},
-            parameters=[query("code", STRING)],
+            parameters=[query("code", QUERY_TEXT)],
             tag="accounts",
         )
     },
@@ -656,7 +715,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Create a named invite.",
             {201: ok(ref("Invite"), "Created.")},
             security=SIGNED_IN,
-            request=body(obj({"label": {"type": "string", "minLength": 1, "maxLength": 80}})),
+            request=body(obj({"label": human_text(80)})),
             tag="accounts",
         )
     },
@@ -666,7 +725,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: ok(obj({"instruments": {"type": "array", "items": ref("Instrument")}}))},
             errors=(400,),
             parameters=[
-                query("team", STRING),
+                query("team", QUERY_TEXT),
                 query("position", {"enum": ["GK", "DEF", "MID", "FWD"]}),
                 query("fixtureId", UUID),
             ],
@@ -737,9 +796,15 @@ PATHS: dict[str, dict[str, Schema]] = {
                         },
                         "clientRequestId": CLIENT_REQUEST_ID,
                         "clientPrice": PRICE_IN,
-                        "slippageTolerancePct": {"type": "number", "minimum": 0, "maximum": 0.05},
-                        "stopLoss": nullable(PRICE_IN),
-                        "takeProfit": nullable(PRICE_IN),
+                        "slippageTolerancePct": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 0.05,
+                            "description": "A fraction of the client price, not a percent:"
+                            " 0.01 is 1 %, the default; finer than 0.000001 rounds down.",
+                        },
+                        "stopLoss": nullable({**PRICE_IN, "description": STOP_LOSS_SIDE}),
+                        "takeProfit": nullable({**PRICE_IN, "description": TAKE_PROFIT_SIDE}),
                     },
                     optional=("slippageTolerancePct", "stopLoss", "takeProfit"),
                 )
@@ -756,7 +821,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             parameters=[
                 query("status", {"enum": ["open", "closed"]}),
                 query("limit", LIMIT_100),
-                query("cursor", STRING, "The nextCursor of the previous page."),
+                query("cursor", CURSOR),
             ],
             tag="trading",
         )
@@ -777,7 +842,10 @@ PATHS: dict[str, dict[str, Schema]] = {
             errors=(404, 409),
             request=body(
                 obj(
-                    {"stopLoss": nullable(PRICE_IN), "takeProfit": nullable(PRICE_IN)},
+                    {
+                        "stopLoss": nullable({**PRICE_IN, "description": STOP_LOSS_SIDE}),
+                        "takeProfit": nullable({**PRICE_IN, "description": TAKE_PROFIT_SIDE}),
+                    },
                     optional=("stopLoss", "takeProfit"),
                 )
             ),
@@ -815,7 +883,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: ok(ref("FillPage"))},
             security=SIGNED_IN,
             errors=(400,),
-            parameters=[query("limit", LIMIT_100), query("cursor", STRING)],
+            parameters=[query("limit", LIMIT_100), query("cursor", CURSOR)],
             tag="trading",
         )
     },
@@ -827,9 +895,15 @@ PATHS: dict[str, dict[str, Schema]] = {
             errors=(400,),
             parameters=[
                 query("scope", {"enum": ["overall", "district"]}),
-                query("districtId", DISTRICT_ID),
-                query("limit", LIMIT_100),
-                query("offset", {"type": "integer", "minimum": 0}),
+                query(
+                    "districtId",
+                    DISTRICT_ID,
+                    "Required with scope=district and refused (400) without it.",
+                ),
+                query("limit", {**LIMIT_100, "maximum": leaderboard.MAX_LIMIT}),
+                query(
+                    "offset", {"type": "integer", "minimum": 0, "maximum": leaderboard.MAX_OFFSET}
+                ),
             ],
             tag="market",
         )

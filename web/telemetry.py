@@ -19,6 +19,7 @@ from prometheus_client import Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ftl import logs, metrics
+from ftl.errors import Unauthorized
 
 log = logging.getLogger("web.access")
 
@@ -89,15 +90,18 @@ class Telemetry:
 class Metrics:
     """GET /metrics: Prometheus text of every worker process of this `web` (multiprocess)."""
 
-    def __init__(self, multiproc_dir: str) -> None:
+    def __init__(self, multiproc_dir: str, metrics_token: str) -> None:
         self.multiproc_dir = multiproc_dir
+        self.metrics_token = metrics_token
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if not metrics.scrape_allowed(req.get_header("Authorization"), self.metrics_token):
+            raise Unauthorized("unauthorized", "/metrics needs the METRICS_TOKEN bearer token.")
         # NOTE: merging the processes' files reads disk; a thread keeps the event loop free.
         registry = metrics.registry_of(self.multiproc_dir)
         resp.data = await asyncio.to_thread(generate_latest, registry)
         resp.content_type = CONTENT_TYPE_LATEST
 
 
-def add_routes(app: falcon.asgi.App[Any, Any], multiproc_dir: str) -> None:
-    app.add_route("/metrics", Metrics(multiproc_dir))
+def add_routes(app: falcon.asgi.App[Any, Any], multiproc_dir: str, metrics_token: str) -> None:
+    app.add_route("/metrics", Metrics(multiproc_dir, metrics_token))

@@ -2,6 +2,8 @@
 
 Middleware is listed explicitly (not Dramatiq's defaults) so that adding or dropping one is a
 visible decision:
+- ValidateArguments (workers/arguments.py): `.send()` with arguments the actor cannot take
+  raises in the caller instead of failing into the dead-letter queue.
 - AgeLimit: a message older than its actor's `max_age` is dropped, so a backlog never replays
   stale work (every actor sets `max_age`, but `flush`, which skips its stale messages itself
   instead of failing them into the dead-letter queue: workers/flush.py).
@@ -40,6 +42,7 @@ from dramatiq.middleware import (
 from ftl import logs
 from ftl.config import get_settings
 from workers import runtime
+from workers.arguments import ValidateArguments
 
 NAMESPACE = "ftl-dramatiq"
 DEFAULT_MAX_RETRIES = 5
@@ -97,6 +100,7 @@ class SharedServices(Middleware):
 
 def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
     middleware: list[Middleware] = [
+        ValidateArguments(),
         AgeLimit(),
         TimeLimit(time_limit=DEFAULT_TIME_LIMIT_MS),
         ShutdownNotifications(),

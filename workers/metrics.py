@@ -162,11 +162,15 @@ def serve_metrics() -> int:
         settings.redis_url, decode_responses=True, socket_timeout=METRICS_REDIS_TIMEOUT_S
     )
     registry = metrics_registry(settings.prometheus_multiproc_dir, client, NAMESPACE)
+    token = settings.metrics_token
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404)
+                return
+            if not metrics.scrape_allowed(self.headers.get("Authorization"), token):
+                self.send_error(401)
                 return
             body = generate_latest(registry)
             self.send_response(200)

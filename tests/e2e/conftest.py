@@ -32,9 +32,17 @@ def free_port() -> int:
     return port
 
 
-def run_ftl(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def environment(changes: Mapping[str, str | None] | None) -> dict[str, str]:
+    """The test environment (ENV=development, tests/conftest.py) with `changes`; None unsets."""
+    merged = {**os.environ, **(changes or {})}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
+def run_ftl(
+    *args: str, env: Mapping[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [FTL, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60
+        [FTL, *args], env=environment(env), capture_output=True, text=True, timeout=60
     )
 
 
@@ -45,10 +53,10 @@ class WebProcess:
 
 
 @contextmanager
-def running_web(env: Mapping[str, str] | None = None) -> Iterator[WebProcess]:
+def running_web(env: Mapping[str, str | None] | None = None) -> Iterator[WebProcess]:
     """`ftl web` (gunicorn + one uvicorn worker) on a free port, ready to serve."""
     port = free_port()
-    full_env = {**os.environ, "WEB_PORT": str(port), "WEB_CONCURRENCY": "1", **(env or {})}
+    full_env = environment({"WEB_PORT": str(port), "WEB_CONCURRENCY": "1", **(env or {})})
     process = subprocess.Popen(
         [FTL, "web"], env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

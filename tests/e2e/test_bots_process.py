@@ -19,6 +19,7 @@ PRODUCTION = {
     "JWT_PRIVATE_KEY_B64": generate_private_key_b64(),
     "GOOGLE_CLIENT_ID": "client.apps.googleusercontent.com",
     "SPORTMONKS_API_TOKEN": "token",
+    "METRICS_TOKEN": "scrape-token",
 }
 
 

@@ -58,6 +58,10 @@ def test_web_metrics_merge_every_gunicorn_worker(schema: str, clean: None) -> No
     assert not directory.exists()  # gone with the server
 
 
+METRICS_TOKEN = "worker-scrape-token"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 @pytest.fixture
 def worker(schema: str, clean: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`python -m workers` as the Procfile's `worker` runs it, with two processes."""
@@ -66,7 +70,7 @@ def worker(schema: str, clean: None, tmp_path: Path) -> Iterator[tuple[str, Path
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "workers", "workers.email", "workers.margin", *WORKER_ARGS],
-            env={**os.environ, "METRICS_PORT": str(port)},
+            env={**os.environ, "METRICS_PORT": str(port), "METRICS_TOKEN": METRICS_TOKEN},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,
@@ -88,7 +92,7 @@ def scrape_until(url: str, ready: Any) -> dict[tuple[str, tuple[Any, ...]], floa
     deadline = time.monotonic() + WAIT_S
     while True:
         try:
-            figures = samples(httpx.get(url, timeout=2).text)
+            figures = samples(httpx.get(url, headers=SCRAPER, timeout=2).text)
             if ready(figures):
                 return figures
         except httpx.TransportError:
@@ -101,6 +105,9 @@ def test_a_worker_process_serves_dramatiq_and_ftl_figures(worker: tuple[str, Pat
     url, log = worker
     replays = (("actor_name", "replay_user"), ("queue_name", "margin"))
     scrape_until(url, lambda f: ("ftl_redis_up", ()) in f)
+    # APPSEC: with METRICS_TOKEN set, a scrape without it learns nothing.
+    assert httpx.get(url, timeout=2).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer no"}, timeout=2).status_code == 401
     for _ in range(3):
         replay_user.send(str(uuid.uuid4()))  # users with nothing open: a quick no-op each
     figures = scrape_until(url, lambda f: f.get(("dramatiq_messages_total", replays)) == 3)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import httpx
 import pytest
 
-from tests.e2e.conftest import WebProcess, free_port, run_ftl
+from tests.e2e.conftest import WebProcess, environment, free_port, run_ftl, running_web
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +45,50 @@ def assert_one_line_failure(result: object, *needles: str) -> None:
         assert needle in lines[0]
 
 
-def test_production_without_secrets_stops_at_start() -> None:
-    result = run_ftl(
-        "web",
-        env={
-            "ENV": "production",
-            "JWT_PRIVATE_KEY_B64": "",
-            "GOOGLE_CLIENT_ID": "",
-            "SPORTMONKS_API_TOKEN": "",
-        },
+# No ENV at all: what a deploy that forgot the variable runs as (SPEC §3, secure by default).
+PRODUCTION: dict[str, str | None] = {
+    "ENV": None,
+    "GOOGLE_CLIENT_ID": "client.apps.googleusercontent.com",
+    "SPORTMONKS_API_TOKEN": "token",
+    "METRICS_TOKEN": "scrape-token",
+    "DISABLE_RATE_LIMIT": "1",
+}
+
+
+@pytest.mark.parametrize(
+    "command", [("web",), ("ws",), ("migrate",), ("seed",)], ids=lambda c: c[0]
+)
+def test_no_env_and_a_missing_secret_stops_at_start_naming_it(command: tuple[str, ...]) -> None:
+    result = run_ftl(*command, env={**PRODUCTION, "METRICS_TOKEN": None, "GOOGLE_CLIENT_ID": ""})
+    assert_one_line_failure(result, "production", "METRICS_TOKEN", "GOOGLE_CLIENT_ID")
+    assert "JWT_PRIVATE_KEY_B64" not in result.stderr
+
+
+@pytest.mark.parametrize("module", [("workers", "workers.margin"), ("workers.clock",)])
+def test_no_env_and_a_missing_secret_stops_a_worker_naming_it(module: tuple[str, ...]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", *module],
+        env=environment({**PRODUCTION, "SPORTMONKS_API_TOKEN": None}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert_one_line_failure(result, "ENV=production needs", "JWT_PRIVATE_KEY_B64")
+    assert_one_line_failure(result, "production", "SPORTMONKS_API_TOKEN")
+
+
+def test_a_web_started_with_no_env_offers_no_development_surface(schema: str, clean: None) -> None:
+    with running_web(PRODUCTION) as web:
+        for path in ("/api/auth/dev", "/api/auth/dev/batch"):
+            signed_in = httpx.post(f"{web.url}{path}", json={"displayName": "Mallory"}, timeout=5)
+            assert signed_in.status_code == 404, signed_in.text
+        assert httpx.get(f"{web.url}/console", timeout=5).status_code == 404
+        document = httpx.get(f"{web.url}/api/openapi.json", timeout=5).json()
+        assert not [path for path in document["paths"] if "/dev" in path or "console" in path]
+        assert httpx.get(f"{web.url}/metrics", timeout=5).status_code == 401
+        # DISABLE_RATE_LIMIT=1 is ignored: the referral check's 10 a minute hold.
+        validate = f"{web.url}/api/public/referral/validate?code=abcdef12"
+        statuses = [httpx.get(validate, timeout=5).status_code for _ in range(11)]
+        assert statuses == [200] * 10 + [429]
 
 
 def test_unreachable_database_is_one_line(schema: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -122,7 +123,7 @@ async def test_dev_batch_creates_a_thousand_users_once(
 
 @pytest.mark.parametrize(
     "body",
-    [{"count": 0}, {"count": 1001}, {"count": "5"}, {"count": True}, {"count": 2.0}, {}],
+    [{"count": 0}, {"count": 1001}, {"count": "5"}, {"count": True}, {"count": 2.5}, {}],
 )
 async def test_dev_batch_count_is_1_to_1000(
     client: testing.ASGIConductor, pg_admin: psycopg.Connection, body: dict[str, Any]
@@ -426,3 +427,19 @@ async def test_invite_labels_are_validated(
         401,
         "unauthorized",
     )
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+async def test_logout_clears_cookies_with_the_attributes_that_set_them(
+    settings: Settings, services: Services, env: str
+) -> None:
+    app_settings = dataclasses.replace(settings, env=env)
+    async with testing.ASGIConductor(create_app(app_settings)) as conductor:
+        out = await conductor.simulate_post("/api/auth/logout")
+    assert out.status_code == 204
+    for name, path in (("ftl_access", "/"), ("ftl_refresh", "/api/auth")):
+        cleared = out.cookies[name]
+        assert cleared.value == "" and cleared.path == path
+        assert cleared.expires is not None and cleared.expires < datetime.now(UTC)
+        assert cleared.http_only and cleared.same_site == "Lax"
+        assert cleared.secure == app_settings.is_production

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
+import uuid
+from typing import Any
 
 import dramatiq
 import pytest
 import redis as sync_redis
 from dramatiq import Worker
 
+import workers.email
+import workers.flush
+import workers.fulltime
+import workers.margin
+import workers.poller
 from ftl.config import Settings
 from ftl.services import Services
 from workers import runtime
+from workers.arguments import RULES, InvalidMessage
 from workers.broker import NAMESPACE, broker, build_broker
 from workers.flush import MAX_AGE_MS, QUEUE, flush, stale
 
 EXPECTED_MIDDLEWARE = [
+    "ValidateArguments",
     "AgeLimit",
     "TimeLimit",
     "ShutdownNotifications",
@@ -111,3 +121,71 @@ def test_a_stale_flush_message_is_skipped_quietly_not_dead_lettered(
     assert check.zcard(f"{NAMESPACE}:{QUEUE}.XQ") == 0  # no dead letter
     check.close()
     assert "flush: a newer message does this run" in caplog.text
+
+
+# The modules whose actors the Procfile's processes run.
+ACTOR_MODULES = (
+    "workers.email",
+    "workers.flush",
+    "workers.fulltime",
+    "workers.margin",
+    "workers.poller",
+)
+
+
+def test_every_parameter_of_every_actor_has_an_argument_rule() -> None:
+    ours = [actor for actor in broker.actors.values() if actor.fn.__module__ in ACTOR_MODULES]
+    assert {actor.actor_name for actor in ours} >= {
+        "replay_user",
+        "evaluate_instruments",
+        "evaluate_holders",
+        "backstop_sweep",
+        "send_email",
+        "full_time",
+        "flush",
+        "snapshot_leaderboards",
+        "poll_sportmonks",
+    }
+    for actor in ours:
+        for name in inspect.signature(actor.fn).parameters:
+            assert name in RULES, f"{actor.actor_name}({name}) has no rule in workers/arguments.py"
+
+
+BAD_SENDS: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+    (workers.margin.replay_user, ("garbage",), {}),
+    (workers.margin.replay_user, (str(uuid.uuid4()), "last tuesday"), {}),
+    (workers.margin.replay_user, (str(uuid.uuid4()), "2026-06-11T19:00:00"), {}),  # no zone
+    (workers.margin.replay_user, (str(uuid.uuid4()),), {"sinse": None}),
+    (workers.margin.replay_user, (), {}),
+    (workers.margin.evaluate_instruments, ("not-a-list",), {}),
+    (workers.margin.evaluate_instruments, ([str(uuid.uuid4())],), {"chunk_users": 0}),
+    (workers.margin.evaluate_holders, ([str(uuid.uuid4()), 7],), {}),
+    (workers.email.send_email, (42,), {}),
+    (workers.fulltime.full_time, ("fixture-1",), {}),
+    (workers.flush.flush, ("extra",), {}),
+    (workers.poller.poll_sportmonks, (), {"now": 1}),
+]
+
+
+@pytest.mark.parametrize(
+    ("actor", "args", "kwargs"),
+    BAD_SENDS,
+    ids=[f"{a.actor_name}{args!r}{kwargs!r}" for a, args, kwargs in BAD_SENDS],
+)
+def test_a_message_its_actor_cannot_take_raises_in_the_sender_and_is_not_enqueued(
+    settings: Settings, clean: None, actor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    queued = sync_redis.Redis.from_url(settings.redis_url)
+    queue_key = f"{NAMESPACE}:{actor.queue_name}"
+    before = queued.llen(queue_key)
+    with pytest.raises(InvalidMessage, match=actor.actor_name):
+        actor.send(*args, **kwargs)
+    assert queued.llen(queue_key) == before
+    queued.close()
+
+
+def test_a_good_message_is_enqueued(settings: Settings, clean: None) -> None:
+    queued = sync_redis.Redis.from_url(settings.redis_url)
+    workers.margin.replay_user.send(str(uuid.uuid4()), "2026-06-11T19:00:00+00:00")
+    assert queued.llen(f"{NAMESPACE}:{workers.margin.QUEUE}") == 1
+    queued.close()

@@ -5,6 +5,7 @@ gets the documented refusal with a stable code, never a 500, and changes nothing
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import uuid
@@ -17,6 +18,7 @@ import redis
 from falcon import testing
 
 from ftl.config import Settings
+from ftl.json_input import MAX_DEPTH
 from ftl.ratelimit import IP_LIMIT_PER_MIN
 from ftl.services import Services
 from tests.integration.api_helpers import login
@@ -437,3 +439,127 @@ async def test_a_flood_of_trades_is_cut_at_the_limit_and_refused_trades_change_n
         k: v for k, v in before[0].items() if b"rate" not in k
     }
     assert after[1] == before[1]
+
+
+# --- the 500s of issue 17, each refused at its root -----------------------------------------
+
+
+async def test_cursors_not_ours_are_400_on_both_lists(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    kind_where_the_id_belongs = base64.urlsafe_b64encode(b"2024-01-01T00:00:00+00:00|open|open")
+    for path, cursor in (
+        ("/api/positions", "MjAyNC0wMS0wMVQwMDowMDowMCswMDowMHx4"),
+        ("/api/trades", kind_where_the_id_belongs.decode().rstrip("=")),
+        ("/api/positions", ""),
+        ("/api/trades", ""),
+    ):
+        result = await api.simulate_get(path, headers=people["alice"], params={"cursor": cursor})
+        assert_refused(result, "GET", path, 400, "validation_error")
+        assert result.json["error"]["details"] == {"field": "cursor"}
+
+
+async def test_a_lone_surrogate_nonce_is_refused_before_google_is_asked(
+    api: testing.ASGIConductor,
+) -> None:
+    result = await api.simulate_post(
+        "/api/auth/google",
+        headers={"Content-Type": "application/json"},
+        body=b'{"idToken": "x.y.z", "nonce": "\\ud800"}',
+    )
+    assert_refused(result, "POST", "/api/auth/google", 400, "validation_error")
+    assert result.json["error"]["details"] == {"field": "nonce"}
+
+
+async def test_json_nested_past_the_limit_is_refused(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    too_deep = b'{"label":' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
+    result = await api.simulate_post(
+        "/api/referrals/invites",
+        headers={**people["alice"], "Content-Type": "application/json"},
+        body=too_deep,
+    )
+    assert_refused(result, "POST", "/api/referrals/invites", 400, "invalid_json")
+
+
+# --- the document states the rules, and the server keeps to the document --------------------
+
+
+def parameter_schema(path: str, name: str) -> dict[str, Any]:
+    operation = document(False)["paths"][path]["get"]
+    found: dict[str, Any] = next(p["schema"] for p in operation["parameters"] if p["name"] == name)
+    return found
+
+
+async def test_list_limits_are_1_to_100_as_documented(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    for path in ("/api/positions", "/api/trades", "/api/leaderboard"):
+        assert parameter_schema(path, "limit")["maximum"] == 100
+        at_most = await api.simulate_get(path, headers=people["alice"], params={"limit": "100"})
+        assert at_most.status_code == 200, at_most.text
+        over = await api.simulate_get(path, headers=people["alice"], params={"limit": "101"})
+        assert_refused(over, "GET", path, 400, "validation_error")
+
+
+async def test_a_district_without_the_district_scope_is_refused(
+    api: testing.ASGIConductor,
+) -> None:
+    for params in ({"districtId": "7"}, {"scope": "overall", "districtId": "7"}):
+        result = await api.simulate_get("/api/leaderboard", params=params)
+        assert_refused(result, "GET", "/api/leaderboard", 400, "validation_error")
+        assert result.json["error"]["details"] == {"field": "districtId"}
+    district = await api.simulate_get(
+        "/api/leaderboard", params={"scope": "district", "districtId": "7"}
+    )
+    assert district.status_code == 200, district.text
+
+
+async def test_the_documented_edges_are_accepted(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    offset = parameter_schema("/api/leaderboard", "offset")["maximum"]
+    farthest = await api.simulate_get("/api/leaderboard", params={"offset": str(offset)})
+    assert farthest.status_code == 200, farthest.text
+    beyond = await api.simulate_get("/api/leaderboard", params={"offset": str(offset + 1)})
+    assert_refused(beyond, "GET", "/api/leaderboard", 400, "validation_error")
+    instrument = people["instrument"]
+    # A tolerance finer than a millionth is within 0 to 0.05, so it is taken (rounded down).
+    opened = await api.simulate_post(
+        "/api/positions/open",
+        headers=people["alice"],
+        json={
+            "instrumentId": instrument["id"],
+            "direction": "short",
+            "lotSize": 1,
+            "clientRequestId": "fine-tolerance",
+            "clientPrice": instrument["price"],
+            "slippageTolerancePct": 0.0100005,
+        },
+    )
+    assert opened.status_code == 201, opened.text
+    google = document(False)["paths"]["/api/auth/google"]["post"]["requestBody"]
+    nonce = google["content"]["application/json"]["schema"]["properties"]["nonce"]
+    short = await api.simulate_post(
+        "/api/auth/google", json={"idToken": "x.y.z", "nonce": "n" * (nonce["minLength"] - 1)}
+    )
+    assert_refused(short, "POST", "/api/auth/google", 400, "validation_error")
+    assert short.json["error"]["details"] == {"field": "nonce"}
+
+
+async def test_json_schema_integers_and_nulls_are_read_as_the_document_reads_them(
+    api: testing.ASGIConductor, people: dict[str, Any]
+) -> None:
+    # JSON Schema counts 1.0 as an integer, so the server does too.
+    batch = await api.simulate_post("/api/auth/dev/batch", json={"count": 1.0})
+    assert batch.status_code == 200, batch.text
+    # An optional field is absent or of its type; null is neither.
+    flag = await api.simulate_put(
+        "/api/admin/flags/demoBanner",
+        headers=people["alice"],
+        json={"enabled": True, "isPublic": None},
+    )
+    assert_refused(flag, "PUT", "/api/admin/flags/demoBanner", 400, "validation_error")
+    logout = await api.simulate_post("/api/auth/logout", json={"refreshToken": None})
+    assert_refused(logout, "POST", "/api/auth/logout", 400, "validation_error")

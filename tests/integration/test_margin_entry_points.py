@@ -24,7 +24,7 @@ from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
 from workers import flush, margin
-from workers.broker import broker
+from workers.broker import NAMESPACE, broker
 
 JOIN_TIMEOUT_MS = 30_000
 ONE = Decimal("1.00")
@@ -64,17 +64,26 @@ async def test_ftl_replay_margin_and_all_enqueue_replays(
     one, _, first = await at_risk(services, pg_admin)
     _, _, second = await at_risk(services, pg_admin)
 
-    assert cli.main(["replay", "margin", str(one)]) == 0
+    # NOTE: in a thread, as from a shell: the command runs its own event loop.
+    assert await asyncio.to_thread(cli.main, ["replay", "margin", str(one)]) == 0
     await processed(margin_worker)
     assert await closed_by(services, first) == "washout"
     assert await closed_by(services, second) is None
 
     assert cli.main(["replay", "all"]) == 2  # --since is required for everyone
-    # NOTE: in a thread, as from a shell: the command runs its own event loop.
     everyone = ["replay", "all", "--since", "2026-06-11T00:00:00Z"]
     assert await asyncio.to_thread(cli.main, everyone) == 0
     await processed(margin_worker)
     assert await closed_by(services, second) == "washout"
+
+
+async def test_ftl_replay_margin_of_no_user_says_so_and_enqueues_nothing(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = str(uuid4())
+    assert await asyncio.to_thread(cli.main, ["replay", "margin", nobody]) == 2
+    assert capsys.readouterr().err.strip() == f"replay margin: no user {nobody}"
+    assert await services.redis.llen(f"{NAMESPACE}:{margin.QUEUE}") == 0
 
 
 async def test_the_after_tick_evaluator_and_a_reconnect_reach_the_holders(

@@ -10,7 +10,7 @@ import pytest
 from falcon import testing
 
 from ftl.config import Settings
-from ftl.ratelimit import IP_LIMIT_PER_MIN
+from ftl.ratelimit import IP_LIMIT_PER_MIN, client_key
 from ftl.services import Services
 from tests.integration.test_web import assert_envelope
 from web.app import create_app
@@ -51,6 +51,31 @@ async def test_a_route_limit_answers_429_with_retry_after(
     # Another client is not affected.
     other = await limited.simulate_get(path, params={"code": "abcdef12"}, remote_addr="10.0.0.2")
     assert other.status_code == 200
+
+
+async def test_one_ipv6_slash_64_is_one_client(limited: testing.ASGIConductor) -> None:
+    path = "/api/public/referral/validate"
+    # Ten addresses of one /64, as a client rotating through its prefix would use.
+    for host in range(1, 11):
+        answer = await limited.simulate_get(
+            path, params={"code": "abcdef12"}, remote_addr=f"2001:db8:1:2::{host:x}"
+        )
+        assert answer.status_code == 200
+    rotated = await limited.simulate_get(
+        path, params={"code": "abcdef12"}, remote_addr="2001:db8:1:2:ffff:ffff:ffff:ffff"
+    )
+    assert_envelope(rotated, 429, "rate_limited")
+    neighbour = await limited.simulate_get(
+        path, params={"code": "abcdef12"}, remote_addr="2001:db8:1:3::1"
+    )
+    assert neighbour.status_code == 200
+
+
+def test_the_client_of_a_limit_is_an_ipv4_address_or_an_ipv6_slash_64() -> None:
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key("not-an-address") == "not-an-address"
 
 
 async def test_the_overall_limit_is_200_a_minute_per_ip(limited: testing.ASGIConductor) -> None:
@@ -97,3 +122,7 @@ async def test_cors_allows_the_configured_origins_with_credentials(
             "/api/flags", headers={"Origin": "https://evil.example.com"}
         )
         assert "access-control-allow-origin" not in foreign.headers
+        # The answer depends on Origin, so caches must key on it, allowed or not.
+        plain = await conductor.simulate_get("/api/flags")
+        for answer in (allowed, preflight, foreign, plain):
+            assert "origin" in answer.headers["vary"].lower().replace(" ", "").split(",")

@@ -3,6 +3,7 @@ template (never the raw path), trade outcomes by code, Lua call time."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -107,3 +108,19 @@ async def test_every_response_carries_a_request_id(client: testing.ASGIConductor
     for hostile in ("x" * 65, "a b", "<script>"):
         replaced = await client.simulate_get("/health", headers={"X-Request-Id": hostile})
         assert replaced.headers["x-request-id"] not in (hostile, made.headers["x-request-id"])
+
+
+async def test_metrics_need_the_metrics_token_when_one_is_set(
+    settings: Settings, services: Services
+) -> None:
+    guarded = dataclasses.replace(settings, metrics_token="s3cret-scrape")
+    async with testing.ASGIConductor(create_app(guarded)) as conductor:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-scrape"}):
+            refused = await conductor.simulate_get("/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json["error"]["code"] == "unauthorized"
+        allowed = await conductor.simulate_get(
+            "/metrics", headers={"Authorization": "Bearer s3cret-scrape"}
+        )
+        assert allowed.status_code == 200
+        assert "ftl_http_request_duration_seconds" in allowed.text

@@ -60,7 +60,8 @@ class AdminFlag:
             raise InvalidInput(
                 "validation_error", "enabled must be true or false.", {"field": "enabled"}
             )
-        if is_public is not None and not isinstance(is_public, bool):
+        # NOTE: absent keeps the flag's visibility; null is not a boolean (the document agrees).
+        if "isPublic" in body and not isinstance(is_public, bool):
             raise InvalidInput(
                 "validation_error", "isPublic must be true or false.", {"field": "isPublic"}
             )

@@ -13,6 +13,7 @@ from ftl import accounts, registration
 from ftl.auth import google, sessions
 from ftl.auth.tokens import TTL_S, Claims, TokenType
 from ftl.errors import InvalidInput, Unauthorized
+from ftl.json_input import whole_number
 from ftl.services import Services
 from ftl.text import human_text
 from web.auth import (
@@ -38,7 +39,8 @@ async def optional_json(req: falcon.asgi.Request) -> dict[str, Any]:
 
 def refresh_token_of(req: falcon.asgi.Request, body: dict[str, Any]) -> str | None:
     token = body.get("refreshToken")
-    if token is not None and not isinstance(token, str):
+    # NOTE: absent falls back to the cookie; null is not text (the document agrees).
+    if "refreshToken" in body and not isinstance(token, str):
         raise InvalidInput(
             "validation_error", "refreshToken must be text.", {"field": "refreshToken"}
         )
@@ -160,7 +162,7 @@ class Logout:
             refresh_token_of(req, body), TokenType.REFRESH
         )
         await sessions.revoke(self.services, claims)
-        clear_session_cookies(resp)
+        clear_session_cookies(resp, secure=self.services.settings.is_production)
         resp.status = falcon.HTTP_204
 
 
@@ -190,8 +192,8 @@ class DevBatch:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_json(req)
         refuse_unknown_fields(body, frozenset({"count", "prefix"}))
-        count = body.get("count")
-        if type(count) is not int or not 1 <= count <= accounts.DEV_BATCH_MAX:
+        count = whole_number(body.get("count"))
+        if count is None or not 1 <= count <= accounts.DEV_BATCH_MAX:
             raise InvalidInput(
                 "validation_error",
                 f"count must be a whole number from 1 to {accounts.DEV_BATCH_MAX}.",

@@ -7,6 +7,7 @@ from typing import Any
 import falcon.asgi
 
 from ftl import positions
+from ftl.cursors import FillsCursor
 from ftl.portfolio import portfolio
 from ftl.services import Services
 from web.auth import authenticate
@@ -31,7 +32,7 @@ class Trades:
             self.services,
             claims.user_id,
             positions.limit_param(req.get_param("limit")),
-            req.get_param("cursor"),
+            FillsCursor.decode(req.get_param("cursor")),
         )
 
 

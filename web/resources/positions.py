@@ -13,6 +13,7 @@ import falcon
 import falcon.asgi
 
 from ftl import positions, trading
+from ftl.cursors import PositionsCursor
 from ftl.services import Services
 from web.auth import authenticate
 from web.body import read_json
@@ -51,7 +52,7 @@ class Positions:
             claims.user_id,
             positions.status_param(req.get_param("status")),
             positions.limit_param(req.get_param("limit")),
-            req.get_param("cursor"),
+            PositionsCursor.decode(req.get_param("cursor")),
         )
 
 

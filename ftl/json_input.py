@@ -1,0 +1,94 @@
+"""JSON that comes from outside (HTTP bodies, WebSocket frames): parsed once, by one set of rules.
+
+Accepted is I-JSON (RFC 7493) nested at most MAX_DEPTH levels: UTF-8 only, no lone surrogates
+in any string or key (`"\\ud800"` parses in Python but cannot be encoded, stored or logged), no
+NaN or Infinity, no number over 4,300 digits. Anything else is 400 before any rule of the game
+sees it: `invalid_json`, or `validation_error` naming the field that holds a lone surrogate
+(docs/decisions/0112).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ftl.errors import InvalidInput
+
+# NOTE: our deepest body (admin settings: weights by position by statistic) is 3 levels.
+MAX_DEPTH = 32
+
+
+def _refused(message: str) -> InvalidInput:
+    return InvalidInput("invalid_json", message)
+
+
+def _reject_constant(name: str) -> None:
+    # APPSEC: NaN and Infinity are not JSON; accepting them would let them reach the money math.
+    raise ValueError(f"{name} is not allowed")
+
+
+def _is_scalar_text(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check(value: Any, escapes: bool, max_depth: int) -> None:
+    """Depth and, when the text has `\\u` escapes (the only way a surrogate gets in after a
+    strict UTF-8 decode), every string and key. Iterative: a deep value cannot exhaust the stack.
+    A bad string is 400 `validation_error` naming its field (dotted path from the top)."""
+    pending: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while pending:
+        item, depth, field = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                raise _refused(f"The JSON is nested deeper than {max_depth} levels.")
+            named = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in named:
+                inner = f"{field}.{key}" if field else str(key)
+                if escapes and isinstance(key, str) and not _is_scalar_text(key):
+                    raise _not_scalar(field or "body")
+                pending.append((child, depth + 1, inner))
+        elif escapes and isinstance(item, str) and not _is_scalar_text(item):
+            raise _not_scalar(field or "body")
+
+
+def _not_scalar(field: str) -> InvalidInput:
+    # NOTE: the field name itself may hold the surrogate; it is answered escaped, never raw.
+    safe = field.encode("utf-8", "backslashreplace").decode("utf-8")
+    return InvalidInput(
+        "validation_error",
+        f"{safe} must be Unicode text (no lone surrogates).",
+        {"field": safe},
+    )
+
+
+def whole_number(value: Any) -> int | None:
+    """A JSON integer as JSON Schema counts them (`3` and `3.0` alike), else None.
+
+    NOTE: true and false are Python ints, and are not numbers in JSON."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value of `raw` under the rules above, or 400 `invalid_json`. An edge with
+    smaller messages passes a smaller `max_depth` (SPEC §7: WebSocket commands, 8)."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise _refused(f"The JSON is nested deeper than {max_depth} levels.") from None
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+        raise _refused("The body is not valid JSON.") from None
+    _check(value, "\\u" in text or not _is_scalar_text(text), max_depth)
+    return value
