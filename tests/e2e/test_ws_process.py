@@ -29,6 +29,8 @@ from tests.e2e.ws_helpers import RECV_LIMIT_S, add_instrument, append_ticks, tic
 
 pytestmark = pytest.mark.e2e
 
+METRICS_TOKEN = "ws-scrape-token"
+
 
 def start_ws(
     extra_env: dict[str, str] | None = None, stderr: int | IO[bytes] = subprocess.PIPE
@@ -52,7 +54,7 @@ def start_ws(
 @pytest.fixture
 def replicas(redis_admin: redis.Redis) -> Iterator[list[int]]:
     redis_admin.flushdb()
-    started = [start_ws(), start_ws()]
+    started = [start_ws({"METRICS_TOKEN": METRICS_TOKEN}) for _ in range(2)]
     try:
         yield [port for _, port in started]
         for process, _ in started:
@@ -105,7 +107,14 @@ async def test_two_replicas_each_serve_their_own_clients_the_same_tick(
 
     async with httpx.AsyncClient(timeout=5) as http:
         for port in replicas:
-            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            # APPSEC: with METRICS_TOKEN set, a scrape without it learns nothing.
+            for wrong in ({}, {"Authorization": "Bearer not-the-token"}):
+                refused_scrape = await http.get(f"http://127.0.0.1:{port}/metrics", headers=wrong)
+                assert refused_scrape.status_code == 401
+                assert refused_scrape.json()["error"]["code"] == "unauthorized"
+                assert "ftl_ws" not in refused_scrape.text
+            scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics", headers=scraper)).text
             assert 'ftl_ws_frames_sent_total{kind="price"} 1.0' in metrics
 
 

@@ -48,6 +48,8 @@ class WsConfig:
     # connections one takes ~0.5 s, and started by the allocator mid-burst it held up a whole
     # cycle's ticks (docs/decisions/0022).
     full_collection_period_s: float | None = None
+    metrics_token: str = ""  # empty: /metrics answers anyone (development); else Bearer only
+
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WsConfig:
@@ -61,4 +63,5 @@ class WsConfig:
             commands_per_s=float(settings.ws_commands_per_s),
             command_burst=float(settings.ws_command_burst),
             full_collection_period_s=FULL_COLLECTION_PERIOD_S,
+            metrics_token=settings.metrics_token,
         )

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from ftl import hotstore
+from ftl import hotstore, metrics
 from ftl.auth.tokens import Tokens, TokenType
 from ftl.config import Settings
 from ftl.errors import ErrorKind, Forbidden, FtlError, NotFound, Unauthorized, Unavailable
@@ -97,6 +97,12 @@ class WsServer:
         if url.path == "/health":
             return _json(200, {"status": "ok", "connections": len(self.hub.clients)})
         if url.path == "/metrics":
+            # APPSEC: the figures tell an attacker how loaded and how exposed the process is.
+            if not metrics.scrape_allowed(
+                request.headers.get("Authorization"), self.config.metrics_token
+            ):
+                body = envelope("unauthorized", "/metrics needs the METRICS_TOKEN bearer token.")
+                return _json(401, body)
             return _response(200, self.metrics.render(), CONTENT_TYPE)
         try:
             if url.path != PRICES_PATH:
