@@ -10,12 +10,38 @@ sees it: `invalid_json`, or `validation_error` naming the field that holds a lon
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ftl.errors import InvalidInput
 
 # NOTE: our deepest body (admin settings: weights by position by statistic) is 3 levels.
 MAX_DEPTH = 32
+
+
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether JSON text opens more than `limit` arrays or objects inside each other, read
+    without parsing it.
+
+    APPSEC: json.loads recurses once per level and raises RecursionError near a thousand levels
+    ("[" × 3000 fits in a 4 KiB WebSocket command), so depth is judged before parsing, at every
+    edge. PERF: a command has a few
+    brackets; the count alone clears it, the scan runs only for bracket-heavy text."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in BRACKETS.findall(JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _refused(message: str) -> InvalidInput:
@@ -85,10 +111,13 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     smaller messages passes a smaller `max_depth` (SPEC §7: WebSocket commands, 8)."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except ValueError:  # UnicodeDecodeError
+        raise _refused("The body is not valid JSON.") from None
+    if nests_deeper_than(text, max_depth):
+        raise _refused(f"The JSON is nested deeper than {max_depth} levels.")
+    try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise _refused(f"The JSON is nested deeper than {max_depth} levels.") from None
-    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+    except ValueError:  # json.JSONDecodeError is a ValueError
         raise _refused("The body is not valid JSON.") from None
     _check(value, "\\u" in text or not _is_scalar_text(text), max_depth)
     return value

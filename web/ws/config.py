@@ -50,7 +50,6 @@ class WsConfig:
     full_collection_period_s: float | None = None
     metrics_token: str = ""  # empty: /metrics answers anyone (development); else Bearer only
 
-
     @classmethod
     def from_settings(cls, settings: Settings) -> WsConfig:
         return cls(

@@ -10,7 +10,6 @@ channel, forwarded verbatim. Client → server commands are text JSON objects wi
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +18,7 @@ from uuid import UUID
 
 import msgpack
 
+from ftl import json_input
 from ftl.errors import FtlError, InvalidInput
 from ftl.ticks import Tick
 
@@ -140,30 +140,6 @@ def _invalid(field: str, message: str) -> InvalidInput:
 
 
 # A JSON string (escapes included) and the brackets outside strings: what nesting is made of.
-JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def nests_deeper_than(text: str, limit: int) -> bool:
-    """Whether JSON text opens more than `limit` arrays or objects inside each other, read
-    without parsing it.
-
-    APPSEC: json.loads recurses once per level and raises RecursionError near a thousand levels
-    ("[" × 3000 fits in 4 KiB), so depth is judged before parsing. PERF: a command has a few
-    brackets; the count alone clears it, the scan runs only for bracket-heavy text."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    for bracket in BRACKETS.findall(JSON_STRING.sub("", text)):
-        if bracket in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -181,7 +157,7 @@ def parse_command(message: str | bytes) -> Command:
             f"A command is at most {MAX_COMMAND_BYTES} bytes.",
             {"maxBytes": MAX_COMMAND_BYTES},
         )
-    if nests_deeper_than(message, MAX_NESTING):
+    if json_input.nests_deeper_than(message, MAX_NESTING):
         raise InvalidInput(
             "too_deeply_nested",
             f"A command nests at most {MAX_NESTING} levels.",
