@@ -149,6 +149,8 @@ async def test_a_kmod_change_emits_a_tick_and_the_next_fill_walks_the_new_curve(
         ({"kMod": 0.0000001}, "validation_error", "kMod"),
         ({"kMod": "0.1"}, "validation_error", "kMod"),
         ({"isActive": "yes"}, "validation_error", "isActive"),
+        ({"isActive": False, "kMod": None}, "validation_error", "kMod"),  # schemathesis found
+        ({"isActive": None, "kMod": 0.1}, "validation_error", "isActive"),
         ({"active": True}, "unknown_field", "active"),
     ],
 )

@@ -100,9 +100,12 @@ def test_metrics_settings_come_from_the_environment() -> None:
 
 
 def test_the_sportmonks_call_budget_is_read_and_must_be_positive() -> None:
-    assert Settings.from_env({}).sportmonks_calls_per_hour == 3_000
+    assert Settings.from_env({"ENV": "development"}).sportmonks_calls_per_hour == 3_000
     assert (
-        Settings.from_env({"SPORTMONKS_CALLS_PER_HOUR": "1500"}).sportmonks_calls_per_hour == 1500
+        Settings.from_env(
+            {"ENV": "development", "SPORTMONKS_CALLS_PER_HOUR": "1500"}
+        ).sportmonks_calls_per_hour
+        == 1500
     )
     with pytest.raises(ConfigError, match="SPORTMONKS_CALLS_PER_HOUR must be at least 1"):
-        Settings.from_env({"SPORTMONKS_CALLS_PER_HOUR": "0"})
+        Settings.from_env({"ENV": "development", "SPORTMONKS_CALLS_PER_HOUR": "0"})

@@ -23,9 +23,13 @@ K_MOD_MAX = Decimal(K_MOD_MAX_MICROS) / 1_000_000
 
 def change_from_body(body: dict[str, Any]) -> InstrumentChange:
     refuse_unknown_fields(body, FIELDS)
+    # NOTE: absent leaves a field as it is; null is neither a boolean nor a number (the document
+    # agrees), so it is refused rather than read as absent.
     active = body.get("isActive")
-    if active is not None and not isinstance(active, bool):
+    if "isActive" in body and not isinstance(active, bool):
         raise invalid("isActive", "must be true or false")
+    if "kMod" in body and body["kMod"] is None:
+        raise invalid("kMod", "must be a number")
     k_mod = decimal_field(body, "kMod")
     if k_mod is not None and not 0 <= k_mod <= K_MOD_MAX:
         raise invalid("kMod", f"must be between 0 and {K_MOD_MAX}")
