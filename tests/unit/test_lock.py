@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "scripts" / "check_lock.py"
+LOCKS = ("requirements/dev.lock", "requirements/runtime.lock")
 
 
 def check(root: Path) -> subprocess.CompletedProcess[str]:
@@ -20,13 +21,9 @@ def check(root: Path) -> subprocess.CompletedProcess[str]:
 
 def checkout_copy(tmp_path: Path) -> Path:
     (tmp_path / "requirements").mkdir()
-    for name in ("setup.cfg", "requirements/build.in", *_locks()):
+    for name in ("setup.cfg", "requirements/build.in", *LOCKS):
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
-
-
-def _locks() -> list[str]:
-    return ["requirements/dev.lock", "requirements/runtime.lock"]
 
 
 def test_the_committed_locks_agree_with_setup_cfg() -> None:
