@@ -48,7 +48,7 @@ def _refused(message: str) -> InvalidInput:
     return InvalidInput("invalid_json", message)
 
 
-def _reject_constant(name: str) -> None:
+def reject_constant(name: str) -> None:
     # APPSEC: NaN and Infinity are not JSON; accepting them would let them reach the money math.
     raise ValueError(f"{name} is not allowed")
 
@@ -113,7 +113,7 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     if nests_deeper_than(text, max_depth):
         raise _refused(f"The JSON is nested deeper than {max_depth} levels.")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=reject_constant)
     except ValueError:  # json.JSONDecodeError is a ValueError
         raise _refused("The body is not valid JSON.") from None
     # PERF: after a strict UTF-8 decode a `\u` escape is the only way a surrogate gets in, so an
