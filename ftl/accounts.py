@@ -25,6 +25,7 @@ DISTRICT_COUNT = 14
 DISPLAY_NAME_MAX_CHARS = 50
 SYNTHETIC_SUBJECT_PREFIX = "synthetic:"  # NOTE: decision 0005, synthetic users' identity key
 DEV_BATCH_MAX = 1_000
+DEV_BATCH_PREFIX_MAX_CHARS = 40
 # NOTE: 4 random bytes collide rarely (1 in ~4 million per pair at 1,000 users); retry those rows.
 INSERT_ROUNDS = 5
 

@@ -44,7 +44,7 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     value = _integer(env, name, default)
     if value < 1:
-        raise ConfigError(f"config: {name} must be 1 or more, got {value}")
+        raise ConfigError(f"config: {name} must be at least 1, got {value}")
     return value
 
 
@@ -109,13 +109,6 @@ class Settings:
                 )
         defaults = cls()
         web_port = _integer(env, "WEB_PORT", defaults.web_port)
-        calls_per_hour = _integer(
-            env, "SPORTMONKS_CALLS_PER_HOUR", defaults.sportmonks_calls_per_hour
-        )
-        if calls_per_hour < 1:
-            raise ConfigError(
-                f"config: SPORTMONKS_CALLS_PER_HOUR must be at least 1, got {calls_per_hour}"
-            )
         origins = get("CORS_ORIGINS")
         return cls(
             env=name,
@@ -144,7 +137,9 @@ class Settings:
             google_jwks_url=get("GOOGLE_JWKS_URL", defaults.google_jwks_url),
             sportmonks_api_token=get("SPORTMONKS_API_TOKEN", ""),
             sportmonks_base_url=get("SPORTMONKS_BASE_URL", defaults.sportmonks_base_url),
-            sportmonks_calls_per_hour=calls_per_hour,
+            sportmonks_calls_per_hour=_positive(
+                env, "SPORTMONKS_CALLS_PER_HOUR", defaults.sportmonks_calls_per_hour
+            ),
             smtp_url=get("SMTP_URL", ""),
             email_from=get("EMAIL_FROM", defaults.email_from),
             ws_max_connections=_integer(env, "WS_MAX_CONNECTIONS", defaults.ws_max_connections),

@@ -48,7 +48,7 @@ def _refused(message: str) -> InvalidInput:
     return InvalidInput("invalid_json", message)
 
 
-def _reject_constant(name: str) -> None:
+def reject_constant(name: str) -> None:
     # APPSEC: NaN and Infinity are not JSON; accepting them would let them reach the money math.
     raise ValueError(f"{name} is not allowed")
 
@@ -63,23 +63,20 @@ def _is_scalar_text(text: str) -> bool:
     return True
 
 
-def _check(value: Any, escapes: bool, max_depth: int) -> None:
-    """Depth and, when the text has `\\u` escapes (the only way a surrogate gets in after a
-    strict UTF-8 decode), every string and key. Iterative: a deep value cannot exhaust the stack.
-    A bad string is 400 `validation_error` naming its field (dotted path from the top)."""
-    pending: list[tuple[Any, int, str]] = [(value, 1, "")]
+def _check_scalar_text(value: Any) -> None:
+    """Every string and key is Unicode scalar text; else 400 `validation_error` naming the field
+    (dotted path from the top) that holds a lone surrogate. Iterative, so a wide or deep value
+    cannot exhaust the stack. Depth is not judged here: `loads` judged it before parsing."""
+    pending: list[tuple[Any, str]] = [(value, "")]
     while pending:
-        item, depth, field = pending.pop()
+        item, field = pending.pop()
         if isinstance(item, dict | list):
-            if depth > max_depth:
-                raise _refused(f"The JSON is nested deeper than {max_depth} levels.")
             named = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in named:
-                inner = f"{field}.{key}" if field else str(key)
-                if escapes and isinstance(key, str) and not _is_scalar_text(key):
+                if isinstance(key, str) and not _is_scalar_text(key):
                     raise _not_scalar(field or "body")
-                pending.append((child, depth + 1, inner))
-        elif escapes and isinstance(item, str) and not _is_scalar_text(item):
+                pending.append((child, f"{field}.{key}" if field else str(key)))
+        elif isinstance(item, str) and not _is_scalar_text(item):
             raise _not_scalar(field or "body")
 
 
@@ -116,8 +113,11 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     if nests_deeper_than(text, max_depth):
         raise _refused(f"The JSON is nested deeper than {max_depth} levels.")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=reject_constant)
     except ValueError:  # json.JSONDecodeError is a ValueError
         raise _refused("The body is not valid JSON.") from None
-    _check(value, "\\u" in text or not _is_scalar_text(text), max_depth)
+    # PERF: after a strict UTF-8 decode a `\u` escape is the only way a surrogate gets in, so an
+    # ordinary body (a trade) pays one substring test and no walk.
+    if "\\u" in text or not _is_scalar_text(text):
+        _check_scalar_text(value)
     return value

@@ -33,9 +33,11 @@ def client_key(address: str) -> str:
     return str(ip)
 
 
-async def hit(scripts: Scripts, client: str, limits: Mapping[str, int]) -> None:
-    """Count one request of `client` against each `scope -> requests per minute`; 429
+async def hit(scripts: Scripts, address: str, limits: Mapping[str, int]) -> None:
+    """Count one request from `address` against each `scope -> requests per minute`, keyed by
+    its `client_key` (so no limit can key an IPv6 client by its full address); 429
     `rate_limited` with the seconds to wait when any is exceeded."""
+    client = client_key(address)
     scopes = list(limits)
     allowed, retry_after_ms = await scripts.call(
         "rate_limit",

@@ -15,9 +15,10 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl import leaderboard, positions
+from ftl import accounts, leaderboard, positions, referrals, registration
 from ftl.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
 from ftl.cursors import CURSOR_PATTERN
+from ftl.instruments import K_MOD_MAX_MICROS
 from ftl.services import Services
 from ftl.sportmonks.payload import Stat
 from ftl.sportmonks.scoring import EVERY_POSITION, POSITIONS
@@ -55,7 +56,7 @@ TIME: Schema = {"type": "string", "format": "date-time"}
 BOOL: Schema = {"type": "boolean"}
 INT: Schema = {"type": "integer"}
 POINTS: Schema = {"type": "number", "description": "Points, exact to the cent."}
-DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": 14}
+DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": accounts.DISTRICT_COUNT}
 # A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
 PRICE_IN: Schema = {"type": "number", "minimum": 0.01, "maximum": 1_000_000, "multipleOf": 0.01}
 CLIENT_REQUEST_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
@@ -81,7 +82,7 @@ def human_text(max_chars: int) -> Schema:
     }
 
 
-NAME_IN: Schema = human_text(50)
+NAME_IN: Schema = human_text(registration.NAME_MAX_CHARS)
 CURSOR: Schema = {
     "type": "string",
     "pattern": CURSOR_PATTERN,
@@ -548,8 +549,12 @@ PATHS: dict[str, dict[str, Schema]] = {
                         "lastName": nullable(
                             {**NAME_IN, "minLength": 0, "description": "Empty means none."}
                         ),
-                        "age": {"type": "integer", "minimum": 18, "maximum": 120},
-                        "phone": {"type": "string", "pattern": "^[6-9][0-9]{9}$"},
+                        "age": {
+                            "type": "integer",
+                            "minimum": registration.MIN_AGE,
+                            "maximum": registration.MAX_AGE,
+                        },
+                        "phone": {"type": "string", "pattern": f"^{registration.PHONE.pattern}$"},
                         "districtId": DISTRICT_ID,
                         "referralCode": nullable({"type": "string", "pattern": "^[0-9a-f]{8}$"}),
                         "inviteId": nullable(UUID),
@@ -581,7 +586,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "post": op(
             "Outside production only: sign in as a synthetic user (absent in production).",
             LOGIN,
-            request=body(obj({"displayName": NAME_IN})),
+            request=body(obj({"displayName": human_text(accounts.DISPLAY_NAME_MAX_CHARS)})),
             tag="auth",
         )
     },
@@ -604,8 +609,12 @@ PATHS: dict[str, dict[str, Schema]] = {
             request=body(
                 obj(
                     {
-                        "count": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "prefix": human_text(40),
+                        "count": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": accounts.DEV_BATCH_MAX,
+                        },
+                        "prefix": human_text(accounts.DEV_BATCH_PREFIX_MAX_CHARS),
                     },
                     optional=("prefix",),
                 )
@@ -715,7 +724,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Create a named invite.",
             {201: ok(ref("Invite"), "Created.")},
             security=SIGNED_IN,
-            request=body(obj({"label": human_text(80)})),
+            request=body(obj({"label": human_text(referrals.INVITE_LABEL_MAX_CHARS)})),
             tag="accounts",
         )
     },
@@ -939,7 +948,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                         "kMod": {
                             "type": "number",
                             "minimum": 0,
-                            "maximum": 2,
+                            "maximum": K_MOD_MAX_MICROS / 1_000_000,
                             "multipleOf": 0.000001,
                         },
                     },

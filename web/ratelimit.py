@@ -47,4 +47,4 @@ class RateLimit:
         route_limit = ROUTE_LIMITS_PER_MIN.get((req.method, req.uri_template or ""))
         if route_limit is not None:
             limits[f"{req.method}:{req.uri_template}"] = route_limit
-        await ratelimit.hit(self.services.scripts, ratelimit.client_key(req.remote_addr), limits)
+        await ratelimit.hit(self.services.scripts, req.remote_addr, limits)

@@ -12,15 +12,13 @@ import os
 import sys
 
 from ftl import logs, multiproc
-from ftl.config import ConfigError, get_settings
+from ftl.config import get_settings
 
 
 def main(argv: list[str]) -> int:
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    # NOTE: importing the `workers` package already checked the settings (and stopped the
+    # process on a ConfigError), so they are good here.
+    settings = get_settings()
     directory = multiproc.fresh_dir("dramatiq", settings.metrics_port)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     os.environ["dramatiq_prom_db"] = directory  # noqa: SIM112 - Dramatiq's own spelling

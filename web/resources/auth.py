@@ -27,7 +27,6 @@ from web.body import read_json, refuse_unknown_fields
 from workers import email as email_actor
 
 DEV_BATCH_PREFIX = "bot-"
-DEV_BATCH_PREFIX_MAX_CHARS = 40
 
 
 async def optional_json(req: falcon.asgi.Request) -> dict[str, Any]:
@@ -200,7 +199,7 @@ class DevBatch:
                 {"field": "count"},
             )
         prefix = human_text(
-            body.get("prefix", DEV_BATCH_PREFIX), "prefix", DEV_BATCH_PREFIX_MAX_CHARS
+            body.get("prefix", DEV_BATCH_PREFIX), "prefix", accounts.DEV_BATCH_PREFIX_MAX_CHARS
         )
         names = [f"{prefix}{number:04d}" for number in range(1, count + 1)]
         created = await accounts.synthetic_accounts(self.services.engine, names)

@@ -21,11 +21,13 @@ class WsConfig:
     close_timeout_s: float = 5.0  # closing handshake wait before the TCP connection is aborted
     send_timeout_s: float = 0.1  # a frame not taken within this evicts the client (SPEC §7)
     coalesce_window_s: float = 0.025  # ticks gathered per fan-out cycle (SPEC: cycle ≤ 250 ms)
-    max_connections_per_user: int = 5  # across every replica (web/ws/limits.py)
-    connection_lease_s: float = 60.0  # an open connection's Redis entry, renewed while open
+    # NOTE: the SPEC §7 defaults come from Settings, so a test config and a deploy agree.
+    max_connections_per_user: int = Settings.ws_max_connections_per_user  # across replicas
+    # An open connection's Redis entry (web/ws/limits.py), renewed while open.
+    connection_lease_s: float = float(Settings.ws_connection_lease_s)
     max_bad_messages: int = 20  # more than this closes the connection
-    commands_per_s: float = 20.0  # the per-connection command bucket (SPEC §7)
-    command_burst: float = 50.0
+    commands_per_s: float = float(Settings.ws_commands_per_s)  # the per-connection bucket
+    command_burst: float = float(Settings.ws_command_burst)
     # NOTE: refused commands drain this bucket (one a refusal, earned back at the given rate);
     # empty means the client is persistently over the limit: 1008 (docs/decisions/0121).
     refusal_burst: float = 50.0

@@ -139,11 +139,6 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput("validation_error", message, {"field": field})
 
 
-# A JSON string (escapes included) and the brackets outside strings: what nesting is made of.
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_command(message: str | bytes) -> Command:
     """The command in one client message; InvalidInput with a stable code otherwise."""
     if not isinstance(message, str):
@@ -164,7 +159,7 @@ def parse_command(message: str | bytes) -> Command:
             {"maxDepth": MAX_NESTING},
         )
     try:
-        data = json.loads(message, parse_constant=_reject_constant)
+        data = json.loads(message, parse_constant=json_input.reject_constant)
     except ValueError:
         raise InvalidInput("invalid_json", "The message is not JSON.") from None
     if not isinstance(data, dict):

@@ -332,7 +332,6 @@ class Hub:
         if self.connections_per_user[client.user_id] == 0:
             del self.connections_per_user[client.user_id]
             self._left[client.user_id] = int(time.time() * 1000)
-            self._presence_due.set()
 
     async def _presence_loop(self) -> None:
         while not self._stopping:
@@ -362,7 +361,12 @@ class Hub:
                 await pipe.execute()
         except RedisError as exc:
             # NOTE: an unreleased connection's lease lapses on its own (decision 0122).
-            log.warning("presence of %d users not recorded: %s", len(arrived) + len(left), exc)
+            log.warning(
+                "presence of %d users and release of %d connections not recorded: %s",
+                len(arrived) + len(left),
+                len(released),
+                exc,
+            )
 
     # -- commands
 
