@@ -1,19 +1,35 @@
 """The connections to Redis, the hot state (SPEC §2): redis-py's pool for everything, and one
-pipelined connection per process for the trade calls (PipelinedConnection)."""
+pipelined connection per process for the trade calls (PipelinedConnection).
+
+Every Redis client of the product is built here: with REDIS_SENTINELS set, each one asks the
+sentinels for the primary of REDIS_MASTER_NAME whenever it connects, so it follows a failover
+without a restart (decision 0150).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
-from redis._parsers.base import BaseParser
+import redis
+import redis.sentinel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    InvalidResponse,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ftl.config import Settings
@@ -22,28 +38,133 @@ REDIS_TIMEOUT_S = 3.0
 REQUIRED_EVICTION_POLICY = "noeviction"
 PIPELINED_SCHEMES = ("redis://", "unix://")  # not rediss://: the trade calls then use the pool
 
+# A write the primary refuses because too few replicas are connected (`min-replicas-to-write`):
+# nothing was written, the client may retry (decision 0151).
+NO_REPLICAS = "NOREPLICAS"
+
+# NOTE: a sentinel that does not answer within a second is passed over for the next one.
+SENTINEL_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
+
 KeyOrArg = str | int | float | bytes
+Address = tuple[str, int]
 
 
-def connect(settings: Settings, *, pool_size: int | None = None) -> Redis:
-    """A pooled client; replies decoded as UTF-8 text.
+def writes_refused(exc: RedisError) -> bool:
+    """Whether Redis refused a write for want of replicas (the reply code leads the message,
+    also when a script's redis.call met it)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(NO_REPLICAS)
 
-    With `pool_size`, a caller beyond that many concurrent commands waits (up to REDIS_TIMEOUT_S)
-    for a free connection instead of failing: for bursts such as thousands of WebSocket
-    handshakes at once.
-    """
-    options: dict[str, Any] = {
+
+def _options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    return {
         "decode_responses": True,
         "socket_connect_timeout": REDIS_TIMEOUT_S,
         "socket_timeout": REDIS_TIMEOUT_S,
-        "health_check_interval": 30,
+        **overrides,
     }
+
+
+def _url_options(settings: Settings) -> dict[str, Any]:
+    """What REDIS_URL says besides the address (database, password, TLS), for sentinel clients."""
+    options = dict(parse_url(settings.redis_url))
+    for address in ("host", "port", "path", "connection_class"):
+        options.pop(address, None)
+    if settings.redis_url.startswith("rediss://"):
+        options["ssl"] = True
+    return options
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The primary's connections, found through the sentinels, with a cap that makes callers
+    wait for a free connection (as BlockingConnectionPool) instead of failing."""
+
+
+def connect(settings: Settings, *, pool_size: int | None = None, **overrides: Any) -> Redis:
+    """A pooled client of the primary; replies decoded as UTF-8 text.
+
+    With `pool_size`, a caller beyond that many concurrent commands waits (up to REDIS_TIMEOUT_S)
+    for a free connection instead of failing: for bursts such as thousands of WebSocket
+    handshakes at once. `overrides` change the connection options (socket_timeout, ...).
+    """
+    options = _options(settings, health_check_interval=30, **overrides)
+    if settings.redis_sentinels:
+        sentinel = Sentinel(
+            settings.redis_sentinels,
+            sentinel_kwargs=SENTINEL_OPTIONS,
+        )
+        options.update(_url_options(settings))
+        if pool_size is None:
+            return cast(Redis, sentinel.master_for(settings.redis_master_name, **options))
+        return cast(
+            Redis,
+            sentinel.master_for(
+                settings.redis_master_name,
+                connection_pool_class=_BlockingSentinelPool,
+                max_connections=pool_size,
+                timeout=REDIS_TIMEOUT_S,
+                **options,
+            ),
+        )
     if pool_size is None:
         return Redis.from_url(settings.redis_url, **options)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=pool_size, timeout=REDIS_TIMEOUT_S, **options
     )
     return Redis.from_pool(pool)
+
+
+def connect_blocking(settings: Settings, **overrides: Any) -> redis.Redis:
+    """A client for threads without an event loop (the clock, the Dramatiq broker, metrics)."""
+    options = _options(settings, **overrides)
+    if settings.redis_sentinels:
+        sentinel = redis.sentinel.Sentinel(
+            settings.redis_sentinels,
+            sentinel_kwargs=SENTINEL_OPTIONS,
+        )
+        options.update(_url_options(settings))
+        return cast(redis.Redis, sentinel.master_for(settings.redis_master_name, **options))
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def pipelined(settings: Settings) -> PipelinedConnection | None:
+    """The trade calls' connection, or None where it cannot serve (TLS: the pool serves)."""
+    url = settings.redis_url
+    if not PipelinedConnection.supports(url):
+        return None
+    if not settings.redis_sentinels:
+        return PipelinedConnection(url)
+    sentinel = Sentinel(
+        settings.redis_sentinels,
+        sentinel_kwargs=SENTINEL_OPTIONS,
+    )
+    name = settings.redis_master_name
+
+    async def primary() -> Address:
+        host, port = await sentinel.discover_master(name)
+        return str(host), int(port)
+
+    return PipelinedConnection(url, primary=primary)
+
+
+# The reply errors the trade calls can meet, as the classes (and messages) redis-py gives them,
+# so callers handle both connections alike: the code is taken off the message; any other reply
+# error is a ResponseError with the whole reply as its message. Written here rather than borrowed from redis-py's private parser
+# module (decision 0152).
+REPLY_ERRORS: dict[str, type[RedisError]] = {
+    "ERR": ResponseError,  # "ERR Function not found" reads "Function not found" (ftl/scripts.py)
+    "NOSCRIPT": NoScriptError,
+    "READONLY": ReadOnlyError,
+    "OOM": OutOfMemoryError,
+    "LOADING": BusyLoadingError,
+    "WRONGPASS": AuthenticationError,
+    "NOAUTH": AuthenticationError,
+}
+
+
+def reply_error(reply: str) -> RedisError:
+    code, _, rest = reply.partition(" ")
+    error = REPLY_ERRORS.get(code)
+    return ResponseError(reply) if error is None else error(rest)
 
 
 async def eviction_policy(redis: Redis) -> str:
@@ -69,11 +190,21 @@ class PipelinedConnection:
     the queue, so the replies after it still reach their callers.
     """
 
-    def __init__(self, url: str, timeout_s: float = REDIS_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = REDIS_TIMEOUT_S,
+        *,
+        primary: Callable[[], Awaitable[Address]] | None = None,
+    ) -> None:
+        """`primary`, when given, names the address to connect to at each (re)connect: the
+        sentinels' current primary; else the URL's."""
         self.options = parse_url(url)
         self.timeout_s = timeout_s
+        self.primary = primary
         self._protocol: _PipelineProtocol | None = None
         self._connecting: asyncio.Task[_PipelineProtocol] | None = None
+        self._replicated: asyncio.Future[int] | None = None
 
     @staticmethod
     def supports(url: str) -> bool:
@@ -84,6 +215,21 @@ class PipelinedConnection:
         if protocol is None or protocol.failure is not None or not protocol.on_running_loop():
             protocol = await self._connect()
         return await protocol.send(args)
+
+    async def replicated(self, replicas: int, timeout_ms: int) -> int:
+        """How many replicas hold every write this connection has made so far (Redis WAIT).
+
+        Callers call it after their write's reply came, so a WAIT still unanswered was sent
+        after that write and covers it: they share it, and under load one WAIT confirms many
+        trades (group commit) instead of each blocking the connection in turn.
+        """
+        waiting = self._replicated
+        if waiting is None or waiting.done():
+            waiting = self._replicated = asyncio.ensure_future(
+                self.execute("WAIT", replicas, timeout_ms)
+            )
+        # NOTE: shielded: one caller giving up must not cancel the WAIT the others share.
+        return int(await asyncio.shield(waiting))
 
     async def _connect(self) -> _PipelineProtocol:
         loop = asyncio.get_running_loop()
@@ -101,23 +247,27 @@ class PipelinedConnection:
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _PipelineProtocol:
         options = self.options
-        where = options.get("path") or f"{options.get('host')}:{options.get('port', 6379)}"
+        host, port = options.get("host", "127.0.0.1"), options.get("port", 6379)
+        if self.primary is not None:
+            host, port = await self.primary()
+        where = options.get("path") or f"{host}:{port}"
         protocol: _PipelineProtocol | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                if "path" in options:
+                if "path" in options and self.primary is None:
                     _, protocol = await loop.create_unix_connection(
                         lambda: _PipelineProtocol(loop, self.timeout_s), options["path"]
                     )
                 else:
                     _, protocol = await loop.create_connection(
-                        lambda: _PipelineProtocol(loop, self.timeout_s),
-                        options.get("host", "127.0.0.1"),
-                        options.get("port", 6379),
+                        lambda: _PipelineProtocol(loop, self.timeout_s), host, port
                     )
                 if options.get("password"):
                     user = [options["username"]] if options.get("username") else []
-                    await protocol.send(("AUTH", *user, options["password"]))
+                    try:
+                        await protocol.send(("AUTH", *user, options["password"]))
+                    except ResponseError as exc:  # also "no password is set": refused all alike
+                        raise AuthenticationError(str(exc)) from exc
                 if options.get("db"):
                     await protocol.send(("SELECT", options["db"]))
         except BaseException as exc:
@@ -141,9 +291,8 @@ class _PipelineProtocol(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
         self.loop = loop
         self.timeout_s = timeout_s
-        # NOTE: redis-py's own error mapping (its hiredis parser passes the same callable).
         self.reader = hiredis.Reader(
-            protocolError=InvalidResponse, replyError=BaseParser.parse_error, encoding="utf-8"
+            protocolError=InvalidResponse, replyError=reply_error, encoding="utf-8"
         )
         self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
@@ -177,6 +326,12 @@ class _PipelineProtocol(asyncio.Protocol):
                 future, _ = waiting.popleft()
                 if future.done():  # its caller gave up
                     continue
+                if isinstance(reply, ReadOnlyError):
+                    # NOTE: the primary we hold was demoted by a failover: connect again, to
+                    # whichever the sentinels name now (redis-py's sentinel pool does the same).
+                    future.set_exception(RedisConnectionError("The primary is now a replica."))
+                    self.fail(RedisConnectionError("The primary is now a replica."))
+                    return
                 if isinstance(reply, RedisError):
                     future.set_exception(reply)
                 else:

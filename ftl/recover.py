@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import keys, market
+from ftl import hotstore, keys, market
 from ftl.db.engine import libpq_url
 from ftl.db.models import Instrument
 from ftl.instruments import InstrumentState
@@ -428,9 +428,7 @@ async def recover(services: Services, progress: Progress = lambda _: None) -> Re
     start = time.monotonic()
     # NOTE: recover is Redis' only client and keeps it busy with long Lua calls from several
     # stages at once: a command may wait far longer than the 3 s the trading path allows.
-    redis = Redis.from_url(
-        services.settings.redis_url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_S
-    )
+    redis = hotstore.connect(services.settings, socket_timeout=REDIS_TIMEOUT_S)
     services = dataclasses.replace(services, redis=redis, scripts=Scripts(redis))
 
     async def stage(name: str, run: Callable[[], Awaitable[str]]) -> None:

@@ -32,13 +32,13 @@ class Services:
     def create(cls, settings: Settings) -> Services:
         """Build the clients; nothing connects until first use."""
         redis = hotstore.connect(settings, pool_size=REDIS_POOL_SIZE)
-        url = settings.redis_url
-        pipeline = (
-            hotstore.PipelinedConnection(url)
-            if hotstore.PipelinedConnection.supports(url)
-            else None
+        scripts = Scripts(
+            redis,
+            pipeline=hotstore.pipelined(settings),
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
-        return cls(settings, redis, create_engine(settings), Scripts(redis, pipeline=pipeline))
+        return cls(settings, redis, create_engine(settings), scripts)
 
     @cached_property
     def tokens(self) -> Tokens:

@@ -39,8 +39,8 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from ftl import logs
-from ftl.config import get_settings
+from ftl import hotstore, logs
+from ftl.config import Settings, get_settings
 from workers import runtime
 from workers.arguments import ValidateArguments
 
@@ -98,7 +98,7 @@ class SharedServices(Middleware):
             loop_thread.run_coroutine(runtime.close_services())
 
 
-def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
+def build_broker(settings: Settings, *, metrics: bool = False) -> RedisBroker:
     middleware: list[Middleware] = [
         ValidateArguments(),
         AgeLimit(),
@@ -123,7 +123,8 @@ def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
 
         middleware.append(WorkerMetrics())
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url,
+        # NOTE: bytes, no read timeout: as Dramatiq builds its own client from a URL.
+        client=hotstore.connect_blocking(settings, decode_responses=False, socket_timeout=None),
         namespace=NAMESPACE,
         middleware=middleware,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
@@ -132,5 +133,5 @@ def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
 
 
 _settings = get_settings()
-broker = build_broker(_settings.redis_url, metrics=bool(_settings.prometheus_multiproc_dir))
+broker = build_broker(_settings, metrics=bool(_settings.prometheus_multiproc_dir))
 dramatiq.set_broker(broker)

@@ -20,7 +20,7 @@ from types import FrameType
 
 import redis
 
-from ftl import keys, leaderboard, logs
+from ftl import hotstore, keys, leaderboard, logs
 from ftl.config import Settings, get_settings
 from ftl.margin_service import BACKSTOP_PERIOD_S
 from ftl.scripts import read_scripts
@@ -154,7 +154,7 @@ def replay_on_reconnect(clock: Clock) -> None:
 
 def main() -> None:
     logs.setup(get_settings().log_level)
-    client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    client = hotstore.connect_blocking(get_settings(), socket_timeout=None)
     clock = Clock(client, schedule(client, get_settings().sportmonks_calls_per_hour))
     threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
     signal.signal(signal.SIGTERM, clock.stop)

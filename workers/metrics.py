@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from ftl import keys, metrics
+from ftl import hotstore, keys, metrics
 from ftl.config import get_settings
 from ftl.sportmonks.breaker import Breaker, BreakerState
 
@@ -158,9 +158,7 @@ def serve_metrics() -> int:
     from workers.broker import NAMESPACE
 
     settings = get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_timeout=METRICS_REDIS_TIMEOUT_S
-    )
+    client = hotstore.connect_blocking(settings, socket_timeout=METRICS_REDIS_TIMEOUT_S)
     registry = metrics_registry(settings.prometheus_multiproc_dir, client, NAMESPACE)
     token = settings.metrics_token
 
