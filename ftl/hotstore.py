@@ -148,8 +148,8 @@ def pipelined(settings: Settings) -> PipelinedConnection | None:
 
 # The reply errors the trade calls can meet, as the classes (and messages) redis-py gives them,
 # so callers handle both connections alike: the code is taken off the message; any other
-# reply error is a ResponseError with the whole reply as its message. Written here rather than borrowed from redis-py's private parser
-# module (decision 0152).
+# reply error is a ResponseError with the whole reply as its message. Written here rather than
+# borrowed from redis-py's private parser module (decision 0152).
 REPLY_ERRORS: dict[str, type[RedisError]] = {
     "ERR": ResponseError,  # "ERR Function not found" reads "Function not found" (ftl/scripts.py)
     "NOSCRIPT": NoScriptError,
