@@ -219,7 +219,7 @@ async def test_reply_errors_are_the_class_and_message_redis_py_gives(
     client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
         with pytest.raises(ResponseError) as by_redis_py:
-            await client.execute_command(*command)
+            await client.execute_command(*command)  # type: ignore[no-untyped-call]
     finally:
         await client.aclose()
     with pytest.raises(ResponseError) as ours:
