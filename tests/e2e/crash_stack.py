@@ -453,7 +453,11 @@ SENTINELS = 3
 DOWN_AFTER_MS = 1_000  # a primary silent this long is down for a sentinel
 FAILOVER_TIMEOUT_MS = 5_000
 # NOTE: as production runs (docs/operations.md): a primary without a replica refuses writes.
-REPLICATED = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
+# A node that comes back syncs at once (Redis 7 waits 5 s for more replicas by default).
+REPLICATED = [
+    "--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
+    "--repl-diskless-sync-delay", "0",
+]  # fmt: skip
 
 
 class SentinelRedis:

@@ -5,8 +5,8 @@ as the new primary's replica, trading resumes; and every acknowledged trade is i
 and in Postgres (each was on the replica before it was answered: REDIS_WAIT_REPLICAS=1).
 
 Prints one JSON line (and records it as the test's properties): the failover time (kill to
-the sentinels naming the new primary), the time until trades are acknowledged again, and the
-trades refused meanwhile.
+the sentinels naming the new primary), when the restarted node had synced as the new primary's
+replica, when trades were acknowledged again, and the trades refused meanwhile.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def test_primary_killed_under_load_fails_over_and_loses_no_acknowledged_trade(
             "the restarted node to sync",
             FAILOVER_WAIT_S,
         )
+        replica_back_s = time.monotonic() - killed_at
         acknowledged = _acknowledged(load)
         wait_until(
             lambda: _acknowledged(load) > acknowledged,
@@ -120,6 +121,7 @@ def test_primary_killed_under_load_fails_over_and_loses_no_acknowledged_trade(
 
         report = {
             "failover_s": round(failover_s, 2),
+            "replica_back_s": round(replica_back_s, 2),
             "trades_acknowledged_again_s": round(resumed_s, 2),
             "refused_503_retry_after": load.refused - refused_before,
             "statuses": load.statuses,
