@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
@@ -46,7 +46,6 @@ NO_REPLICAS = "NOREPLICAS"
 SENTINEL_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
 
 KeyOrArg = str | int | float | bytes
-Address = tuple[str, int]
 
 
 def writes_refused(exc: RedisError) -> bool:
@@ -79,6 +78,20 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     wait for a free connection (as BlockingConnectionPool) instead of failing."""
 
 
+class _SentinelClient(Redis):
+    """A client of the primary that closes its connections to the sentinels with its own."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        await cast(SentinelConnectionPool, self.connection_pool).sentinel_manager.aclose()
+
+
+class _BlockingSentinelClient(redis.Redis):
+    def close(self) -> None:
+        super().close()
+        cast(redis.sentinel.SentinelConnectionPool, self.connection_pool).sentinel_manager.close()
+
+
 def connect(settings: Settings, *, pool_size: int | None = None, **overrides: Any) -> Redis:
     """A pooled client of the primary; replies decoded as UTF-8 text.
 
@@ -94,11 +107,17 @@ def connect(settings: Settings, *, pool_size: int | None = None, **overrides: An
         )
         options.update(_url_options(settings))
         if pool_size is None:
-            return cast(Redis, sentinel.master_for(settings.redis_master_name, **options))
+            return cast(
+                Redis,
+                sentinel.master_for(
+                    settings.redis_master_name, redis_class=_SentinelClient, **options
+                ),
+            )
         return cast(
             Redis,
             sentinel.master_for(
                 settings.redis_master_name,
+                redis_class=_SentinelClient,
                 connection_pool_class=_BlockingSentinelPool,
                 max_connections=pool_size,
                 timeout=REDIS_TIMEOUT_S,
@@ -122,7 +141,12 @@ def connect_blocking(settings: Settings, **overrides: Any) -> redis.Redis:
             sentinel_kwargs=SENTINEL_OPTIONS,
         )
         options.update(_url_options(settings))
-        return cast(redis.Redis, sentinel.master_for(settings.redis_master_name, **options))
+        return cast(
+            redis.Redis,
+            sentinel.master_for(
+                settings.redis_master_name, redis_class=_BlockingSentinelClient, **options
+            ),
+        )
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
@@ -133,17 +157,8 @@ def pipelined(settings: Settings) -> PipelinedConnection | None:
         return None
     if not settings.redis_sentinels:
         return PipelinedConnection(url)
-    sentinel = Sentinel(
-        settings.redis_sentinels,
-        sentinel_kwargs=SENTINEL_OPTIONS,
-    )
-    name = settings.redis_master_name
-
-    async def primary() -> Address:
-        host, port = await sentinel.discover_master(name)
-        return str(host), int(port)
-
-    return PipelinedConnection(url, primary=primary)
+    sentinel = Sentinel(settings.redis_sentinels, sentinel_kwargs=SENTINEL_OPTIONS)
+    return PipelinedConnection(url, sentinel=(sentinel, settings.redis_master_name))
 
 
 # The reply errors the trade calls can meet, as the classes (and messages) redis-py gives them,
@@ -195,13 +210,13 @@ class PipelinedConnection:
         url: str,
         timeout_s: float = REDIS_TIMEOUT_S,
         *,
-        primary: Callable[[], Awaitable[Address]] | None = None,
+        sentinel: tuple[Sentinel, str] | None = None,
     ) -> None:
-        """`primary`, when given, names the address to connect to at each (re)connect: the
-        sentinels' current primary; else the URL's."""
+        """With `sentinel` (the sentinels and the primary's name), each (re)connect goes to the
+        primary they name then; else to the URL's address."""
         self.options = parse_url(url)
         self.timeout_s = timeout_s
-        self.primary = primary
+        self.sentinel = sentinel
         self._protocol: _PipelineProtocol | None = None
         self._connecting: asyncio.Task[_PipelineProtocol] | None = None
         self._replicated: asyncio.Future[int] | None = None
@@ -248,13 +263,14 @@ class PipelinedConnection:
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _PipelineProtocol:
         options = self.options
         host, port = options.get("host", "127.0.0.1"), options.get("port", 6379)
-        if self.primary is not None:
-            host, port = await self.primary()
+        if self.sentinel is not None:
+            sentinels, name = self.sentinel
+            host, port = await sentinels.discover_master(name)
         where = options.get("path") or f"{host}:{port}"
         protocol: _PipelineProtocol | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                if "path" in options and self.primary is None:
+                if "path" in options and self.sentinel is None:
                     _, protocol = await loop.create_unix_connection(
                         lambda: _PipelineProtocol(loop, self.timeout_s), options["path"]
                     )
@@ -285,6 +301,8 @@ class PipelinedConnection:
         if self._protocol is not None:
             self._protocol.fail(RedisConnectionError("The connection was closed."))
             self._protocol = None
+        if self.sentinel is not None:
+            await self.sentinel[0].aclose()
 
 
 class _PipelineProtocol(asyncio.Protocol):

@@ -11,15 +11,23 @@ replica, when trades were acknowledged again, and the trades refused meanwhile.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from redis.exceptions import RedisError
 
+from ftl import hotstore
+from ftl.config import Settings
 from tests.e2e.crash_stack import (
+    MASTER_NAME,
     REPLICATED,
     Load,
     PrivatePostgres,
@@ -141,3 +149,81 @@ def test_primary_killed_under_load_fails_over_and_loses_no_acknowledged_trade(
 
 def _acknowledged(load: Load) -> int:
     return len(load.acknowledged)
+
+
+@pytest.fixture
+def sentinel_redis() -> Iterator[SentinelRedis]:
+    hot = SentinelRedis()
+    try:
+        yield hot
+    finally:
+        hot.destroy()
+
+
+async def eventually(attempt: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """The first answer of `attempt` that is not a Redis error (the client reconnecting)."""
+    deadline = time.monotonic() + FAILOVER_WAIT_S
+    while True:
+        try:
+            return await attempt()
+        except RedisError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gave up waiting for {what}") from None
+        await asyncio.sleep(0.05)
+
+
+async def test_every_kind_of_client_follows_a_failover_without_a_restart(
+    sentinel_redis: SentinelRedis, settings: Settings
+) -> None:
+    """A coordinated failover (SENTINEL FAILOVER) demotes a primary that stays up: clients
+    still connected to it must notice (READONLY or a closed connection) and move on."""
+    hot = sentinel_redis
+    on_sentinels = dataclasses.replace(
+        settings,
+        redis_url="redis://127.0.0.1:9/0",
+        redis_sentinels=tuple(
+            (host, int(port))
+            for host, port in (
+                address.split(":") for address in hot.env["REDIS_SENTINELS"].split(",")
+            )
+        ),
+        redis_master_name=MASTER_NAME,
+    )
+    pooled = hotstore.connect(on_sentinels, pool_size=4)
+    pipelined = hotstore.pipelined(on_sentinels)
+    blocking = hotstore.connect_blocking(on_sentinels)
+    assert pipelined is not None
+    pubsub = pooled.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe("failover")
+        assert await pipelined.execute("SET", "pipelined", "before") == "OK"
+        assert await pooled.set("pooled", "before")
+        assert blocking.set("blocking", "before")
+        before = hot.primary()
+
+        with hot.sentinel() as sentinel:
+            sentinel.sentinel_failover(MASTER_NAME)
+        wait_until(lambda: hot.primary() not in (None, before), "the failover", FAILOVER_WAIT_S)
+        after = hot.primary()
+        assert after is not None
+
+        await eventually(lambda: pipelined.execute("SET", "pipelined", "after"), "pipelined")
+        await eventually(lambda: pooled.set("pooled", "after"), "pooled")
+        await eventually(lambda: asyncio.to_thread(blocking.set, "blocking", "after"), "blocking")
+
+        async def published() -> dict[str, Any]:
+            with redis.Redis(port=after[1], decode_responses=True) as primary:
+                primary.publish("failover", "after")
+            message = await pubsub.get_message(timeout=0.2)
+            if message is None:
+                raise RedisError("not yet")
+            return dict(message)
+
+        assert (await eventually(published, "pub/sub on the new primary"))["data"] == "after"
+        with redis.Redis(port=after[1], decode_responses=True) as primary:
+            assert primary.mget("pipelined", "pooled", "blocking") == ["after"] * 3
+    finally:
+        await pubsub.aclose()
+        await pipelined.aclose()
+        await pooled.aclose()
+        blocking.close()
