@@ -219,32 +219,32 @@ class PipelinedConnection:
         self.sentinel = sentinel
         self._protocol: _PipelineProtocol | None = None
         self._connecting: asyncio.Task[_PipelineProtocol] | None = None
-        self._replicated: asyncio.Future[int] | None = None
 
     @staticmethod
     def supports(url: str) -> bool:
         return url.startswith(PIPELINED_SCHEMES)
 
     async def execute(self, *args: KeyOrArg) -> Any:
+        protocol = await self._connected()
+        return await protocol.send(args)
+
+    async def execute_replicated(
+        self, replicas: int, timeout_ms: int, *args: KeyOrArg
+    ) -> tuple[Any, int]:
+        """`execute`, then how many replicas hold every write of this connection so far (Redis
+        WAIT), asked on the same connection: a WAIT on another one would not count this write.
+        If the connection is lost in between, the caller gets ConnectionError (outcome unknown).
+        """
+        protocol = await self._connected()
+        reply = await protocol.send(args)
+        # NOTE: shielded: one caller giving up must not cancel the WAIT the others share.
+        return reply, int(await asyncio.shield(protocol.replicated(replicas, timeout_ms)))
+
+    async def _connected(self) -> _PipelineProtocol:
         protocol = self._protocol
         if protocol is None or protocol.failure is not None or not protocol.on_running_loop():
             protocol = await self._connect()
-        return await protocol.send(args)
-
-    async def replicated(self, replicas: int, timeout_ms: int) -> int:
-        """How many replicas hold every write this connection has made so far (Redis WAIT).
-
-        Callers call it after their write's reply came, so a WAIT still unanswered was sent
-        after that write and covers it: they share it, and under load one WAIT confirms many
-        trades (group commit) instead of each blocking the connection in turn.
-        """
-        waiting = self._replicated
-        if waiting is None or waiting.done():
-            waiting = self._replicated = asyncio.ensure_future(
-                self.execute("WAIT", replicas, timeout_ms)
-            )
-        # NOTE: shielded: one caller giving up must not cancel the WAIT the others share.
-        return int(await asyncio.shield(waiting))
+        return protocol
 
     async def _connect(self) -> _PipelineProtocol:
         loop = asyncio.get_running_loop()
@@ -316,6 +316,7 @@ class _PipelineProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.failure: RedisError | None = None
         self.watchdog: asyncio.TimerHandle | None = None
+        self.pending_wait: asyncio.Future[Any] | None = None
 
     def on_running_loop(self) -> bool:
         return self.loop is asyncio.get_running_loop()
@@ -335,6 +336,14 @@ class _PipelineProtocol(asyncio.Protocol):
         if self.watchdog is None:
             self.watchdog = self.loop.call_later(self.timeout_s, self._check_oldest)
         return future
+
+    def replicated(self, replicas: int, timeout_ms: int) -> asyncio.Future[Any]:
+        """A WAIT on this connection, shared: callers ask after their write's reply came, so a
+        WAIT still unanswered was sent after that write and covers it. Under load one WAIT
+        confirms many trades (group commit) instead of each blocking the connection in turn."""
+        if self.pending_wait is None or self.pending_wait.done():
+            self.pending_wait = self.send(("WAIT", replicas, timeout_ms))
+        return self.pending_wait
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)

@@ -166,10 +166,14 @@ class Scripts:
         self, function: str, keys: Sequence[KeyOrArg], args: Sequence[KeyOrArg]
     ) -> Any:
         replicas, timeout_ms = self.wait_replicas, self.wait_timeout_ms
+        command = ("FCALL", function, len(keys), *keys, *args)
         if self.pipeline is not None:
-            reply = await self.pipeline.execute("FCALL", function, len(keys), *keys, *args)
-            if replicas:
-                self._confirm(await self.pipeline.replicated(replicas, timeout_ms))
+            if not replicas:
+                return await self.pipeline.execute(*command)
+            reply, confirmed = await self.pipeline.execute_replicated(
+                replicas, timeout_ms, *command
+            )
+            self._confirm(confirmed)
             return reply
         if not replicas:
             return await self.redis.fcall(function, len(keys), *keys, *args)

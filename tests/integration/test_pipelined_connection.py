@@ -227,3 +227,20 @@ async def test_reply_errors_are_the_class_and_message_redis_py_gives(
 
     assert type(ours.value) is type(by_redis_py.value)
     assert str(ours.value) == str(by_redis_py.value)
+
+
+async def test_concurrent_writes_share_one_wait_on_their_own_connection(
+    pipeline: PipelinedConnection, redis_admin: redis.Redis
+) -> None:
+    """Decision 0151's group commit: callers whose replies came while a WAIT is pending join it
+    instead of each sending its own (the tests' Redis has no replica: every WAIT runs out)."""
+    redis_admin.config_resetstat()
+    callers = 50
+
+    answers = await asyncio.gather(
+        *(pipeline.execute_replicated(1, 50, "SET", f"pipe:w{n}", n) for n in range(callers))
+    )
+
+    assert answers == [("OK", 0)] * callers
+    waits = int(redis_admin.info("commandstats")["cmdstat_wait"]["calls"])
+    assert 1 <= waits < callers
