@@ -29,6 +29,7 @@ import statistics
 import time
 import uuid
 from contextlib import ExitStack
+from tempfile import TemporaryDirectory
 from typing import Any
 from uuid import UUID
 
@@ -153,9 +154,11 @@ def main() -> None:
     env["DATABASE_URL"] = fresh_database(env.get("DATABASE_URL", Settings().database_url))
     env.pop("REDIS_SENTINELS", None)
     with ExitStack() as stack:
-        primary = start_redis(stack, "--min-replicas-to-write", "1")
+        # NOTE: each in its own directory: a replica writes the RDB it syncs from.
+        primary_dir, replica_dir = (stack.enter_context(TemporaryDirectory()) for _ in "pr")
+        primary = start_redis(stack, "--min-replicas-to-write", "1", "--dir", primary_dir)
         host_port = primary.split("//", 1)[1].split("/", 1)[0].split(":")
-        start_redis(stack, "--replicaof", *host_port)
+        start_redis(stack, "--replicaof", *host_port, "--dir", replica_dir)
         env["REDIS_URL"] = primary
         wait_for_replica(primary)
         settings = Settings.from_env(env)

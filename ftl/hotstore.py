@@ -54,7 +54,7 @@ def writes_refused(exc: RedisError) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(NO_REPLICAS)
 
 
-def _options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+def _options(**overrides: Any) -> dict[str, Any]:
     return {
         "decode_responses": True,
         "socket_connect_timeout": REDIS_TIMEOUT_S,
@@ -99,12 +99,9 @@ def connect(settings: Settings, *, pool_size: int | None = None, **overrides: An
     for a free connection instead of failing: for bursts such as thousands of WebSocket
     handshakes at once. `overrides` change the connection options (socket_timeout, ...).
     """
-    options = _options(settings, health_check_interval=30, **overrides)
+    options = _options(health_check_interval=30, **overrides)
     if settings.redis_sentinels:
-        sentinel = Sentinel(
-            settings.redis_sentinels,
-            sentinel_kwargs=SENTINEL_OPTIONS,
-        )
+        sentinel = Sentinel(settings.redis_sentinels, sentinel_kwargs=SENTINEL_OPTIONS)
         options.update(_url_options(settings))
         if pool_size is None:
             return cast(
@@ -134,7 +131,7 @@ def connect(settings: Settings, *, pool_size: int | None = None, **overrides: An
 
 def connect_blocking(settings: Settings, **overrides: Any) -> redis.Redis:
     """A client for threads without an event loop (the clock, the Dramatiq broker, metrics)."""
-    options = _options(settings, **overrides)
+    options = _options(**overrides)
     if settings.redis_sentinels:
         sentinel = redis.sentinel.Sentinel(
             settings.redis_sentinels,
