@@ -1,14 +1,14 @@
 """What waiting for a replica (REDIS_WAIT_REPLICAS=1, Redis WAIT; decision 0151) adds to a trade.
 
-A private primary and its replica on this machine; trades go through ftl/trading.py (the web's
-own code path, the pipelined connection included) with WAIT off, then on, against the same
-primary and replica, so the difference is the WAIT alone (replication runs in both).
+A private primary and its replica on this machine; trades go through ftl/trading/trades.py
+(the web's own code path, the pipelined connection included) with WAIT off, then on, against
+the same primary and replica, so the difference is the WAIT alone (replication runs in both).
 
 - sequential: one caller opens a position and closes it, again and again: the latency of one
   open with nothing else in flight (median, p99);
 - concurrent: CALLERS callers at once (each its own user), as a loaded web process sees it:
   open latency (median, p99) and trades a second. Concurrent trades share one WAIT (group
-  commit, ftl/hotstore.py), so the cost per trade falls with load.
+  commit, ftl/store/hotstore.py), so the cost per trade falls with load.
 
 Prints one JSON object.
 
@@ -37,13 +37,14 @@ import redis
 
 from bench.lua_trade import order
 from bench.trade import fresh_database, make_traders, start_redis
-from ftl import keys, trading
-from ftl.auth.tokens import TokenType, generate_private_key_b64
-from ftl.config import Settings
-from ftl.db.migrate import upgrade
-from ftl.seed import seed
-from ftl.services import Services
-from ftl.trading import Caller
+from ftl.core.config import Settings
+from ftl.ops.seed import seed
+from ftl.store import keys
+from ftl.store.auth.tokens import TokenType, generate_private_key_b64
+from ftl.store.db.migrate import upgrade
+from ftl.store.services import Services
+from ftl.trading import trades
+from ftl.trading.trades import Caller
 
 SYNC_WAIT_S = 30
 
@@ -79,30 +80,30 @@ def summary(open_us: list[float]) -> dict[str, float]:
 
 
 async def trade_loop(
-    services: Services, caller: Caller, instrument_id: str, trades: int, open_us: list[float]
+    services: Services, caller: Caller, instrument_id: str, rounds: int, open_us: list[float]
 ) -> None:
-    for _ in range(trades):
+    for _ in range(rounds):
         started = time.perf_counter()
-        body = await trading.open_position(services, caller, order(instrument_id))
+        body = await trades.open_position(services, caller, order(instrument_id))
         open_us.append((time.perf_counter() - started) * 1e6)
         position_id = UUID(json.loads(body)["position"]["id"])
-        await trading.close_position(services, caller, position_id, uuid.uuid4().hex)
+        await trades.close_position(services, caller, position_id, uuid.uuid4().hex)
 
 
 async def measure(
-    settings: Settings, callers: list[Caller], instrument_id: str, trades: int
+    settings: Settings, callers: list[Caller], instrument_id: str, rounds: int
 ) -> dict[str, Any]:
     services = Services.create(settings)
     try:
         # NOTE: warm-up, not measured: each wallet's first trade loads it from Postgres.
         await asyncio.gather(*(trade_loop(services, c, instrument_id, 1, []) for c in callers))
         sequential: list[float] = []
-        await trade_loop(services, callers[0], instrument_id, trades, sequential)
+        await trade_loop(services, callers[0], instrument_id, rounds, sequential)
         concurrent: list[float] = []
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                trade_loop(services, caller, instrument_id, trades // len(callers), concurrent)
+                trade_loop(services, caller, instrument_id, rounds // len(callers), concurrent)
                 for caller in callers
             )
         )
@@ -119,7 +120,7 @@ async def measure(
     }
 
 
-async def bench(settings: Settings, trades: int, callers: int) -> dict[str, Any]:
+async def bench(settings: Settings, rounds: int, callers: int) -> dict[str, Any]:
     services = Services.create(settings)
     try:
         await seed(services.engine, services.redis, admin_email=settings.admin_email)
@@ -130,13 +131,13 @@ async def bench(settings: Settings, trades: int, callers: int) -> dict[str, Any]
         traders = [Caller.from_claims(claims) for claims in issued]
     finally:
         await services.close()
-    without = await measure(settings, traders, instrument_id, trades)
+    without = await measure(settings, traders, instrument_id, rounds)
     waiting = dataclasses.replace(settings, redis_wait_replicas=1)
-    with_wait = await measure(waiting, traders, instrument_id, trades)
+    with_wait = await measure(waiting, traders, instrument_id, rounds)
     return {
         "bench": "replication",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "trades_per_mode": trades,
+        "trades_per_mode": rounds,
         "callers": callers,
         "wait_timeout_ms": settings.redis_wait_timeout_ms,
         "without_wait": without,

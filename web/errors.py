@@ -11,8 +11,8 @@ import falcon.asgi
 import redis.exceptions
 import sqlalchemy.exc
 
-from ftl import hotstore
-from ftl.errors import ErrorKind, FtlError
+from ftl.core.errors import ErrorKind, FtlError
+from ftl.store import hotstore
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import connect
 
-from ftl import keys
+from ftl.store import keys
 from tests.e2e.crash_stack import (
     Load,
     PrivatePostgres,

@@ -24,8 +24,8 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from ftl import hotstore
-from ftl.config import Settings
+from ftl.core.config import Settings
+from ftl.store import hotstore
 from tests.e2e.crash_stack import (
     MASTER_NAME,
     REPLICATED,

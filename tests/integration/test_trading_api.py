@@ -15,15 +15,17 @@ import pytest
 import redis
 from falcon import testing
 
-from ftl import keys, leaderboard, prices, trading, wallets
-from ftl.auth.tokens import TokenType
-from ftl.config import Settings
-from ftl.errors import NotReplicated
-from ftl.flush import Flusher
-from ftl.scripts import Scripts
-from ftl.services import Services
-from ftl.ticks import TickSource
-from ftl.trading import Caller, OpenOrder
+from ftl.core.config import Settings
+from ftl.core.errors import NotReplicated
+from ftl.market import leaderboard, prices
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.auth.tokens import TokenType
+from ftl.store.scripts import Scripts
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
+from ftl.trading import trades, wallets
+from ftl.trading.trades import Caller, OpenOrder
 from tests.conftest import TABLES
 from tests.integration.trading_helpers import access_token, make_instrument, make_user
 from web.app import create_app
@@ -592,8 +594,8 @@ async def test_without_the_pipelined_connection_the_trade_waits_all_the_same(
     )
 
     with pytest.raises(NotReplicated):
-        await trading.open_position(unpipelined, caller, order)
-    replayed = json.loads(await trading.open_position(services, caller, order))
+        await trades.open_position(unpipelined, caller, order)
+    replayed = json.loads(await trades.open_position(services, caller, order))
     assert replayed["replayed"] is True
 
 
