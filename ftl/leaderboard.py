@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl import keys
 from ftl.db.models import LeaderboardSnapshot, User
-from ftl.errors import InvalidInput
+from ftl.errors import invalid
 from ftl.money import from_cents, json_number
 from ftl.services import Services
 from ftl.text import is_small_whole_number
@@ -21,10 +21,6 @@ from ftl.text import is_small_whole_number
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000_000
 DISTRICTS = range(1, 15)
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
 
 
 def _number(raw: str | None, field: str, default: int, low: int, high: int) -> int:

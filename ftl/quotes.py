@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl import keys
 from ftl.db.models import Fixture, Instrument, PlayerPosition, PriceTick
-from ftl.errors import InvalidInput, NotFound
+from ftl.errors import NotFound, invalid
 from ftl.instruments import InstrumentState
 from ftl.matches import instrument_json
 from ftl.money import json_number, to_cents
@@ -20,10 +20,6 @@ from ftl.services import Services
 from ftl.text import is_small_whole_number
 
 MAX_HISTORY = 1_000
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
 
 
 async def _states(services: Services, rows: list[Instrument]) -> list[InstrumentState]:

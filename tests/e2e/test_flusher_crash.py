@@ -24,6 +24,8 @@ from ftl.config import Settings
 from ftl.db.engine import libpq_url
 from ftl.services import Services
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 from workers.flush import flush
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +82,9 @@ async def trade(services: Services, pg: psycopg.Connection) -> tuple[UUID, int]:
         }
         opened = json.loads(
             await trading.open_position(
-                services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+                services,
+                trading.Caller(user, "j"),
+                decode(json.dumps(body).encode(), OpenPositionBody).order(),
             )
         )
         opens += 1

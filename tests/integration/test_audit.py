@@ -21,6 +21,8 @@ from ftl.margin import SafeBox
 from ftl.services import Services
 from tests.e2e.conftest import run_ftl
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 @dataclass
@@ -42,7 +44,9 @@ async def _open(services: Services, user: UUID, instrument: UUID, request_id: st
         "slippageTolerancePct": 0.05,
     }
     answer = await trading.open_position(
-        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+        services,
+        trading.Caller(user, "j"),
+        decode(json.dumps(body).encode(), OpenPositionBody).order(),
     )
     position_id: str = json.loads(answer)["position"]["id"]
     return position_id

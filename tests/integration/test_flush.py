@@ -15,6 +15,8 @@ from ftl.flush import Flusher
 from ftl.services import Services
 from ftl.ticks import TickSource
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trading.OpenOrder:
@@ -27,7 +29,7 @@ def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trading.Op
         "slippageTolerancePct": 0.05,
         **overrides,
     }
-    return trading.OpenOrder.from_body(body)
+    return decode(json.dumps(body).encode(), OpenPositionBody).order()
 
 
 async def trade_a_little(services: Services, pg: psycopg.Connection) -> tuple[UUID, list[UUID]]:

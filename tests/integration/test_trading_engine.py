@@ -15,6 +15,8 @@ from ftl.flush import Flusher
 from ftl.services import Services
 from ftl.ticks import Tick, TickSource
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trading.OpenOrder:
@@ -27,7 +29,7 @@ def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trading.Ope
         "slippageTolerancePct": 0.05,
     }
     body.update(overrides)
-    return trading.OpenOrder.from_body(body)
+    return decode(json.dumps(body).encode(), OpenPositionBody).order()
 
 
 @pytest.mark.parametrize(
