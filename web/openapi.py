@@ -74,7 +74,6 @@ UUID: Schema = {"type": "string", "format": "uuid"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 BOOL: Schema = {"type": "boolean"}
 INT: Schema = {"type": "integer"}
-POINTS: Schema = {"type": "number", "description": "Points, exact to the cent."}
 DISTRICT_ID: Schema = msgspec.json.schema(schemas.DistrictId)
 # A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
 CLIENT_REQUEST_ID: Schema = msgspec.json.schema(schemas.ClientRequestId)
@@ -103,178 +102,7 @@ def stat_weights(position: str) -> Schema:
     }
 
 
-# NOTE: a Struct's schema has no $defs of its own here (only scalars and literals), so the
-# component can be used inline as well as by reference.
-POSITION: Schema = msgspec.json.schema_components([positions.Position], ref_template="")[1][
-    "Position"
-]
-
-
 SCHEMAS: dict[str, Schema] = {
-    "Error": obj(
-        {
-            "error": obj(
-                {
-                    "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                    "message": STRING,
-                    "details": {"type": "object"},
-                }
-            )
-        }
-    ),
-    "User": obj(
-        {
-            "id": UUID,
-            "email": nullable(STRING),
-            "firstName": STRING,
-            "lastName": nullable(STRING),
-            "displayName": STRING,
-            "districtId": DISTRICT_ID,
-            "role": {"enum": ["user", "admin"]},
-            "referralCode": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
-            "isSynthetic": BOOL,
-        }
-    ),
-    "Session": obj(
-        {
-            "user": ref("User"),
-            "accessToken": STRING,
-            "refreshToken": STRING,
-            "expiresIn": {"type": "integer", "description": "Seconds the access token lives."},
-        }
-    ),
-    "NeedsProfile": obj(
-        {
-            "needsProfile": {"const": True},
-            "registrationTicket": STRING,
-            "email": STRING,
-            "givenName": nullable(STRING),
-            "familyName": nullable(STRING),
-        }
-    ),
-    "Wallet": obj(
-        {
-            "balance": POINTS,
-            "usedMargin": POINTS,
-            "equity": POINTS,
-            "freeMargin": POINTS,
-            "marginLevel": nullable({"type": "number", "description": "Percent, 2 dp."}),
-        }
-    ),
-    "Position": POSITION,
-    "OpenPosition": {
-        **POSITION,
-        "description": "An open position with its current price and unrealised PnL.",
-        "properties": {**POSITION["properties"], "price": POINTS, "unrealizedPnl": POINTS},
-        "required": [*POSITION["required"], "price", "unrealizedPnl"],
-    },
-    "TradeResult": obj({"position": ref("Position"), "wallet": ref("Wallet"), "replayed": BOOL}),
-    "PositionPage": obj(
-        {"positions": {"type": "array", "items": ref("Position")}, "nextCursor": nullable(STRING)}
-    ),
-    "Fill": obj(
-        {
-            "positionId": UUID,
-            "kind": {"enum": ["open", "close"]},
-            "at": TIME,
-            "instrumentId": UUID,
-            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "side": {"enum": ["buy", "sell"]},
-            "lotSize": POINTS,
-            "price": nullable(POINTS),
-            "realizedPnl": nullable(POINTS),
-            "closedBy": nullable(STRING),
-        }
-    ),
-    "FillPage": obj(
-        {"trades": {"type": "array", "items": ref("Fill")}, "nextCursor": nullable(STRING)}
-    ),
-    "Portfolio": obj(
-        {
-            "balance": POINTS,
-            "equity": POINTS,
-            "usedMargin": POINTS,
-            "freeMargin": POINTS,
-            "marginLevel": nullable(POINTS),
-            "unrealizedPnl": POINTS,
-            "realizedPnl": POINTS,
-            "positions": {"type": "array", "items": ref("OpenPosition")},
-        }
-    ),
-    "Instrument": obj(
-        {
-            "id": UUID,
-            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "sportmonksPlayerId": INT,
-            "name": STRING,
-            "team": STRING,
-            "position": {"enum": ["GK", "DEF", "MID", "FWD"]},
-            "formIndex": {"type": "number"},
-            "basePrice": POINTS,
-            "liveBasePrice": POINTS,
-            "price": POINTS,
-            "kMod": {"type": "number", "description": "Points per lot."},
-            "netLots": {"type": "number"},
-            "isActive": BOOL,
-            "frozen": BOOL,
-            "degraded": BOOL,
-        }
-    ),
-    "Tick": obj(
-        {
-            "seq": {"type": "integer", "minimum": 1},
-            "at": TIME,
-            "price": POINTS,
-            "liveBasePrice": POINTS,
-            "netLots": {"type": "number"},
-            "source": {"type": "integer", "minimum": 0, "maximum": 4},
-        }
-    ),
-    "Match": obj(
-        {
-            "id": UUID,
-            "sportmonksFixtureId": INT,
-            "homeTeam": STRING,
-            "awayTeam": STRING,
-            "stage": nullable(STRING),
-            "kickoffAt": TIME,
-            "status": {"enum": ["scheduled", "live", "finished"]},
-            "minute": nullable(INT),
-            "homeScore": nullable(INT),
-            "awayScore": nullable(INT),
-            "knockout": BOOL,
-            "fullTimeAt": nullable(TIME),
-            "instruments": {"type": "array", "items": ref("Instrument")},
-        }
-    ),
-    "Leaderboard": obj(
-        {
-            "entries": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "rank": {"type": "integer", "minimum": 1},
-                        "userId": UUID,
-                        "displayName": nullable(STRING),
-                        "districtId": nullable(DISTRICT_ID),
-                        "score": POINTS,
-                    }
-                ),
-            },
-            "me": nullable(obj({"rank": nullable({"type": "integer"}), "score": POINTS})),
-        }
-    ),
-    "Invite": obj({"id": UUID, "label": STRING, "createdAt": TIME, "signups": INT}),
-    "Referrals": obj(
-        {
-            "code": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
-            "invites": {"type": "array", "items": ref("Invite")},
-            "referredCount": INT,
-            "paidCount": INT,
-            "bonusTotal": POINTS,
-        }
-    ),
-    "Flag": obj({"name": STRING, "enabled": BOOL, "isPublic": BOOL}),
     "ScoringWeights": obj(
         {position: stat_weights(position) for position in (*POSITIONS, EVERY_POSITION)},
     ),
@@ -569,12 +397,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                                 {
                                     "loggedIn": {"const": True},
                                     "user": ref("User"),
-                                    "wallet": obj(
-                                        {
-                                            **SCHEMAS["Wallet"]["properties"],
-                                            "realizedPnl": POINTS,
-                                        }
-                                    ),
+                                    "wallet": ref("MeWallet"),
                                     "referralCode": STRING,
                                 }
                             ),
@@ -881,9 +704,11 @@ BODIES: tuple[type[schemas.Body], ...] = (
 )
 
 
-def body_schemas() -> dict[str, Schema]:
-    """The request bodies' schemas, generated from their Structs."""
-    _, components = msgspec.json.schema_components(BODIES, ref_template=REF_TEMPLATE)
+def struct_schemas() -> dict[str, Schema]:
+    """The schemas of the request bodies and the answers, generated from their Structs."""
+    _, components = msgspec.json.schema_components(
+        (*schemas.ANSWERS, *BODIES), ref_template=REF_TEMPLATE
+    )
     return components
 
 
@@ -906,7 +731,7 @@ def document(production: bool) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS | body_schemas(),
+            "schemas": struct_schemas() | SCHEMAS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "ftl_access"},

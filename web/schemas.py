@@ -24,6 +24,7 @@ from ftl import accounts, market, referrals, registration, trading
 from ftl.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
 from ftl.errors import InvalidInput, invalid
 from ftl.instruments import K_MOD_MAX_MICROS, InstrumentChange
+from ftl.positions import Id, Points, Position, Time
 
 Schema = dict[str, Any]
 
@@ -314,3 +315,222 @@ def client_request_id(value: str | None) -> str:
     if value is None or not CLIENT_REQUEST_ID.match(value):
         raise invalid("clientRequestId", "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")
     return value
+
+
+# --- answers --------------------------------------------------------------------------------
+# The document's response schemas. NOTE: ftl/ builds these answers as plain JSON (the open and
+# close answers come straight from the Lua scripts); tests/integration/test_openapi.py holds
+# every real answer to the schema below, and every object is closed, so a new field fails that
+# test until it is declared here.
+
+
+class Answer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """A response object."""
+
+
+Idx = Annotated[int, Meta(ge=1, le=65535)]
+SportmonksId = int
+
+
+class ErrorDetail(Answer):
+    code: Annotated[str, Meta(pattern="^[a-z][a-z0-9_]*$")]
+    message: str
+    details: dict[str, Any]
+
+
+class Error(Answer):
+    """Every refusal (SPEC §3)."""
+
+    error: ErrorDetail
+
+
+class User(Answer):
+    id: Id
+    email: str | None
+    first_name: str
+    last_name: str | None
+    display_name: str
+    district_id: DistrictId
+    role: Literal["user", "admin"]
+    referral_code: ReferralCode
+    is_synthetic: bool
+
+
+class Session(Answer):
+    user: User
+    access_token: str
+    refresh_token: str
+    expires_in: Annotated[int, Meta(description="Seconds the access token lives.")]
+
+
+class NeedsProfile(Answer):
+    needs_profile: Literal[True]
+    registration_ticket: str
+    email: str
+    given_name: str | None
+    family_name: str | None
+
+
+class Wallet(Answer):
+    balance: Points
+    used_margin: Points
+    equity: Points
+    free_margin: Points
+    margin_level: Annotated[float, Meta(description="Percent, 2 dp.")] | None
+
+
+class MeWallet(Wallet):
+    realized_pnl: Points
+
+
+class OpenPosition(Position):
+    """An open position with its current price and unrealised PnL."""
+
+    price: Points
+    unrealized_pnl: Points
+
+
+class TradeResult(Answer):
+    position: Position
+    wallet: Wallet
+    replayed: bool
+
+
+class PositionPage(Answer):
+    positions: list[Position]
+    next_cursor: str | None
+
+
+class Fill(Answer):
+    position_id: Id
+    kind: Literal["open", "close"]
+    at: Time
+    instrument_id: Id
+    idx: Idx
+    side: Literal["buy", "sell"]
+    lot_size: Points
+    price: Points | None
+    realized_pnl: Points | None
+    closed_by: str | None
+
+
+class FillPage(Answer):
+    trades: list[Fill]
+    next_cursor: str | None
+
+
+class Portfolio(Answer):
+    balance: Points
+    equity: Points
+    used_margin: Points
+    free_margin: Points
+    margin_level: Points | None
+    unrealized_pnl: Points
+    realized_pnl: Points
+    positions: list[OpenPosition]
+
+
+class Instrument(Answer):
+    id: Id
+    idx: Idx
+    sportmonks_player_id: SportmonksId
+    name: str
+    team: str
+    position: Literal["GK", "DEF", "MID", "FWD"]
+    form_index: float
+    base_price: Points
+    live_base_price: Points
+    price: Points
+    k_mod: Annotated[float, Meta(description="Points per lot.")]
+    net_lots: float
+    is_active: bool
+    frozen: bool
+    degraded: bool
+
+
+class Tick(Answer):
+    seq: Annotated[int, Meta(ge=1)]
+    at: Time
+    price: Points
+    live_base_price: Points
+    net_lots: float
+    source: Annotated[int, Meta(ge=0, le=4)]
+
+
+class Match(Answer):
+    id: Id
+    sportmonks_fixture_id: SportmonksId
+    home_team: str
+    away_team: str
+    stage: str | None
+    kickoff_at: Time
+    status: Literal["scheduled", "live", "finished"]
+    minute: int | None
+    home_score: int | None
+    away_score: int | None
+    knockout: bool
+    full_time_at: Time | None
+    instruments: list[Instrument]
+
+
+class LeaderboardEntry(Answer):
+    rank: Annotated[int, Meta(ge=1)]
+    user_id: Id
+    display_name: str | None
+    district_id: DistrictId | None
+    score: Points
+
+
+class LeaderboardMe(Answer):
+    rank: int | None
+    score: Points
+
+
+class Leaderboard(Answer):
+    entries: list[LeaderboardEntry]
+    me: LeaderboardMe | None
+
+
+class Invite(Answer):
+    id: Id
+    label: str
+    created_at: Time
+    signups: int
+
+
+class Referrals(Answer):
+    code: ReferralCode
+    invites: list[Invite]
+    referred_count: int
+    paid_count: int
+    bonus_total: Points
+
+
+class Flag(Answer):
+    name: str
+    enabled: bool
+    is_public: bool
+
+
+ANSWERS: tuple[type[msgspec.Struct], ...] = (
+    Error,
+    User,
+    Session,
+    NeedsProfile,
+    Wallet,
+    MeWallet,
+    Position,
+    OpenPosition,
+    TradeResult,
+    PositionPage,
+    Fill,
+    FillPage,
+    Portfolio,
+    Instrument,
+    Tick,
+    Match,
+    Leaderboard,
+    Invite,
+    Referrals,
+    Flag,
+)
