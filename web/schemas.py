@@ -1,8 +1,9 @@
-"""Every request body of the HTTP API, declared once as a typed msgspec Struct (decision 0135).
+"""Every request body and answer of the HTTP API, declared once as a typed msgspec Struct
+(decision 0135).
 
 From these classes come the decoding and validation of a body (web/body.py turns msgspec's
 refusals into our `validation_error` / `unknown_field` envelopes naming the field), and the
-request schemas of the OpenAPI document (web/openapi.py assembles the paths around them). Field
+schemas of the OpenAPI document (web/openapi.py assembles the paths around them). Field
 names are the JSON's camelCase, renamed from Python's snake_case. Every body refuses unknown
 fields, so a typo fails loudly.
 
