@@ -11,8 +11,8 @@ import falcon
 import falcon.asgi
 import msgspec
 
-from ftl import json_input
-from ftl.errors import InvalidInput
+from ftl.core import json_input
+from ftl.core.errors import InvalidInput
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -58,9 +58,9 @@ def _decoder(schema: type[B]) -> msgspec.json.Decoder[B]:
 
 
 def decode(raw: bytes, schema: type[B]) -> B:
-    """`raw` JSON as `schema` under the rules of ftl/json_input.py (I-JSON, nesting depth)."""
+    """`raw` JSON as `schema` under the rules of ftl/core/json_input.py (I-JSON, nesting depth)."""
     # PERF: an ordinary body (a trade) is ASCII, has a few brackets and no `\u` escape: it goes
-    # straight to msgspec. Any other is judged first by ftl/json_input.py, so non-UTF-8 text,
+    # straight to msgspec. Any other is judged first by ftl/core/json_input.py, so non-UTF-8 text,
     # a lone surrogate and deep nesting are refused exactly as at every other edge.
     if (
         not raw.isascii()

@@ -16,11 +16,12 @@ import falcon
 import falcon.asgi
 import msgspec
 
-from ftl import leaderboard, positions
-from ftl.cursors import CURSOR_PATTERN
-from ftl.services import Services
+from ftl.core.cursors import CURSOR_PATTERN
+from ftl.market import leaderboard
+from ftl.market.scoring import EVERY_POSITION, POSITIONS
 from ftl.sportmonks.payload import Stat
-from ftl.sportmonks.scoring import EVERY_POSITION, POSITIONS
+from ftl.store.services import Services
+from ftl.trading import positions
 from web import schemas
 from web.body import MAX_BODY_BYTES
 from web.schemas import (
@@ -88,7 +89,7 @@ CURSOR: Schema = {
 # Score points per unit of a statistic (SPEC §1.3): -100 to 100, at most 2 decimals; answered
 # as decimal strings, taken as numbers or decimal strings.
 def stat_weights(position: str) -> Schema:
-    # NOTE: the clean sheet is credited to goalkeepers only (ftl/sportmonks/scoring.py).
+    # NOTE: the clean sheet is credited to goalkeepers only (ftl/market/scoring.py).
     stats = [s.value for s in Stat if s is not Stat.CLEAN_SHEET or position == "GK"]
     return {
         "type": "object",

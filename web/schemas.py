@@ -21,11 +21,13 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ftl import accounts, market, referrals, registration, trading
-from ftl.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
-from ftl.errors import InvalidInput, invalid
-from ftl.instruments import K_MOD_MAX_MICROS, InstrumentChange
-from ftl.positions import Id, Points, Position, Time
+from ftl.accounts import referrals, registration, users
+from ftl.core.errors import InvalidInput, invalid
+from ftl.market import rules
+from ftl.market.instruments import K_MOD_MAX_MICROS, InstrumentChange
+from ftl.store.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
+from ftl.trading import trades
+from ftl.trading.positions import Id, Points, Position, Time
 
 Schema = dict[str, Any]
 
@@ -40,35 +42,36 @@ TAKE_PROFIT_SIDE = (
     " short (400 `validation_error` otherwise)."
 )
 # NOTE: msgspec's multiple_of on a float is a float modulo (0.29 % 0.01 != 0), so the step is
-# only stated here and judged exactly in ftl/trading.py (`cents`, `whole`).
+# only stated here and judged exactly in ftl/trading/trades.py (`cents`, `whole`).
 Price = Annotated[
     float,
-    Meta(ge=0.01, le=float(trading.MAX_PRICE), extra_json_schema={"multipleOf": 0.01}),
+    Meta(ge=0.01, le=float(trades.MAX_PRICE), extra_json_schema={"multipleOf": 0.01}),
 ]
 LotSize = Annotated[
     float,
-    Meta(ge=0.01, le=float(trading.MAX_LOTS), extra_json_schema={"multipleOf": 0.01}),
+    Meta(ge=0.01, le=float(trades.MAX_LOTS), extra_json_schema={"multipleOf": 0.01}),
 ]
 SlippageTolerance = Annotated[
     float,
     Meta(
         ge=0,
-        le=float(trading.MAX_SLIPPAGE_TOLERANCE),
+        le=float(trades.MAX_SLIPPAGE_TOLERANCE),
         description="A fraction of the client price, not a percent: 0.01 is 1 %, the default;"
         " finer than 0.000001 rounds down.",
     ),
 ]
-ClientRequestId = Annotated[str, Meta(pattern=trading.CLIENT_REQUEST_ID_PATTERN)]
-CLIENT_REQUEST_ID = re.compile(trading.CLIENT_REQUEST_ID_PATTERN)
+ClientRequestId = Annotated[str, Meta(pattern=trades.CLIENT_REQUEST_ID_PATTERN)]
+CLIENT_REQUEST_ID = re.compile(trades.CLIENT_REQUEST_ID_PATTERN)
 KMod = Annotated[
     float,
     Meta(ge=0, le=K_MOD_MAX_MICROS / 1_000_000, extra_json_schema={"multipleOf": 0.000001}),
 ]
-DistrictId = Annotated[int, Meta(ge=1, le=accounts.DISTRICT_COUNT)]
+DistrictId = Annotated[int, Meta(ge=1, le=users.DISTRICT_COUNT)]
 ReferralCode = Annotated[str, Meta(pattern="^[0-9a-f]{8}$")]
 # APPSEC: no query parameter holds a control character (web/params.py refuses them).
 QUERY_TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
-# What ftl/text.py refuses in a name (decision 0075); the pattern states the control characters.
+# What ftl/core/text.py refuses in a name (decision 0075); the pattern states the control
+# characters.
 HUMAN_TEXT_RULES = (
     "Stored NFC with runs of whitespace as one space and none at either end, and that must"
     " leave 1 to maxLength characters. Refused: control and format characters (RTL override,"
@@ -141,10 +144,10 @@ AnyInviteId = Annotated[
     Any, Meta(extra_json_schema={"anyOf": [{"type": "string", "format": "uuid"}, {"type": "null"}]})
 ]
 DisplayName = Annotated[
-    Any, Meta(extra_json_schema=human_text_schema(accounts.DISPLAY_NAME_MAX_CHARS))
+    Any, Meta(extra_json_schema=human_text_schema(users.DISPLAY_NAME_MAX_CHARS))
 ]
 BatchPrefix = Annotated[
-    Any, Meta(extra_json_schema=human_text_schema(accounts.DEV_BATCH_PREFIX_MAX_CHARS))
+    Any, Meta(extra_json_schema=human_text_schema(users.DEV_BATCH_PREFIX_MAX_CHARS))
 ]
 InviteLabel = Annotated[
     Any, Meta(extra_json_schema=human_text_schema(referrals.INVITE_LABEL_MAX_CHARS))
@@ -177,10 +180,10 @@ class OpenPositionBody(Body):
     stop_loss: Annotated[Price | None, Meta(description=STOP_LOSS_SIDE)] = None
     take_profit: Annotated[Price | None, Meta(description=TAKE_PROFIT_SIDE)] = None
 
-    def order(self) -> trading.OpenOrder:
-        return trading.OpenOrder.of(
+    def order(self) -> trades.OpenOrder:
+        return trades.OpenOrder.of(
             instrument_id=self.instrument_id,
-            direction=market.LONG if self.direction == "long" else market.SHORT,
+            direction=rules.LONG if self.direction == "long" else rules.SHORT,
             lot_size=self.lot_size,
             client_request_id=self.client_request_id,
             client_price=self.client_price,
@@ -196,17 +199,17 @@ class LevelsBody(Body):
     stop_loss: Annotated[Price | None, Meta(description=STOP_LOSS_SIDE)] | UnsetType = UNSET
     take_profit: Annotated[Price | None, Meta(description=TAKE_PROFIT_SIDE)] | UnsetType = UNSET
 
-    def levels(self) -> trading.Levels:
-        return trading.Levels(
+    def levels(self) -> trades.Levels:
+        return trades.Levels(
             stop_loss=_level(self.stop_loss, "stopLoss"),
             take_profit=_level(self.take_profit, "takeProfit"),
         )
 
 
-def _level(value: float | UnsetType | None, field: str) -> int | trading.Keep | None:
+def _level(value: float | UnsetType | None, field: str) -> int | trades.Keep | None:
     if value is UNSET:
-        return trading.KEEP
-    return None if value is None else trading.cents(value, field)
+        return trades.KEEP
+    return None if value is None else trades.cents(value, field)
 
 
 # --- accounts and sign-in -------------------------------------------------------------------
@@ -231,7 +234,8 @@ class VerifyOtpBody(RegistrationTicketBody):
 class ProfileBody(RegistrationTicketBody):
     """The new user's profile."""
 
-    # NOTE: judged field by field by ftl/registration.py (Profile.parse), which owns the rules.
+    # NOTE: judged field by field by ftl/accounts/registration.py (Profile.parse), which owns
+    # the rules.
 
     first_name: PersonName = UNSET
     last_name: PersonNameOrEmpty = UNSET
@@ -260,7 +264,7 @@ class DevLoginBody(Body):
 class DevBatchBody(Body):
     # NOTE: a float, so that 3.0 counts as 3 (JSON Schema's integers); the resource judges it whole.
     count: Annotated[
-        float, Meta(ge=1, le=accounts.DEV_BATCH_MAX, extra_json_schema={"type": "integer"})
+        float, Meta(ge=1, le=users.DEV_BATCH_MAX, extra_json_schema={"type": "integer"})
     ]
     prefix: BatchPrefix = UNSET
 
@@ -292,7 +296,7 @@ class AdminInstrumentBody(Body):
             raise InvalidInput(
                 "validation_error", "Give isActive, kMod or both.", {"field": "isActive"}
             )
-        micros = None if k_mod is None else trading.whole(k_mod, 1_000_000, "kMod", "0.000001")
+        micros = None if k_mod is None else trades.whole(k_mod, 1_000_000, "kMod", "0.000001")
         return InstrumentChange(active, micros)
 
 
@@ -304,7 +308,7 @@ class ReplayBody(Body):
 class SettingsBody(Body):
     """The scoring weights, replaced whole."""
 
-    # NOTE: the shape of the weights is judged by ftl/sportmonks/weights.py, field by field.
+    # NOTE: the shape of the weights is judged by ftl/market/weights.py, field by field.
 
     scoring_weights: ScoringWeights
 

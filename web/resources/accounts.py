@@ -8,9 +8,10 @@ import falcon
 import falcon.asgi
 from msgspec import UNSET
 
-from ftl import accounts, portfolio, referrals
-from ftl.flags import flag_name
-from ftl.services import Services
+from ftl.accounts import referrals, users
+from ftl.store.flags import flag_name
+from ftl.store.services import Services
+from ftl.trading import portfolio
 from web.auth import authenticate, presented_token, require_admin
 from web.body import read_body
 from web.schemas import FlagBody, InviteBody
@@ -28,7 +29,7 @@ class Me:
             resp.media = {"loggedIn": False}
             return
         claims = await authenticate(req, self.services, coming_soon_exempt=True)
-        account = await accounts.get_account(self.services.engine, claims.user_id)
+        account = await users.get_account(self.services.engine, claims.user_id)
         if account is None:
             resp.media = {"loggedIn": False}
             return
@@ -64,7 +65,7 @@ class Districts:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"districts": await accounts.districts(self.services.engine)}
+        resp.media = {"districts": await users.districts(self.services.engine)}
 
 
 class ReferralValidate:

@@ -8,8 +8,8 @@ from uuid import UUID
 
 import falcon.asgi
 
-from ftl import instruments, quotes
-from ftl.services import Services
+from ftl.market import instruments, quotes
+from ftl.store.services import Services
 from web.auth import require_admin
 from web.body import read_body
 from web.schemas import AdminInstrumentBody

@@ -11,9 +11,9 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl.accounts import get_account
-from ftl.errors import InvalidInput, NotFound
-from ftl.services import Services
+from ftl.accounts.users import get_account
+from ftl.core.errors import InvalidInput, NotFound
+from ftl.store.services import Services
 from web.auth import require_admin
 from web.body import read_body
 from web.schemas import ReplayBody

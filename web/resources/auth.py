@@ -10,12 +10,12 @@ import falcon
 import falcon.asgi
 from msgspec import UNSET
 
-from ftl import accounts, registration
-from ftl.auth import google, sessions
-from ftl.auth.tokens import TTL_S, Claims, TokenType
-from ftl.errors import InvalidInput, Unauthorized
-from ftl.services import Services
-from ftl.text import human_text
+from ftl.accounts import registration, sessions, users
+from ftl.core.errors import InvalidInput, Unauthorized
+from ftl.core.text import human_text
+from ftl.store.auth import google
+from ftl.store.auth.tokens import TTL_S, Claims, TokenType
+from ftl.store.services import Services
 from web.auth import (
     REFRESH_COOKIE,
     authenticate,
@@ -70,7 +70,7 @@ class GoogleSignIn:
             nonce,
             audience=google.google_audience(self.services.settings),
         )
-        account = await accounts.find_google_account(
+        account = await users.find_google_account(
             self.services.engine, identity.subject, identity.email
         )
         if account is None:
@@ -161,8 +161,8 @@ class DevLogin:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        name = accounts.display_name_of((await read_body(req, DevLoginBody)).display_name)
-        (account,) = await accounts.synthetic_accounts(self.services.engine, [name])
+        name = users.display_name_of((await read_body(req, DevLoginBody)).display_name)
+        (account,) = await users.synthetic_accounts(self.services.engine, [name])
         session = await sessions.start(self.services, account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
         resp.media = session.to_json()
@@ -180,16 +180,16 @@ class DevBatch:
         if not body.count.is_integer():
             raise InvalidInput(
                 "validation_error",
-                f"count must be a whole number from 1 to {accounts.DEV_BATCH_MAX}.",
+                f"count must be a whole number from 1 to {users.DEV_BATCH_MAX}.",
                 {"field": "count"},
             )
         prefix = human_text(
             DEV_BATCH_PREFIX if body.prefix is UNSET else body.prefix,
             "prefix",
-            accounts.DEV_BATCH_PREFIX_MAX_CHARS,
+            users.DEV_BATCH_PREFIX_MAX_CHARS,
         )
         names = [f"{prefix}{number:04d}" for number in range(1, int(body.count) + 1)]
-        created = await accounts.synthetic_accounts(self.services.engine, names)
+        created = await users.synthetic_accounts(self.services.engine, names)
         resp.media = {
             "users": [
                 {

@@ -12,9 +12,9 @@ from uuid import UUID
 import falcon
 import falcon.asgi
 
-from ftl import positions, trading
-from ftl.cursors import PositionsCursor
-from ftl.services import Services
+from ftl.core.cursors import PositionsCursor
+from ftl.store.services import Services
+from ftl.trading import positions, trades
 from web.auth import authenticate
 from web.body import read_body
 from web.schemas import LevelsBody, OpenPositionBody, client_request_id
@@ -26,10 +26,10 @@ def _json(resp: falcon.asgi.Response, text: str, status: str = falcon.HTTP_200) 
     resp.text = text
 
 
-async def _caller(req: falcon.asgi.Request, services: Services) -> trading.Caller:
+async def _caller(req: falcon.asgi.Request, services: Services) -> trades.Caller:
     """The trader of an open, a close or a level change: the maintenance gate applies."""
     claims = await authenticate(req, services, check_revoked=False, maintenance_gate=True)
-    return trading.Caller.from_claims(claims)
+    return trades.Caller.from_claims(claims)
 
 
 class OpenPosition:
@@ -39,7 +39,7 @@ class OpenPosition:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         caller = await _caller(req, self.services)
         order = (await read_body(req, OpenPositionBody)).order()
-        _json(resp, await trading.open_position(self.services, caller, order), falcon.HTTP_201)
+        _json(resp, await trades.open_position(self.services, caller, order), falcon.HTTP_201)
 
 
 class Positions:
@@ -72,14 +72,14 @@ class Position:
     ) -> None:
         caller = await _caller(req, self.services)
         levels = (await read_body(req, LevelsBody)).levels()
-        _json(resp, await trading.modify_position(self.services, caller, position_id, levels))
+        _json(resp, await trades.modify_position(self.services, caller, position_id, levels))
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, position_id: UUID
     ) -> None:
         caller = await _caller(req, self.services)
         request_id = client_request_id(req.get_param("clientRequestId"))
-        _json(resp, await trading.close_position(self.services, caller, position_id, request_id))
+        _json(resp, await trades.close_position(self.services, caller, position_id, request_id))
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:
