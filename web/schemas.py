@@ -10,6 +10,9 @@ fields, so a typo fails loudly.
 Where a rule is not a JSON Schema constraint (a price in steps of a cent, human text normalised
 before its length is judged, a token checked by its issuer), the field is typed as loosely as
 that rule needs, the document states the rule, and ftl/ judges it with the same error contract.
+
+NOTE: one module over the usual length on purpose: it is the whole HTTP contract, nearly all
+declarations, and reading it in one place is its point.
 """
 
 from __future__ import annotations
