@@ -9,7 +9,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl.core.errors import InvalidInput, NotFound
+from ftl.core.errors import NotFound, invalid
 from ftl.core.money import json_number, to_cents
 from ftl.core.text import is_small_whole_number
 from ftl.market.instruments import InstrumentState
@@ -20,10 +20,6 @@ from ftl.store.services import Services
 from ftl.trading.positions import iso
 
 MAX_HISTORY = 1_000
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
 
 
 async def _states(services: Services, rows: list[Instrument]) -> list[InstrumentState]:

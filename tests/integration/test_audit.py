@@ -23,6 +23,8 @@ from ftl.trading.margin import service as margin_service
 from ftl.trading.margin.replay import SafeBox
 from tests.e2e.conftest import run_ftl
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 @dataclass
@@ -44,7 +46,9 @@ async def _open(services: Services, user: UUID, instrument: UUID, request_id: st
         "slippageTolerancePct": 0.05,
     }
     answer = await trades.open_position(
-        services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
+        services,
+        trades.Caller(user, "j"),
+        decode(json.dumps(body).encode(), OpenPositionBody).order(),
     )
     position_id: str = json.loads(answer)["position"]["id"]
     return position_id
