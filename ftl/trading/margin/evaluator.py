@@ -200,6 +200,10 @@ def _plan(user_id: UUID, version: str, outcome: Replay) -> str:
 
 
 def _observe_washout_delays(outcome: Replay) -> None:
+    """`ftl_margin_washout_delay_seconds`: from each washout's breach tick to now, its commit.
+
+    NOTE: the tick's time is Redis's clock and now is this process's; both are the host's.
+    """
     committed_ms = time.time() * 1000
     for washout in outcome.washouts:
         metrics.WASHOUT_DELAY_SECONDS.observe((committed_ms - washout.at_ms) / 1000)
@@ -250,6 +254,7 @@ async def evaluate_user(
             args=[WASHOUT, _plan(user_id, state.version, outcome)],
         )
         if reply[0] == 1:
+            _observe_washout_delays(outcome)
             return Evaluation(outcome, int(reply[1]), box, state.fingerprint)
         if reply[1] == "wallet_missing":
             # NOTE: the script refused before writing anything: hot state lost the wallet since
