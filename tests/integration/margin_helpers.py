@@ -89,14 +89,6 @@ def margin_events(pg: psycopg.Connection, user: UUID) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def closed_rows(pg: psycopg.Connection, user: UUID) -> list[tuple[Any, ...]]:
-    return pg.execute(
-        "SELECT id, status::text, closed_by::text, exit_price, realized_pnl FROM cfd_positions"
-        " WHERE user_id = %s ORDER BY opened_at, id",
-        (user,),
-    ).fetchall()
-
-
 def balance(pg: psycopg.Connection, user: UUID) -> Decimal:
     row = pg.execute("SELECT balance FROM wallets WHERE user_id = %s", (user,)).fetchone()
     assert row is not None
