@@ -162,14 +162,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl.ops.simulator import (
-        API_PREFIX,
-        Simulator,
-        generate_scenario,
-        load_scenario,
-        make_server,
-        resume_state,
-    )
+    from ftl.ops.scenarios import generate_scenario, load_scenario, resume_state
+    from ftl.ops.simulator import API_PREFIX, Simulator, make_server
 
     scenario = load_scenario(args.scenario) if args.scenario else generate_scenario(args.seed)
     played_s = 0.0
