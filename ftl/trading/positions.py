@@ -7,7 +7,6 @@ flush. Lists and fills read Postgres; one position reads Redis first.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl.core.cursors import FillsCursor, PositionsCursor
 from ftl.core.errors import InvalidInput, NotFound
+from ftl.core.instants import iso, iso_ms
 from ftl.core.money import json_number, to_cents
 from ftl.core.text import is_small_whole_number
 from ftl.store import keys
@@ -26,14 +26,6 @@ from ftl.store.services import Services
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 100  # the `limit` of every list is 1 to 100 (SPEC §3.2, OpenAPI)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_ms(ms: str | int) -> str:
-    return iso(datetime.fromtimestamp(int(ms) / 1000, UTC))
 
 
 Points = Annotated[float, Meta(description="Points, exact to the cent.")]
