@@ -209,6 +209,11 @@ def check(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(setup=instruments_, steps=actions(2), finish_at_full_time=st.booleans())
+@example(  # found by hypothesis: a hedge (no net lots) is still closed at full time
+    setup=(5_000, 50_000),
+    steps=[Open(0, rules.LONG, 1, None, None), Open(0, rules.SHORT, 1, None, None)],
+    finish_at_full_time=True,
+)
 @example(  # one account's short pushes the other's long into a washout (test_fair_fills.py)
     setup=(5_000, 2_000_000),
     steps=[Open(0, rules.LONG, 500, None, None), Open(1, rules.SHORT, 2_000, None, None)],
