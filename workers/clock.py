@@ -27,7 +27,7 @@ from ftl.sportmonks import budget
 from ftl.store import hotstore, keys
 from ftl.store.scripts import read_scripts
 from ftl.store.services import Services
-from ftl.trading.margin.service import BACKSTOP_PERIOD_S
+from ftl.trading.margin.backstop import BACKSTOP_PERIOD_S
 from workers import flush, margin, poller
 
 log = logging.getLogger("ftl.clock")

@@ -139,9 +139,12 @@ LEFT JOIN (SELECT DISTINCT ON (referred_id) referred_id, id FROM referrals
            WHERE paid_at IS NULL ORDER BY referred_id, id) unpaid
     ON unpaid.referred_id = w.user_id
 """  # noqa: S608
-HOLDERS = f"""
-SELECT instrument_id::text, array_agg(user_id::text) FROM ({EXPOSURE}) net GROUP BY 1
-"""  # noqa: S608
+# NOTE: a holder has an open position on the instrument, even a hedged one with no net exposure
+# (lua/lib/engine.lua, E.add_exposure): full time closes his positions too.
+HOLDERS = """
+SELECT instrument_id::text, array_agg(DISTINCT user_id::text)
+FROM cfd_positions WHERE status = 'open' GROUP BY 1
+"""
 # The SL/TP sets: a long's stop-loss and a short's take-profit wait below the price, the others
 # above it (lua/lib/engine.lua).
 STOPS = """

@@ -200,13 +200,28 @@ def test_worker_killed_during_full_time(deployment: Deployment) -> None:
     assert row is not None and row[0] > 0
 
 
+def wait_for_event(events: Any, event: str, what: str, timeout_s: float = 60) -> None:
+    """Until a keyspace notification `event` arrives on the subscribed `events`."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        message = events.get_message(timeout=left)
+        if message is not None and message["data"] == event:
+            return
+    raise AssertionError(f"gave up waiting for {what}")
+
+
 def test_worker_killed_during_a_margin_sweep(deployment: Deployment) -> None:
     d = deployment
     lease = keys.lease(keys.MARGIN_BACKSTOP_LEASE)
-    with d.redis() as hot:
+    with d.redis() as hot, hot.pubsub(ignore_subscribe_messages=True) as events:
+        # NOTE: a short sweep can take and drop its lease between two reads (a loaded machine
+        # runs the sweep while the test waits for the CPU); the lease's keyspace events say it
+        # was taken all the same.
+        hot.config_set("notify-keyspace-events", "K$g")
+        events.subscribe(f"__keyspace@0__:{lease}")
         for _ in range(SWEEP_ATTEMPTS):
             d.enqueue(backstop_sweep.message())
-            wait_until(lambda: bool(hot.exists(lease)), "the sweep to take its lease", poll_s=0)
+            wait_for_event(events, "set", "the sweep to take its lease")
             # NOTE: writes paused, the sweep can neither commit nor release its lease: if it
             # still holds it now, the kill lands inside the sweep.
             hot.client_pause(KILL_PAUSE_MS, all=False)
