@@ -88,6 +88,7 @@ _SCHEMA = (
 _TESTS = (
     _.pytestmark,  # pytest reads the module's marks by name
     _.collector_restored,  # pytest fixture, requested by parameter name
+    _.lone_primary,  # pytest fixture, as above
     _.handle_DATA,  # aiosmtpd handler hook, called by name
     _.binary_location,  # selenium ChromeOptions attribute it reads
     _._is_iso_time,  # registered as a jsonschema format checker by its decorator
