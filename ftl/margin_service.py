@@ -91,7 +91,6 @@ SNAPSHOT_CHUNK_USERS = 50  # users read by one margin_snapshot.lua call (< 1 ms 
 BOX_CHUNK_USERS = 500
 BOX_MAX_TICKS = 150
 BOX_TTL_MS = 600_000
-BACKSTOP_PERIOD_S = 300  # the clock sends the backstop sweep every 5 minutes
 BACKSTOP_LEASE_TTL_MS = 30_000  # SPEC §5.4; renewed while the sweep runs (ftl/leases.py)
 BACKSTOP_CHUNK_USERS = 500  # users per pass of the sweep (well under a second per pass)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -34,9 +34,9 @@ from websockets.asyncio.client import connect
 
 from ftl import keys
 from tests.e2e.crash_stack import PrivatePostgres, PrivateRedis, Stack, pg_bindir, wait_until
-from workers.broker import NAMESPACE
 from workers.fulltime import full_time
 from workers.margin import backstop_sweep
+from workers.queues import NAMESPACE
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,9 @@ from ftl.config import Settings
 from ftl.services import Services
 from workers import runtime
 from workers.arguments import RULES, InvalidMessage
-from workers.broker import NAMESPACE, broker, build_broker
+from workers.broker import build_broker
 from workers.flush import MAX_AGE_MS, QUEUE, flush, stale
+from workers.queues import NAMESPACE
 
 EXPECTED_MIDDLEWARE = [
     "ValidateArguments",
@@ -36,9 +37,9 @@ EXPECTED_MIDDLEWARE = [
     "Retries",
     "CurrentMessage",
     "AsyncIO",
-    "SharedServices",
     "RequestIds",
 ]
+broker = runtime.broker()
 
 
 def test_middleware_is_chosen_explicitly(settings: Settings) -> None:
@@ -46,12 +47,12 @@ def test_middleware_is_chosen_explicitly(settings: Settings) -> None:
     assert [type(m).__name__ for m in build_broker(settings.redis_url).middleware] == (
         EXPECTED_MIDDLEWARE
     )
-    assert dramatiq.get_broker() is broker
-    # Dramatiq's Prometheus middleware only where `python -m workers` set up its directory.
-    with_metrics = build_broker(settings.redis_url, metrics=True)
-    assert [type(m).__name__ for m in with_metrics.middleware] == [
+    # The process's runtime adds the shared adapters (and, where `python -m workers` set up its
+    # metrics directory, Dramatiq's Prometheus middleware: tests/e2e/test_metrics_processes.py).
+    assert dramatiq.get_broker() is broker is runtime.start()
+    assert [type(m).__name__ for m in broker.middleware][: len(EXPECTED_MIDDLEWARE) + 1] == [
         *EXPECTED_MIDDLEWARE,
-        "WorkerMetrics",
+        "SharedServices",
     ]
 
 
