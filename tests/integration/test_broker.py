@@ -13,6 +13,7 @@ import dramatiq
 import pytest
 import redis as sync_redis
 from dramatiq import Worker
+from dramatiq.asyncio import get_event_loop_thread
 
 import workers.email
 import workers.flush
@@ -89,17 +90,21 @@ def test_the_actors_of_a_worker_share_one_services_closed_when_it_stops(
             await svc.redis.ping()
             seen.append(svc)
 
-    for _ in range(3):
-        use_services.send()
     worker = Worker(broker, worker_threads=2, queues={"test_shared"})
     worker.start()
+    made_at_boot = runtime._shared  # made on the actors' loop when the worker booted
+    loop_thread = get_event_loop_thread()
+    assert made_at_boot is not None and loop_thread is not None
+    assert made_at_boot[0] is loop_thread.loop
+    for _ in range(3):
+        use_services.send()
     try:
         broker.join("test_shared", timeout=10_000)
         worker.join()
     finally:
         worker.stop()
 
-    assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2] is made_at_boot[1]
     assert runtime._shared is None  # closed on the actors' loop, before the loop stopped
 
 
