@@ -57,7 +57,7 @@ def schedule(
     client: redis.Redis, calls_per_hour: int = Settings.sportmonks_calls_per_hour
 ) -> list[Periodic]:
     """Every job of workers/schedule.py, its actor declared (imported after the broker's set-up)."""
-    from workers import flush, margin, poller  # noqa: F401
+    from workers import flush, margin, poller  # noqa: F401  (declares the actors it names)
 
     return [periodic(job, client, calls_per_hour) for job in SCHEDULE]
 
