@@ -6,7 +6,7 @@ environment that cannot run them (production without its secrets, decision 0110)
 process with one line that names what is missing, before any traceback could.
 """
 
-from ftl.config import ConfigError, get_settings
+from ftl.core.config import ConfigError, get_settings
 
 try:
     get_settings()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ftl import logs, multiproc
-from ftl.config import get_settings
+from ftl.core import logs, multiproc
+from ftl.core.config import get_settings
 
 BROKER = "workers.runtime:start"  # Dramatiq's CLI calls it, then imports the actor modules
 

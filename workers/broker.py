@@ -14,7 +14,7 @@ visible decision:
 - CurrentMessage: actors can read their own message id (idempotency keys, logs).
 - AsyncIO: actors are `async def` and share the same async ftl services as the web process.
 - RequestIds: a message sent while a request id is in play (a web request, or a message that
-  carried one) carries it in its options, and its processing logs under it (ftl/logs.py).
+  carried one) carries it in its options, and its processing logs under it (ftl/core/logs.py).
 
 The process's runtime (workers/runtime.py) adds its own at the end: WorkerMetrics
 (workers/metrics.py, Dramatiq's Prometheus middleware, only in processes started by
@@ -42,7 +42,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from ftl import logs
+from ftl.core import logs
 from workers.arguments import ValidateArguments
 from workers.queues import NAMESPACE
 

@@ -20,9 +20,10 @@ from types import FrameType
 
 import redis
 
-from ftl import keys, logs
-from ftl.config import Settings, get_settings
-from ftl.scripts import read_scripts
+from ftl.core import logs
+from ftl.core.config import Settings, get_settings
+from ftl.store import keys
+from ftl.store.scripts import read_scripts
 from workers import runtime
 from workers.schedule import SCHEDULE, Job, describe
 

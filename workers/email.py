@@ -1,4 +1,5 @@
-"""The `email` queue: deliver one outbox row (ftl/email.py), retried with backoff on failure."""
+"""The `email` queue: deliver one outbox row (ftl/accounts/email.py), retried with backoff on
+failure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 
 import dramatiq
 
-from ftl.email import deliver
+from ftl.accounts.email import deliver
 from workers import runtime
 from workers.broker import DEFAULT_MAX_RETRIES
 

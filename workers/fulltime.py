@@ -8,8 +8,8 @@ from uuid import UUID
 
 import dramatiq
 
-from ftl.errors import Conflict
-from ftl.fulltime import close_out
+from ftl.core.errors import Conflict
+from ftl.trading.fulltime import close_out
 from workers import flush, runtime
 from workers.runtime import services
 

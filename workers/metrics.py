@@ -1,5 +1,5 @@
 """/metrics of a Dramatiq process (`worker`, `flusher`, `poller`): Dramatiq's own figures, the
-product's (ftl/metrics.py), and gauges of shared state read from Redis at each scrape.
+product's (ftl/core/metrics.py), and gauges of shared state read from Redis at each scrape.
 
 Dramatiq's Prometheus middleware records per message; its exposition server is replaced by
 `serve_metrics`, prometheus_client's own handler (behind the METRICS_TOKEN check) on
@@ -27,9 +27,10 @@ from prometheus_client import CollectorRegistry, Histogram, MetricsHandler
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ftl import keys, metrics
-from ftl.config import get_settings
+from ftl.core import metrics
+from ftl.core.config import get_settings
 from ftl.sportmonks.breaker import Breaker, BreakerState
+from ftl.store import keys
 from workers.queues import NAMESPACE, QUEUES
 
 log = logging.getLogger(__name__)

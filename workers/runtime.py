@@ -21,8 +21,8 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
-from ftl.config import get_settings
-from ftl.services import Services
+from ftl.core.config import get_settings
+from ftl.store.services import Services
 from workers.broker import build_broker
 
 _broker: RedisBroker | None = None

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import redis
 
-from ftl import keys
-from ftl.config import Settings
-from ftl.flush import FLUSH_RUN_MS
+from ftl.core.config import Settings
+from ftl.ops.flush import FLUSH_RUN_MS
 from ftl.sportmonks import budget
+from ftl.store import keys
 
 # SPEC §5.2: every 2 s while a fixture is live, every 60 s while none is.
 LIVE_POLL_PERIOD_MS = 2_000

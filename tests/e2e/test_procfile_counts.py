@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from ftl import keys
+from ftl.store import keys
 from tests.e2e.conftest import free_port
 from tests.e2e.test_metrics_processes import METRICS_TOKEN, WAIT_S, scrape_until
 from workers import flush, margin
