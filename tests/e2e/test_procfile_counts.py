@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
 from ftl.store import keys
 from tests.e2e.conftest import free_port
-from tests.e2e.test_metrics_processes import METRICS_TOKEN, WAIT_S, scrape_until
+from tests.e2e.test_metrics_processes import METRICS_TOKEN, SCRAPER, WAIT_S, scrape_until
 from workers import flush, margin
 from workers.queues import NAMESPACE
 
@@ -33,6 +34,8 @@ BIN = Path(sys.executable).parent
 SCRAPED = {"METRICS_TOKEN": METRICS_TOKEN}
 COPIES = 2
 STOP_WAIT_S = 40
+# NOTE: six launchers, each starting its Dramatiq and metrics processes, on a loaded machine.
+START_WAIT_S = 120
 REPLAYS = 6
 SNAPSHOTS = 4
 DEAD_LETTERS = 2
@@ -73,7 +76,8 @@ def two_of_each(schema: str, clean: None, tmp_path: Path) -> Iterator[dict[str, 
     """honcho -c worker=2,flusher=2,poller=2 on the Procfile: each kind's /metrics URLs."""
     first_ports = procfile(tmp_path / "Procfile")
     counts = ",".join(f"{kind}={COPIES}" for kind in KINDS)
-    log = (tmp_path / "honcho.log").open("wb")
+    log_path = tmp_path / "honcho.log"
+    log = log_path.open("wb")
     runner = [sys.executable, "scripts/procs.py", "start", "-f", str(tmp_path / "Procfile")]
     honcho = subprocess.Popen(
         [*runner, "-d", str(ROOT), "-c", counts, *KINDS],
@@ -85,10 +89,13 @@ def two_of_each(schema: str, clean: None, tmp_path: Path) -> Iterator[dict[str, 
         start_new_session=True,
     )
     try:
-        yield {
+        urls = {
             kind: [f"http://127.0.0.1:{first + n}/metrics" for n in range(COPIES)]
             for kind, first in first_ports.items()
         }
+        for url in (url for each in urls.values() for url in each):
+            wait_until_served(url, honcho, log_path)
+        yield urls
     finally:
         honcho.terminate()
         try:
@@ -98,6 +105,20 @@ def two_of_each(schema: str, clean: None, tmp_path: Path) -> Iterator[dict[str, 
             raise
         finally:
             log.close()
+
+
+def wait_until_served(url: str, honcho: subprocess.Popen[bytes], log: Path) -> None:
+    """Until `url` answers; honcho stops every copy when one fails, which fails this at once."""
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
+        try:
+            if httpx.get(url, headers=SCRAPER, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert honcho.poll() is None, f"a copy failed:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"{url} not served:\n{log.read_text()[-4000:]}"
+        time.sleep(0.2)
 
 
 def test_two_copies_of_every_kind_are_each_scraped(
