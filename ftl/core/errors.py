@@ -34,6 +34,11 @@ class InvalidInput(FtlError):
     kind = ErrorKind.INVALID
 
 
+def invalid(field: str, message: str) -> InvalidInput:
+    """400 `validation_error` naming the field: "<field> <message>."."""
+    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
+
+
 class Unauthorized(FtlError):
     kind = ErrorKind.UNAUTHORIZED
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from ftl.core.config import Settings
 from ftl.market import rules
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator
 from tests.conftest import TABLES
 from tests.integration.fills_helpers import Trader, full_time
 from tests.integration.margin_helpers import CLOCK_STEP_S
@@ -144,7 +144,7 @@ class Play:
         """The margin replay of every account, seeing every tick so far (washouts)."""
         await asyncio.sleep(CLOCK_STEP_S)
         for trader in self.traders:
-            await margin_service.evaluate_user(self.services, trader.caller.user_id)
+            await evaluator.evaluate_user(self.services, trader.caller.user_id)
 
     async def record(self) -> None:
         for trader, positions in zip(self.traders, self.positions, strict=True):
