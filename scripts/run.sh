@@ -16,8 +16,10 @@ if [[ ${FTL_STARTED_REDIS:-0} == 1 || ${FTL_STARTED_PG:-0} == 1 ]]; then
 fi
 SIM_PID=""
 BOTS_PID=""
+GOOGLE_PID=""
 cleanup() {
     [[ -n $SIM_PID ]] && kill "$SIM_PID" 2>/dev/null || true
+    [[ -n $GOOGLE_PID ]] && kill "$GOOGLE_PID" 2>/dev/null || true
     [[ -n $BOTS_PID ]] && kill "$BOTS_PID" 2>/dev/null || true
     [[ $STOP_SERVICES == 1 ]] && scripts/services.sh down || true
 }
@@ -49,6 +51,13 @@ export SPORTMONKS_BASE_URL="${SPORTMONKS_BASE_URL:-http://127.0.0.1:${SPORTMONKS
 # NOTE: --resume: a restarted `make run` picks the matches up by the clock (no replays).
 ftl sim sportmonks --speed "${SIM_SPEED:-15}" --resume .var/sportmonks-sim.json &
 SIM_PID=$!
+if [[ -z ${GOOGLE_JWKS_URL:-} ]]; then
+    GOOGLE_DEV_PORT="${GOOGLE_DEV_PORT:-8091}"
+    export GOOGLE_DEV_PORT
+    export GOOGLE_JWKS_URL="http://127.0.0.1:${GOOGLE_DEV_PORT}/certs"
+    ftl dev google --port "$GOOGLE_DEV_PORT" &
+    GOOGLE_PID=$!
+fi
 # Synthetic traders keep the demo market moving (BOTS=0 for none); they wait for the API. They
 # connect from 127.0.0.2, so the per-IP rate limits count them apart from you on 127.0.0.1.
 if [[ ${BOTS:-20} -gt 0 ]]; then
@@ -68,6 +77,8 @@ FTL is starting: ${PROCESSES[*]}
   readiness  http://127.0.0.1:${WEB_PORT}/ready
   matches    http://127.0.0.1:${WEB_PORT}/api/matches
   simulator  ${SPORTMONKS_BASE_URL} (speed ${SIM_SPEED:-15}: match minutes per real minute)
+  google     ${GOOGLE_JWKS_URL} (mint a sign-in token: ftl dev google --mint you@example.com)
+  metrics    worker :9200, flusher :9300, poller :9400 (/metrics; copy N of a kind: + N - 1)
   bots       ${BOTS:-20} synthetic traders, about ${BOT_RATE:-1} trades a second (BOTS=0: none)
 Try: curl -s -X POST -H 'Content-Type: application/json' -d '{"displayName":"Asha"}' \
        http://127.0.0.1:${WEB_PORT}/api/auth/dev

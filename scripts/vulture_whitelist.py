@@ -43,6 +43,7 @@ _DRAMATIQ = (
     _.after_process_message,  # middleware hook, as above
     _.after_skip_message,  # middleware hook, as above
     _.before_worker_shutdown,  # middleware hook, as above
+    _.after_worker_boot,  # middleware hook, as above
     _.forks,  # middleware property: Dramatiq forks these functions at start
 )
 
@@ -54,6 +55,10 @@ _STANDARD_LIBRARY = (
     _.exc_type,  # __aexit__ parameters: the protocol passes all three
     _.traceback,  # __aexit__ parameter, as above
     _.KILL_WAIT,  # honcho.manager option scripts/procs.py sets
+    _.set_protocol,  # asyncio transport methods uvicorn calls on a test's stand-in transport
+    _.pause_reading,  # asyncio transport method, as above
+    _.resume_reading,  # asyncio transport method, as above
+    _.receive,  # ASGI app parameter: the server passes scope, receive and send
     _.compare_to,  # alembic include_object callback parameter (alembic/env.py)
     _.down_revision,  # alembic reads each migration's revision chain by name
     _.branch_labels,  # alembic migration attribute, as above

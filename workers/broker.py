@@ -15,16 +15,19 @@ visible decision:
 - AsyncIO: actors are `async def` and share the same async ftl services as the web process.
 - RequestIds: a message sent while a request id is in play (a web request, or a message that
   carried one) carries it in its options, and its processing logs under it (ftl/core/logs.py).
-- WorkerMetrics (workers/metrics.py): Dramatiq's Prometheus middleware, only in processes started
-  by `python -m workers`, which sets up the metrics directory and port (docs/decisions/0060).
+
+The process's runtime (workers/runtime.py) adds its own at the end: WorkerMetrics
+(workers/metrics.py, Dramatiq's Prometheus middleware, only in processes started by
+`python -m workers`, which sets up the metrics directory and port: docs/decisions/0060) and
+SharedServices (the actors' adapters, made when a worker boots and closed when it stops).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
-from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
@@ -40,12 +43,11 @@ from dramatiq.middleware import (
 )
 
 from ftl.core import logs
-from ftl.core.config import Settings, get_settings
+from ftl.core.config import Settings
 from ftl.store import hotstore
-from workers import runtime
 from workers.arguments import ValidateArguments
+from workers.queues import NAMESPACE
 
-NAMESPACE = "ftl-dramatiq"
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_MIN_BACKOFF_MS = 500
 DEFAULT_MAX_BACKOFF_MS = 30_000
@@ -89,17 +91,7 @@ class RequestIds(Middleware):
         logs.request_id.set(None)
 
 
-class SharedServices(Middleware):
-    """Closes the adapters the actors of this worker shared (workers.runtime) on the actors'
-    event loop, before Dramatiq's AsyncIO middleware stops that loop."""
-
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        loop_thread = get_event_loop_thread()
-        if loop_thread is not None:
-            loop_thread.run_coroutine(runtime.close_services())
-
-
-def build_broker(settings: Settings, *, metrics: bool = False) -> RedisBroker:
+def build_broker(settings: Settings, extra: Sequence[Middleware] = ()) -> RedisBroker:
     middleware: list[Middleware] = [
         ValidateArguments(),
         AgeLimit(),
@@ -114,15 +106,9 @@ def build_broker(settings: Settings, *, metrics: bool = False) -> RedisBroker:
         ),
         CurrentMessage(),
         AsyncIO(),
-        SharedServices(),
         RequestIds(),
+        *extra,
     ]
-    if metrics:
-        # NOTE: imported only here: Dramatiq's module reads its settings from the environment
-        # at import, which `python -m workers` prepares.
-        from workers.metrics import WorkerMetrics
-
-        middleware.append(WorkerMetrics())
     return RedisBroker(  # type: ignore[no-untyped-call]
         # NOTE: bytes, no read timeout: as Dramatiq builds its own client from a URL.
         client=hotstore.connect_blocking(settings, decode_responses=False, socket_timeout=None),
@@ -131,8 +117,3 @@ def build_broker(settings: Settings, *, metrics: bool = False) -> RedisBroker:
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE_PER_MILLION,
     )
-
-
-_settings = get_settings()
-broker = build_broker(_settings, metrics=bool(_settings.prometheus_multiproc_dir))
-dramatiq.set_broker(broker)

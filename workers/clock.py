@@ -2,8 +2,8 @@
 
 Any number of clocks may run; only the holder of the lease `lease:clock` (lua/lease_hold.lua:
 taken or renewed every loop in one atomic step) sends, so each period fires once however many
-clocks are up, and a standby takes over within LEASE_TTL_MS when the holder dies. The schedule
-is a table: add a line per job.
+clocks are up, and a standby takes over within LEASE_TTL_MS when the holder dies. What it sends
+and how often is the table of workers/schedule.py.
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ import redis
 
 from ftl.core import logs
 from ftl.core.config import Settings, get_settings
-from ftl.market import leaderboard
-from ftl.sportmonks import budget
 from ftl.store import hotstore, keys
 from ftl.store.scripts import read_scripts
-from ftl.store.services import Services
-from ftl.trading.margin.backstop import BACKSTOP_PERIOD_S
-from workers import flush, margin, poller
+from workers import runtime
+from workers.schedule import SCHEDULE, Job, describe
 
 log = logging.getLogger("ftl.clock")
 
@@ -48,40 +45,22 @@ class Periodic:
         return self.period_ms() if callable(self.period_ms) else self.period_ms
 
 
-def sportmonks_poll_period_ms(
-    client: redis.Redis, calls_per_hour: int = Settings.sportmonks_calls_per_hour
-) -> int:
-    """Every 2 s while the last poll saw a live fixture, every 60 s while it saw none (SPEC §5.2);
-    the live interval stretched to the call budget and to what Sportmonks says is left, and no
-    poll before a 429's pause ends (ftl/sportmonks/budget.py, decision 0103).
-
-    NOTE: no answer on record (a fresh start, or no poll succeeded for LIVE_FIXTURES_TTL_S) polls
-    at the live rate: the period is chosen right after sending, before that poll has answered,
-    so a start during a match would otherwise wait a whole idle minute for its second poll.
-    """
-    live = client.get(keys.LIVE_FIXTURES)
-    fields: dict[str, str] = client.hgetall(keys.SPORTMONKS_RATE_LIMIT)  # type: ignore[assignment]
-    limit, paused_for = budget.read_limit(fields, now_ms())
-    if live == "[]":
-        return max(poller.IDLE_POLL_PERIOD_MS, paused_for)
-    return budget.live_period_ms(poller.LIVE_POLL_PERIOD_MS, calls_per_hour, limit, paused_for)
+def periodic(job: Job, client: redis.Redis, calls_per_hour: int) -> Periodic:
+    """A line of the schedule as the clock runs it: sending to the job's actor."""
+    send = runtime.broker().get_actor(job.actor).send
+    varies = job.varies
+    if varies is None:
+        return Periodic(job.name, job.period_ms, send)
+    return Periodic(job.name, lambda: varies(client, calls_per_hour), send)
 
 
 def schedule(
     client: redis.Redis, calls_per_hour: int = Settings.sportmonks_calls_per_hour
 ) -> list[Periodic]:
-    return [
-        Periodic(
-            "sportmonks-poll",
-            lambda: sportmonks_poll_period_ms(client, calls_per_hour),
-            poller.poll_sportmonks.send,
-        ),
-        Periodic("flush", flush.SEND_EVERY_MS, flush.flush.send),
-        Periodic(
-            "leaderboards", leaderboard.SNAPSHOT_INTERVAL_MS, flush.snapshot_leaderboards.send
-        ),
-        Periodic("margin-backstop", BACKSTOP_PERIOD_S * 1000, margin.backstop_sweep.send),
-    ]
+    """Every job of workers/schedule.py, its actor declared (imported after the broker's set-up)."""
+    from workers import flush, margin, poller  # noqa: F401  (declares the actors it names)
+
+    return [periodic(job, client, calls_per_hour) for job in SCHEDULE]
 
 
 def now_ms() -> int:
@@ -134,17 +113,19 @@ def replay_on_reconnect(clock: Clock) -> None:
     """The `user:reconnect` listener (SPEC §7), in a thread of the clock: only the lease holder
     enqueues, so each reconnect is replayed once however many clocks run."""
 
+    from workers import margin
+
     def enqueue(user_id: str) -> None:
         if clock.leader:
             margin.replay_user.send(user_id)
 
     async def listen() -> None:
-        # NOTE: its own adapters, closed with the event loop each attempt runs on.
-        svc = Services.create(get_settings())
+        # NOTE: the process's adapters for the event loop each attempt runs on, closed with it.
         try:
-            await margin.listen_for_reconnects(svc, enqueue, lambda: clock.running)
+            async with runtime.services() as svc:
+                await margin.listen_for_reconnects(svc, enqueue, lambda: clock.running)
         finally:
-            await svc.close()
+            await runtime.close_services()
 
     while clock.running:
         try:
@@ -155,13 +136,15 @@ def replay_on_reconnect(clock: Clock) -> None:
 
 
 def main() -> None:
-    logs.setup(get_settings().log_level)
-    client = hotstore.connect_blocking(get_settings(), socket_timeout=None)
-    clock = Clock(client, schedule(client, get_settings().sportmonks_calls_per_hour))
+    settings = get_settings()
+    logs.setup(settings.log_level)
+    runtime.start()
+    client = hotstore.connect_blocking(settings, socket_timeout=None)
+    clock = Clock(client, schedule(client, settings.sportmonks_calls_per_hour))
     threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
     signal.signal(signal.SIGTERM, clock.stop)
     signal.signal(signal.SIGINT, clock.stop)
-    log.info("clock: %s", ", ".join(f"{j.name} every {j.period_ms} ms" for j in clock.jobs))
+    log.info("clock: %s", ", ".join(describe(job) for job in SCHEDULE))
     clock.run()
 
 

@@ -8,9 +8,10 @@ import uuid
 import dramatiq
 
 from ftl.accounts.email import deliver
-from ftl.core.config import get_settings
-from ftl.store.db.engine import create_engine
+from workers import runtime
 from workers.broker import DEFAULT_MAX_RETRIES
+
+runtime.broker()  # NOTE: the actors below declare themselves on it
 
 EMAIL_QUEUE = "email"
 # NOTE: a message older than an hour is stale (codes live 5 minutes); its row stays `pending`.
@@ -25,10 +26,5 @@ EMAIL_TIME_LIMIT_MS = 30_000
     time_limit=EMAIL_TIME_LIMIT_MS,
 )
 async def send_email(outbox_id: str) -> None:
-    # PERF: a pool per message is fine at email rates and ties no connection to a stale loop.
-    settings = get_settings()
-    engine = create_engine(settings, pool_size=1)
-    try:
-        await deliver(engine, settings, uuid.UUID(outbox_id))
-    finally:
-        await engine.dispose()
+    async with runtime.services() as svc:
+        await deliver(svc.engine, svc.settings, uuid.UUID(outbox_id))

@@ -1,15 +1,16 @@
 """The flusher process (Procfile `flusher`): Dramatiq actors on the `flush` queue, the work
 that copies hot state into Postgres.
 
-`flush` is sent by the clock twice per FLUSH_RUN_MS; each message drains the Redis outbox into
-Postgres (ftl/ops/flush.py) every FLUSH_INTERVAL_MS for FLUSH_RUN_MS, so runs follow each other
-without a gap. Messages older than two runs are dropped quietly (about every other message, by
-design): a newer one does the same work, so a backlog of messages never becomes a backlog of
-work, and a flusher that dies mid-run is replaced by the next message.
+`flush` is sent by the clock twice per FLUSH_RUN_MS (workers/schedule.py); each message drains
+the Redis outbox into Postgres (ftl/ops/flush.py) every FLUSH_INTERVAL_MS for FLUSH_RUN_MS, so runs
+follow each other without a gap. Messages older than two runs are dropped quietly (about every
+other message, by design): a newer one does the same work, so a backlog of messages never becomes
+a backlog of work, and a flusher that dies mid-run is replaced by the next message.
 A batch with trade ticks asks the `margin` queue for a pass over their instruments' holders
 (`workers.margin.follow_up_trades`, one pending per instrument, a second late; docs/decisions/0045,
 0047).
 `snapshot_leaderboards` is sent every 60 s (and may be sent at full time).
+Both reach the process's adapters like every actor, through workers/runtime.py.
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from ftl.core.config import get_settings
 from ftl.market import leaderboard
 from ftl.ops.flush import FLUSH_RUN_MS, Flusher
 from ftl.store.services import Services
-from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
-from workers import margin
+from workers import margin, runtime
+from workers.schedule import LEADERBOARD_SNAPSHOT_PERIOD_MS
+
+runtime.broker()  # NOTE: the actors below declare themselves on it
 
 QUEUE = "flush"
 # NOTE: a message prefetched while a run goes on must still be fresh when that run ends.
 MAX_AGE_MS = 2 * FLUSH_RUN_MS
-SEND_EVERY_MS = FLUSH_RUN_MS // 2
 TIME_LIMIT_MS = 30_000
 
+# The process's flusher (one consumer name per process), on the adapters it was built with.
 _flusher: Flusher | None = None
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,12 @@ def build(services: Services, consumer: str | None = None) -> Flusher:
     return Flusher(services, consumer, after_ticks=margin.follow_up_trades)
 
 
-def flusher() -> Flusher:
-    """The process's flusher, built on first use (one consumer name per process)."""
+def flusher(services: Services) -> Flusher:
+    """The process's flusher on `services` (built again only when the adapters are new: a
+    test's new event loop)."""
     global _flusher
-    if _flusher is None:
-        _flusher = build(Services.create(get_settings()))
+    if _flusher is None or _flusher.services is not services:
+        _flusher = build(services)
     return _flusher
 
 
@@ -64,11 +67,11 @@ async def flush() -> None:
     if stale(CurrentMessage.get_current_message()):
         log.debug("flush: a newer message does this run")
         return
-    await flusher().run_for()
+    async with runtime.services() as svc:
+        await flusher(svc).run_for()
 
 
-@dramatiq.actor(
-    queue_name=QUEUE, max_age=leaderboard.SNAPSHOT_INTERVAL_MS, time_limit=TIME_LIMIT_MS
-)
+@dramatiq.actor(queue_name=QUEUE, max_age=LEADERBOARD_SNAPSHOT_PERIOD_MS, time_limit=TIME_LIMIT_MS)
 async def snapshot_leaderboards() -> None:
-    await leaderboard.snapshot(flusher().services)
+    async with runtime.services() as svc:
+        await leaderboard.snapshot(svc)

@@ -10,9 +10,10 @@ import dramatiq
 
 from ftl.core.errors import Conflict
 from ftl.trading.fulltime import close_out
-from workers import flush
-from workers.broker import broker as _broker  # noqa: F401  (configures the broker first)
+from workers import flush, runtime
 from workers.runtime import services
+
+runtime.broker()  # NOTE: the actors below declare themselves on it
 
 log = logging.getLogger(__name__)
 
@@ -34,4 +35,4 @@ async def full_time(fixture_id: str) -> None:
             log.warning("full time of %s refused: %s", fixture_id, refused.code)
             return
     log.info("full time of %s: %s", fixture_id, report)
-    flush.snapshot_leaderboards.send()
+    await runtime.enqueue(flush.snapshot_leaderboards)

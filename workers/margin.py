@@ -19,9 +19,12 @@ import dramatiq
 from ftl.store import keys
 from ftl.store.services import Services
 from ftl.trading.margin import backstop, evaluator, follow_ups, outbox
-from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
+from workers import runtime
 from workers.email import send_email
 from workers.runtime import services
+from workers.schedule import MARGIN_BACKSTOP_PERIOD_MS
+
+runtime.broker()  # NOTE: the actors below declare themselves on it
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,14 @@ QUEUE = "margin"
 EVALUATE_MAX_AGE_MS = 60_000
 REPLAY_MAX_AGE_MS = 3600 * 1000
 EVALUATE_CHUNK_USERS = 1_000  # holders one after-tick message evaluates itself
-SWEEP_MAX_AGE_MS = backstop.BACKSTOP_PERIOD_S * 1000
+SWEEP_MAX_AGE_MS = MARGIN_BACKSTOP_PERIOD_MS
 TIME_LIMIT_MS = 120_000
-SWEEP_TIME_LIMIT_MS = backstop.BACKSTOP_PERIOD_S * 1000
+SWEEP_TIME_LIMIT_MS = MARGIN_BACKSTOP_PERIOD_MS
 
 
 async def _drain_and_mail(services: Services) -> None:
     for outbox_id in await outbox.drain_events(services):
-        await asyncio.to_thread(send_email.send, str(outbox_id))
+        await runtime.enqueue(send_email, str(outbox_id))
 
 
 async def follow_up(
@@ -52,9 +55,7 @@ async def follow_up(
     owed = await follow_ups.owe_follow_up(services, moved, after_trades=after_trades)
     if owed:
         delay = follow_ups.TRADE_FOLLOW_UP_DELAY_MS if after_trades else None
-        await asyncio.to_thread(
-            evaluate_instruments.send_with_options, args=([str(i) for i in owed],), delay=delay
-        )
+        await runtime.enqueue(evaluate_instruments, [str(i) for i in owed], delay=delay)
 
 
 async def follow_up_trades(services: Services, traded: Iterable[uuid.UUID]) -> None:
@@ -91,7 +92,7 @@ async def evaluate_instruments(
         holders = [str(u) for u in await evaluator.holders_to_evaluate(svc, ids)]
         chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
         for chunk in chunks[1:]:
-            await asyncio.to_thread(evaluate_holders.send, chunk)
+            await runtime.enqueue(evaluate_holders, chunk)
         outcome = await evaluator.evaluate_pass(
             svc, (uuid.UUID(u) for u in holders[:chunk_users]), targeted=True
         )

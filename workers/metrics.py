@@ -2,10 +2,11 @@
 product's (ftl/core/metrics.py), and gauges of shared state read from Redis at each scrape.
 
 Dramatiq's Prometheus middleware records per message; its exposition server is replaced by
-`serve_metrics`, which listens on METRICS_HOST:METRICS_PORT (not Dramatiq's `dramatiq_prom_*`
-variables) and adds the Redis gauges. Those are facts of the whole deployment, not of the process,
-so every Dramatiq process reports the same figures: aggregate them with `max`, never `sum`
-(docs/decisions/0060).
+`serve_metrics`, prometheus_client's own handler (behind the METRICS_TOKEN check) on
+METRICS_HOST:METRICS_PORT (not Dramatiq's `dramatiq_prom_*` variables), which adds the Redis
+gauges. Each copy of a Procfile kind serves on its own port (docs/decisions/0141). Those gauges
+are facts of the whole deployment, not of the process, so every Dramatiq process reports the same
+figures: aggregate them with `max`, never `sum` (docs/decisions/0060).
 """
 
 from __future__ import annotations
@@ -13,28 +14,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware.prometheus import Prometheus
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, MetricsHandler
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from ftl.core import metrics
 from ftl.core.config import get_settings
 from ftl.sportmonks.breaker import Breaker, BreakerState
 from ftl.store import hotstore, keys
+from workers.queues import NAMESPACE, QUEUES
 
 log = logging.getLogger(__name__)
 
-# Every queue an actor of workers/ consumes (tests/integration/test_worker_metrics.py keeps this
-# in step with the actors).
-QUEUES = ("default", "email", "margin", "flush", "sportmonks")
 METRICS_REDIS_TIMEOUT_S = 2  # a scrape answers `ftl_redis_up 0` rather than hang
 RECENT_LAG_SAMPLES = 100  # flusher batches the recent-lag gauge looks back over
 WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -154,34 +154,32 @@ def metrics_registry(multiproc_dir: str, client: redis.Redis, namespace: str) ->
     return registry
 
 
-def serve_metrics() -> int:
-    """The exposition process Dramatiq forks beside its workers: GET /metrics."""
-    from workers.broker import NAMESPACE
+def scrape_handler(registry: CollectorRegistry, token: str) -> type[MetricsHandler]:
+    """prometheus_client's handler for `registry`, answering only GET /metrics, and only to a
+    scraper that shows METRICS_TOKEN when one is set (SPEC §3.3)."""
 
-    settings = get_settings()
-    client = hotstore.connect_blocking(settings, socket_timeout=METRICS_REDIS_TIMEOUT_S)
-    registry = metrics_registry(settings.prometheus_multiproc_dir, client, NAMESPACE)
-    token = settings.metrics_token
-
-    class Handler(BaseHTTPRequestHandler):
+    class ScrapeHandler(MetricsHandler.factory(registry)):  # type: ignore[misc]
         def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] != "/metrics":
-                self.send_error(404)
-                return
-            if not metrics.scrape_allowed(self.headers.get("Authorization"), token):
-                self.send_error(401)
-                return
-            body = generate_latest(registry)
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if urlsplit(self.path).path != "/metrics":
+                self.send_error(HTTPStatus.NOT_FOUND)
+            elif not metrics.scrape_allowed(self.headers.get("Authorization"), token):
+                self.send_error(HTTPStatus.UNAUTHORIZED)
+            else:
+                super().do_GET()
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)
 
-    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), Handler)
+    return ScrapeHandler
+
+
+def serve_metrics() -> int:
+    """The exposition process Dramatiq forks beside its workers: GET /metrics."""
+    settings = get_settings()
+    client = hotstore.connect_blocking(settings, socket_timeout=METRICS_REDIS_TIMEOUT_S)
+    registry = metrics_registry(settings.prometheus_multiproc_dir, client, NAMESPACE)
+    handler = scrape_handler(registry, settings.metrics_token)
+    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), handler)
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     server.serve_forever()
     return 0

@@ -1,6 +1,7 @@
 """The poller process (Procfile `poller`): the `sportmonks` queue.
 
-The clock sends `poll_sportmonks` every 2 s while a fixture is live and every 60 s otherwise.
+The clock sends `poll_sportmonks` every 2 s while a fixture is live and every 60 s otherwise
+(workers/schedule.py).
 A poll message older than one live period is dropped (`max_age`), so a backlog after an outage
 never replays stale livescores; the next fresh poll reads the current state anyway.
 """
@@ -16,16 +17,16 @@ from ftl.market.poller import poll_once
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.failures import SportmonksFailure
-from workers import margin
-from workers.broker import broker as _broker  # noqa: F401  (configures the broker first)
+from workers import margin, runtime
 from workers.fulltime import full_time
 from workers.runtime import services
+from workers.schedule import LIVE_POLL_PERIOD_MS
+
+runtime.broker()  # NOTE: the actors below declare themselves on it
 
 log = logging.getLogger(__name__)
 
 QUEUE = "sportmonks"
-LIVE_POLL_PERIOD_MS = 2_000
-IDLE_POLL_PERIOD_MS = 60_000
 POLL_MAX_AGE_MS = LIVE_POLL_PERIOD_MS
 POLL_TIME_LIMIT_MS = 15_000
 
@@ -48,6 +49,8 @@ async def poll_sportmonks() -> None:
         finally:
             await client.aclose()
     if outcome.ticked_instruments:
-        margin.evaluate_instruments.send([str(i) for i in outcome.ticked_instruments])
+        await runtime.enqueue(
+            margin.evaluate_instruments, [str(i) for i in outcome.ticked_instruments]
+        )
     for fixture_id in outcome.newly_full_time:
-        full_time.send(str(fixture_id))
+        await runtime.enqueue(full_time, str(fixture_id))

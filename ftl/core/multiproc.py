@@ -8,9 +8,15 @@ at import.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+
+# `kind.N`: honcho's HONCHO_PROCESS_NAME, Heroku's DYNO (N counts from 1).
+COPY_NAME = re.compile(r"^[\w-]+\.(?P<copy>[1-9]\d*)$")
 
 
 def fresh_dir(process: str, port: int) -> str:
@@ -25,3 +31,14 @@ def fresh_dir(process: str, port: int) -> str:
 def remove_dir(path: str) -> None:
     """The launcher is stopping: its processes' figures go with it."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def copy_number(env: Mapping[str, str] = os.environ) -> int:
+    """Which copy of its Procfile kind this process is (1 when not started by a Procfile runner,
+    or started once): `worker.2` is 2. Its metrics port is METRICS_PORT + copy - 1, so every copy
+    of a kind serves its own /metrics at a port known in advance (docs/decisions/0141)."""
+    for name in ("HONCHO_PROCESS_NAME", "DYNO"):
+        matched = COPY_NAME.match(env.get(name, ""))
+        if matched:
+            return int(matched["copy"])
+    return 1

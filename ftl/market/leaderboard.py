@@ -97,7 +97,6 @@ async def leaderboard(
 
 
 SNAPSHOT_TOP = 1_000  # ranks kept per board and snapshot (docs/decisions/0014)
-SNAPSHOT_INTERVAL_MS = 60_000
 
 
 async def snapshot(services: Services) -> int:

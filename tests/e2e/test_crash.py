@@ -40,9 +40,9 @@ from tests.e2e.crash_stack import (
     start_trading,
     wait_until,
 )
-from workers.broker import NAMESPACE
 from workers.fulltime import full_time
 from workers.margin import backstop_sweep
+from workers.queues import NAMESPACE
 
 pytestmark = pytest.mark.e2e
 

@@ -13,6 +13,7 @@ import dramatiq
 import pytest
 import redis as sync_redis
 from dramatiq import Worker
+from dramatiq.asyncio import get_event_loop_thread
 
 import workers.email
 import workers.flush
@@ -23,8 +24,9 @@ from ftl.core.config import Settings
 from ftl.store.services import Services
 from workers import runtime
 from workers.arguments import RULES, InvalidMessage
-from workers.broker import NAMESPACE, broker, build_broker
+from workers.broker import build_broker
 from workers.flush import MAX_AGE_MS, QUEUE, flush, stale
+from workers.queues import NAMESPACE
 
 EXPECTED_MIDDLEWARE = [
     "ValidateArguments",
@@ -36,20 +38,20 @@ EXPECTED_MIDDLEWARE = [
     "Retries",
     "CurrentMessage",
     "AsyncIO",
-    "SharedServices",
     "RequestIds",
 ]
+broker = runtime.broker()
 
 
 def test_middleware_is_chosen_explicitly(settings: Settings) -> None:
     # NOTE: a fresh broker, because a running Worker appends Dramatiq's own worker middleware.
     assert [type(m).__name__ for m in build_broker(settings).middleware] == (EXPECTED_MIDDLEWARE)
-    assert dramatiq.get_broker() is broker
-    # Dramatiq's Prometheus middleware only where `python -m workers` set up its directory.
-    with_metrics = build_broker(settings, metrics=True)
-    assert [type(m).__name__ for m in with_metrics.middleware] == [
+    # The process's runtime adds the shared adapters (and, where `python -m workers` set up its
+    # metrics directory, Dramatiq's Prometheus middleware: tests/e2e/test_metrics_processes.py).
+    assert dramatiq.get_broker() is broker is runtime.start()
+    assert [type(m).__name__ for m in broker.middleware][: len(EXPECTED_MIDDLEWARE) + 1] == [
         *EXPECTED_MIDDLEWARE,
-        "WorkerMetrics",
+        "SharedServices",
     ]
 
 
@@ -86,17 +88,21 @@ def test_the_actors_of_a_worker_share_one_services_closed_when_it_stops(
             await svc.redis.ping()
             seen.append(svc)
 
-    for _ in range(3):
-        use_services.send()
     worker = Worker(broker, worker_threads=2, queues={"test_shared"})
     worker.start()
+    made_at_boot = runtime._shared  # made on the actors' loop when the worker booted
+    loop_thread = get_event_loop_thread()
+    assert made_at_boot is not None and loop_thread is not None
+    assert made_at_boot[0] is loop_thread.loop
+    for _ in range(3):
+        use_services.send()
     try:
         broker.join("test_shared", timeout=10_000)
         worker.join()
     finally:
         worker.stop()
 
-    assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2] is made_at_boot[1]
     assert runtime._shared is None  # closed on the actors' loop, before the loop stopped
 
 

@@ -10,8 +10,8 @@ import redis
 
 from ftl.core.config import Settings
 from ftl.store import keys
-from workers import margin, poller
-from workers.broker import NAMESPACE
+from workers import margin
+from workers import schedule as schedule_table
 from workers.clock import (
     LEASE,
     LEASE_TTL_MS,
@@ -19,8 +19,8 @@ from workers.clock import (
     Periodic,
     replay_on_reconnect,
     schedule,
-    sportmonks_poll_period_ms,
 )
+from workers.queues import NAMESPACE
 
 
 def test_only_the_lease_holder_sends_and_a_standby_takes_over(
@@ -57,17 +57,29 @@ def test_a_clock_renews_only_its_own_lease_and_gives_back_only_its_own(
 def test_sportmonks_is_polled_every_2_s_while_live_and_every_60_s_otherwise(
     redis_admin: redis.Redis, clean: None
 ) -> None:
-    assert sportmonks_poll_period_ms(redis_admin) == 2_000, "no poll answered yet: ask again soon"
+    assert schedule_table.sportmonks_poll_period_ms(redis_admin) == 2_000, (
+        "no poll answered yet: ask again soon"
+    )
     redis_admin.set(keys.LIVE_FIXTURES, '["5b0c6c1e-6d1b-4b43-9a35-1f3b8f4f6a10"]')
-    assert sportmonks_poll_period_ms(redis_admin) == poller.LIVE_POLL_PERIOD_MS == 2_000
+    assert (
+        schedule_table.sportmonks_poll_period_ms(redis_admin)
+        == schedule_table.LIVE_POLL_PERIOD_MS
+        == 2_000
+    )
     redis_admin.set(keys.LIVE_FIXTURES, "[]")
-    assert sportmonks_poll_period_ms(redis_admin) == poller.IDLE_POLL_PERIOD_MS == 60_000
+    assert (
+        schedule_table.sportmonks_poll_period_ms(redis_admin)
+        == schedule_table.IDLE_POLL_PERIOD_MS
+        == 60_000
+    )
 
 
 def test_a_due_poll_is_rescheduled_by_the_live_state(redis_admin: redis.Redis, clean: None) -> None:
     sent: list[str] = []
     job = Periodic(
-        "poll", lambda: sportmonks_poll_period_ms(redis_admin), lambda: sent.append("poll")
+        "poll",
+        lambda: schedule_table.sportmonks_poll_period_ms(redis_admin),
+        lambda: sent.append("poll"),
     )
     clock = Clock(redis_admin, [job])
     redis_admin.set(keys.LIVE_FIXTURES, '["5b0c6c1e-6d1b-4b43-9a35-1f3b8f4f6a10"]')
@@ -82,8 +94,23 @@ def test_a_due_poll_is_rescheduled_by_the_live_state(redis_admin: redis.Redis, c
 
 
 def test_the_schedule_polls_flushes_snapshots_and_sweeps(redis_admin: redis.Redis) -> None:
-    names = {job.name for job in schedule(redis_admin)}
-    assert {"sportmonks-poll", "flush", "leaderboards", "margin-backstop"} <= names
+    jobs = {job.name: job for job in schedule(redis_admin)}
+    assert set(jobs) == {"sportmonks-poll", "flush", "leaderboards", "margin-backstop"}
+    # Each line sends to the actor the table names.
+    sent_to = {name: job.send.__self__.actor_name for name, job in jobs.items()}  # type: ignore[attr-defined]
+    assert sent_to == {job.name: job.actor for job in schedule_table.SCHEDULE}
+    assert jobs["flush"].next_period_ms() == schedule_table.FLUSH_PERIOD_MS == 500
+    assert jobs["margin-backstop"].next_period_ms() == 300_000
+
+
+def test_the_clock_logs_each_period_in_ms() -> None:
+    described = [schedule_table.describe(job) for job in schedule_table.SCHEDULE]
+    assert described == [
+        "sportmonks-poll every 2000 ms or more (by sportmonks_poll_period_ms)",
+        "flush every 500 ms",
+        "leaderboards every 60000 ms",
+        "margin-backstop every 300000 ms",
+    ]
 
 
 def test_a_reconnect_is_replayed_once_by_the_clock_that_holds_the_lease(

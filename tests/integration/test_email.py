@@ -16,8 +16,8 @@ from ftl.accounts.email import MAX_ATTEMPTS, TEMPLATES, deliver, enqueue, render
 from ftl.core.config import Settings
 from ftl.store.services import Services
 from tests.e2e.conftest import free_port
-from workers.broker import broker
 from workers.email import EMAIL_QUEUE, send_email
+from workers.runtime import broker as the_broker
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
@@ -52,8 +52,8 @@ async def test_the_actor_sends_through_the_no_op_sender_on_a_real_worker(
             context={"code": "654321", "givenName": "A"},
         )
     send_email.send(str(outbox_id))
-    configured = list(broker.middleware)
-    worker = Worker(broker, worker_threads=1, queues={EMAIL_QUEUE})
+    configured = list(the_broker().middleware)
+    worker = Worker(the_broker(), worker_threads=1, queues={EMAIL_QUEUE})
     worker.start()
     try:
         deadline = time.monotonic() + 15
@@ -71,7 +71,7 @@ async def test_the_actor_sends_through_the_no_op_sender_on_a_real_worker(
         worker.stop()
         # NOTE: Dramatiq leaves the worker's own middleware on the broker after stop; put the
         # broker back as configured for the tests that inspect it.
-        broker.middleware[:] = configured
+        the_broker().middleware[:] = configured
     assert status is not None and status[0] == "sent"
     assert "code" not in status[1]
 

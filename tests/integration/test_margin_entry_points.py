@@ -27,7 +27,8 @@ from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
 from workers import flush, margin
-from workers.broker import NAMESPACE, broker
+from workers.queues import NAMESPACE
+from workers.runtime import broker as the_broker
 
 JOIN_TIMEOUT_MS = 30_000
 ONE = Decimal("1.00")
@@ -36,14 +37,14 @@ ROUTE = "/api/admin/replay"
 
 @pytest.fixture
 def margin_worker(services: Services) -> Iterator[Worker]:
-    worker = Worker(broker, worker_threads=1, queues={margin.QUEUE})
+    worker = Worker(the_broker(), worker_threads=1, queues={margin.QUEUE})
     worker.start()
     yield worker
     worker.stop()
 
 
 async def processed(worker: Worker) -> None:
-    await asyncio.to_thread(broker.join, margin.QUEUE, timeout=JOIN_TIMEOUT_MS)
+    await asyncio.to_thread(the_broker().join, margin.QUEUE, timeout=JOIN_TIMEOUT_MS)
     await asyncio.to_thread(worker.join)
 
 
@@ -230,8 +231,8 @@ async def test_a_holder_breached_by_another_users_trade_is_washed_out_after_the_
 def margin_messages() -> list[dict[str, Any]]:
     """Messages waiting on the margin queue, and on its delay queue (the flusher's asks)."""
     queued = [
-        *broker.client.hvals(f"{broker.namespace}:{margin.QUEUE}.msgs"),
-        *broker.client.hvals(f"{broker.namespace}:{margin.QUEUE}.DQ.msgs"),
+        *the_broker().client.hvals(f"{the_broker().namespace}:{margin.QUEUE}.msgs"),
+        *the_broker().client.hvals(f"{the_broker().namespace}:{margin.QUEUE}.DQ.msgs"),
     ]
     return [json.loads(m) for m in queued]
 

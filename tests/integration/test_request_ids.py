@@ -21,8 +21,9 @@ from ftl.core.config import Settings
 from ftl.ops.dev_google import DevGoogleIssuer
 from ftl.store.services import Services
 from web.app import create_app
-from workers.broker import REQUEST_ID_OPTION, broker
+from workers.broker import REQUEST_ID_OPTION
 from workers.email import EMAIL_QUEUE
+from workers.runtime import broker as the_broker
 
 WORKER_WAIT_S = 10
 
@@ -62,10 +63,10 @@ async def test_the_worker_logs_under_the_id_of_the_request_that_enqueued_its_mes
         headers={"X-Request-Id": "signup-trace-1"},
     )
     assert started.status_code == 422, started.text  # a new user: the code email is enqueued
-    queued = broker.client.hvals(f"{broker.namespace}:{EMAIL_QUEUE}.msgs")
+    queued = the_broker().client.hvals(f"{the_broker().namespace}:{EMAIL_QUEUE}.msgs")
     assert [json.loads(m)["options"][REQUEST_ID_OPTION] for m in queued] == ["signup-trace-1"]
 
-    worker = Worker(broker, worker_threads=1, queues={EMAIL_QUEUE})
+    worker = Worker(the_broker(), worker_threads=1, queues={EMAIL_QUEUE})
     worker.start()
     try:
         deadline = time.monotonic() + WORKER_WAIT_S

@@ -25,8 +25,7 @@ from ftl.store.services import Services
 from tests.integration.simulated_match import Clock
 from tests.integration.test_poller import inject, live_bases, moved
 from tests.integration.test_simulated_match import FULL_TIME_MOVES
-from workers import poller
-from workers.clock import sportmonks_poll_period_ms
+from workers.schedule import LIVE_POLL_PERIOD_MS, sportmonks_poll_period_ms
 
 PAGE = 4  # fixtures per page here, so the demo's few fixtures span several pages
 
@@ -103,7 +102,7 @@ def test_the_live_interval_stretches_to_the_budget(
 
 def test_the_clock_reads_the_budget_from_redis(redis_admin: redis.Redis) -> None:
     redis_admin.set(keys.LIVE_FIXTURES, '["x"]')
-    assert sportmonks_poll_period_ms(redis_admin, 3_000) == poller.LIVE_POLL_PERIOD_MS
+    assert sportmonks_poll_period_ms(redis_admin, 3_000) == LIVE_POLL_PERIOD_MS
     assert sportmonks_poll_period_ms(redis_admin, 900) == 4_000
     redis_admin.hset(keys.SPORTMONKS_RATE_LIMIT, mapping={"pausedUntilMs": str(2**62)})
     assert sportmonks_poll_period_ms(redis_admin, 3_000) > 60_000, "no poll while paused"

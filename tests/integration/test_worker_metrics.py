@@ -19,8 +19,9 @@ from ftl.sportmonks.breaker import Breaker, BreakerState
 from ftl.store import keys
 from tests.e2e.conftest import free_port
 from workers import email, flush, fulltime, margin, poller  # noqa: F401  (declare every actor)
-from workers.broker import NAMESPACE, broker
-from workers.metrics import QUEUES, metrics_registry
+from workers.metrics import metrics_registry
+from workers.queues import NAMESPACE, QUEUES
+from workers.runtime import broker as the_broker
 
 WORKER_WAIT_S = 10
 
@@ -37,7 +38,7 @@ def scrape(client: redis.Redis, directory: Path) -> dict[tuple[str, tuple[Any, .
 def test_the_queue_list_is_every_queue_an_actor_consumes() -> None:
     declared = {
         actor.queue_name
-        for actor in broker.actors.values()
+        for actor in the_broker().actors.values()
         if actor.fn.__module__.startswith("workers.")
     }
     assert set(QUEUES) == declared
@@ -52,7 +53,7 @@ def test_queue_depth_dead_letters_breaker_and_flusher_figures(
 
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     always_fails.send()
-    worker = Worker(broker, worker_threads=1, queues={"default"})
+    worker = Worker(the_broker(), worker_threads=1, queues={"default"})
     worker.start()
     try:
         deadline = time.monotonic() + WORKER_WAIT_S

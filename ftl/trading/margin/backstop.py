@@ -1,5 +1,5 @@
 """The backstop sweep (SPEC §5.4): every user with open positions, evaluated under a lease every
-BACKSTOP_PERIOD_S, so no trigger that went missing leaves a breach unjudged."""
+5 minutes (the clock's schedule), so no trigger that went missing leaves a breach unjudged."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from ftl.store.leases import Lease
 from ftl.store.services import Services
 from ftl.trading.margin.evaluator import evaluate_pass
 
-BACKSTOP_PERIOD_S = 300  # the clock sends the backstop sweep every 5 minutes
 BACKSTOP_LEASE_TTL_MS = 30_000  # SPEC §5.4; renewed while the sweep runs (ftl/store/leases.py)
 BACKSTOP_CHUNK_USERS = 500  # users per pass of the sweep (well under a second per pass)
 
