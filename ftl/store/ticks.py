@@ -41,6 +41,9 @@ class Tick:
     at_ms: int
     degraded: bool = False
     k_mod_micros: int | None = None
+    # The seq of the tick whose stop-loss/take-profit closes this tick is one of (lua/lib/engine.lua
+    # E.settle: made in the same call, so nothing can come between them).
+    hangs_on: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,6 +58,7 @@ class Tick:
                 "s": int(self.source),
                 "t": self.at_ms,
                 "d": int(self.degraded),
+                **({} if self.hangs_on is None else {"h": self.hangs_on}),
             },
             separators=(",", ":"),
         )
@@ -73,4 +77,5 @@ class Tick:
             at_ms=int(data["t"]),
             degraded=bool(data.get("d", 0)),
             k_mod_micros=None if data.get("k") is None else int(data["k"]),
+            hangs_on=None if data.get("h") is None else int(data["h"]),
         )

@@ -316,9 +316,11 @@ end
 
 -- A tick of the instrument as it stands now, after a trade moved its netLots by `lots` (when
 -- given): seq + 1, tick log, PUBLISH, outbox (the entry also carries `outbox`, more field-value
--- pairs, when given: one XADD per trade).
+-- pairs, when given: one XADD per trade). `hangs_on`: the seq of the tick whose stop-loss and
+-- take-profit closes (E.settle, in the same call) this tick is one of, carried as `h`, so a
+-- margin replay washing out at that tick fills from the netLots those closes left.
 -- PERF: seq and netLots written in one HSET, from the instrument as this call read it.
-function E.tick(iid, source, now, outbox, lots)
+function E.tick(iid, source, now, outbox, lots, hangs_on)
   local inst = E.instrument(iid)
   local seq = inst.seq + 1
   inst.seq = seq
@@ -330,8 +332,9 @@ function E.tick(iid, source, now, outbox, lots)
   end
   local price = E.price(inst)
   local json = string.format(
-    '{"id":"%s","i":%d,"q":%d,"p":%d,"b":%d,"n":%d,"k":%d,"s":%d,"t":%d,"d":%d}',
-    iid, inst.idx, seq, price, inst.live, inst.net, inst.kmod, source, now, inst.degraded)
+    '{"id":"%s","i":%d,"q":%d,"p":%d,"b":%d,"n":%d,"k":%d,"s":%d,"t":%d,"d":%d%s}',
+    iid, inst.idx, seq, price, inst.live, inst.net, inst.kmod, source, now, inst.degraded,
+    hangs_on and string.format(',"h":%d', hangs_on) or '')
   redis.call('HSET', E.PRICES, iid, price)
   local log = E.k_ticklog(iid)
   redis.call('ZADD', log, seq, json)
@@ -385,7 +388,7 @@ end
 -- Close an open position at `exit`: wallet, exposure, netLots, stops, board, outbox, trade tick.
 -- `w` is the owner's E.wallet (read here when not given) and `p` (E.position) become the state
 -- after the close.
-function E.close(p, exit, reason, now, request_id, w)
+function E.close(p, exit, reason, now, request_id, w, hangs_on)
   local pid, uid, iid = p.id, p.userId, p.instrumentId
   local dir, lots = tonumber(p.direction), tonumber(p.lotsCentis)
   local entry, margin = tonumber(p.entryCents), tonumber(p.marginCents)
@@ -405,7 +408,7 @@ function E.close(p, exit, reason, now, request_id, w)
     '{"entryKey":"close:%s","userId":"%s","reason":"position_closed","amountCents":%d,"balanceAfterCents":%d,"positionId":"%s","atMs":%d}',
     pid, uid, pnl, w.balance, pid, now)
   local tick = E.tick(iid, E.TRADE, now, {'position', pid, 'wallet', uid, 'ledger', ledger},
-    -dir * lots)
+    -dir * lots, hangs_on)
   p.status, p.exitCents, p.pnlCents, p.closedAtMs, p.closedBy = 'closed', exit, pnl, now, reason
   redis.call('HSET', E.k_position(pid), 'status', 'closed', 'exitCents', E.int(exit),
     'pnlCents', E.int(pnl), 'closedAtMs', E.int(now), 'closedBy', reason,
@@ -451,7 +454,7 @@ function E.settle(first, now)
     for _, p in ipairs(reached) do
       if closes >= E.MAX_SYSTEM_CLOSES then return closes end
       local exit = E.fill(E.instrument(t.iid), tonumber(p.lotsCentis), -tonumber(p.direction))
-      queue[#queue + 1] = E.close(p, exit, p.reason, now, '')
+      queue[#queue + 1] = E.close(p, exit, p.reason, now, '', nil, first.seq)
       closes = closes + 1
       E.frame(p.userId, 'position_closed', E.encode_body(p, E.wallet_view(p.userId)))
     end

@@ -209,6 +209,19 @@ def check(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(setup=instruments_, steps=actions(2), finish_at_full_time=st.booleans())
+@example(  # found by hypothesis: a stop-loss and washouts hang on one tick; the washouts walk
+    # the curve the stop-loss close left (two accounts: the second's shorts breach the first)
+    setup=(5_000, 1_000_000),
+    steps=[
+        Open(0, rules.LONG, 1, None, None),
+        Open(0, rules.LONG, 1_240, None, None),
+        Open(0, rules.LONG, 1, None, None),
+        Open(1, rules.SHORT, 846, None, None),
+        Open(0, rules.LONG, 1, 1, None),
+        Open(1, rules.SHORT, 300, None, None),
+    ],
+    finish_at_full_time=False,
+)
 @example(  # found by hypothesis: a hedge (no net lots) is still closed at full time
     setup=(5_000, 50_000),
     steps=[Open(0, rules.LONG, 1, None, None), Open(0, rules.SHORT, 1, None, None)],

@@ -245,6 +245,8 @@ def replay(
     position id), again while the level stays at or below 50 % and positions remain. A washout
     fills by walking its instrument's curve: the one its last tick so far carried (or
     `curves_at_start`; without either, flat at its price), moved by the washouts before it.
+    The stop-loss and take-profit closes a tick set off (ticks that hang on it) were made in the
+    same Lua call, before any washout could be: a washout at that tick walks the curve they left.
     """
     seqs = dict(start.seqs)
     prices = dict(prices_at_start)
@@ -259,6 +261,14 @@ def replay(
     balance = balance_cents
     washouts: list[Washout] = []
     warnings: list[Warning] = []
+    # The last tick hanging on each (instrument, seq) that set off closes.
+    chain_ends = {
+        (t.instrument_id, t.hangs_on): t
+        for ticks in ticks_by_instrument.values()
+        for t in sorted(ticks, key=lambda t: t.seq)
+        if t.hangs_on is not None
+    }
+    chained: dict[UUID, int] = {}  # the origin seq whose chain's curve an instrument is on
 
     for tick in tick_order(ticks_by_instrument):
         iid = tick.instrument_id
@@ -267,7 +277,12 @@ def replay(
         seqs[iid] = tick.seq
         prices[iid] = tick.price_cents
         known = curves.get(iid)
-        curves[iid] = Curve.of(tick, known.k_mod_micros if known else 0)
+        if tick.hangs_on is None or chained.get(iid) != tick.hangs_on:
+            # NOTE: a tick hanging on one already replayed keeps the curve its origin took
+            # (the chain's end, moved by the washouts made there).
+            end = chain_ends.get((iid, tick.seq), tick)
+            curves[iid] = Curve.of(end, known.k_mod_micros if known else 0)
+            chained[iid] = tick.seq
         book.reprice(iid)
         for position in [p for p in waiting if p.instrument_id == iid and p.open_seq <= tick.seq]:
             book.add(position)
