@@ -1,4 +1,5 @@
-"""The adapters one process holds open: Redis with its loaded scripts, and the Postgres engine."""
+"""The adapters one process holds open: Redis with its loaded scripts, and the Postgres engines
+(the primary, and where read-only queries go)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ftl import hotstore
 from ftl.auth.google import GoogleKeys
 from ftl.auth.tokens import Tokens
 from ftl.config import Settings
-from ftl.db.engine import create_engine
+from ftl.db.engine import ReadRoute, create_engine
 from ftl.flags import Flags
 from ftl.scripts import Scripts
 
@@ -27,6 +28,7 @@ class Services:
     redis: Redis
     engine: AsyncEngine
     scripts: Scripts
+    reads: ReadRoute
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -38,7 +40,14 @@ class Services:
             if hotstore.PipelinedConnection.supports(url)
             else None
         )
-        return cls(settings, redis, create_engine(settings), Scripts(redis, pipeline=pipeline))
+        engine = create_engine(settings)
+        return cls(
+            settings,
+            redis,
+            engine,
+            Scripts(redis, pipeline=pipeline),
+            ReadRoute.create(settings, engine),
+        )
 
     @cached_property
     def tokens(self) -> Tokens:
@@ -63,3 +72,4 @@ class Services:
             await self.scripts.pipeline.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
+        await self.reads.dispose()

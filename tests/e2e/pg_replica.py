@@ -1,0 +1,89 @@
+"""PostgreSQL clusters the replica, restart and disaster tests own: a primary (crash_stack's
+PrivatePostgres, migrated) and a streaming replica of it made with pg_basebackup, each on a free
+loopback port and run as the `postgres` OS user when the tests run as root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from tests.e2e.conftest import free_port
+from tests.e2e.crash_stack import PG_OS_USER, PrivatePostgres, wait_until
+
+
+def as_postgres(bindir: str, tool: str, *args: str) -> None:
+    # NOTE: pg_ctl may be a symlink on PATH; the other server tools sit beside its target.
+    argv = [str(Path(bindir, "pg_ctl").resolve().with_name(tool)), *args]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", PG_OS_USER, "--", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, f"{tool} failed: {done.stderr}"
+
+
+def restart(pg: PrivatePostgres) -> None:
+    """`pg_ctl restart -m fast`: sessions are cut, the cluster is back when this returns."""
+    log = str(pg.dir / "pg.log")
+    as_postgres(pg.bindir, "pg_ctl", "-D", str(pg.data), "-l", log, "-m", "fast", "-w", "restart")
+
+
+class Replica:
+    """A hot standby streaming from `primary` (pg_basebackup -R writes its primary_conninfo)."""
+
+    def __init__(self, primary: PrivatePostgres) -> None:
+        self.bindir = primary.bindir
+        self.dir = Path(tempfile.mkdtemp(prefix="ftl-replica-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, PG_OS_USER)
+        as_postgres(
+            self.bindir, "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port),
+            "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+            "--no-sync",
+        )  # fmt: skip
+        with (self.data / "postgresql.auto.conf").open("a") as conf:  # later lines win
+            conf.write(
+                f"port = {self.port}\nunix_socket_directories = '{self.dir}'\n"
+                "application_name = 'ftl-replica'\n"
+            )
+        self.start()
+
+    def libpq(self, user: str = "ftl", database: str = "ftl") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://ftl@127.0.0.1:{self.port}/ftl"
+
+    def start(self) -> None:
+        log = str(self.dir / "pg.log")
+        as_postgres(self.bindir, "pg_ctl", "-D", str(self.data), "-l", log, "-w", "start")
+        wait_until(self.streaming, "the replica to stream from its primary")
+
+    def stop(self) -> None:
+        as_postgres(self.bindir, "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def streaming(self) -> bool:
+        try:
+            with psycopg.connect(self.libpq(), connect_timeout=2) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+                ).fetchone()
+        except psycopg.OperationalError:
+            return False
+        return row == (1,)
+
+    def sql(self, statement: str) -> None:
+        with psycopg.connect(self.libpq(), autocommit=True) as conn:
+            conn.execute(statement)
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
