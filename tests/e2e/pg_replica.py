@@ -1,9 +1,11 @@
 """PostgreSQL clusters the replica, restart and disaster tests own: a primary (crash_stack's
-PrivatePostgres, migrated) and a streaming replica of it made with pg_basebackup, each on a free
+PrivatePostgres), a streaming replica of it made with pg_basebackup, the primary's backups
+(scripts/backup.sh) and a cluster restored from them (scripts/restore.sh); each on a free
 loopback port and run as the `postgres` OS user when the tests run as root."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -87,3 +89,70 @@ class Replica:
             self.stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def archive_wal(pg: PrivatePostgres, *, timeout_s: int) -> Path:
+    """Archive `pg`'s WAL through scripts/backup.sh into a new backup directory (a restart: the
+    archive mode is read at start); a finished segment is archived at most `timeout_s` late."""
+    backups = Path(tempfile.mkdtemp(prefix="ftl-backups-"))
+    (backups / "wal").mkdir()
+    if os.geteuid() == 0:
+        for directory in (backups, backups / "wal"):
+            shutil.chown(directory, PG_OS_USER)
+    with (pg.data / "postgresql.auto.conf").open("a") as conf:
+        conf.write(
+            f"archive_mode = on\narchive_timeout = {timeout_s}\n"
+            f"archive_command = '{SCRIPTS}/backup.sh wal %p %f {backups}'\n"
+        )
+    restart(pg)
+    return backups
+
+
+def base_backup(pg: PrivatePostgres, backups: Path) -> None:
+    done = subprocess.run(
+        [str(SCRIPTS / "backup.sh"), "base", str(backups)],
+        env={**os.environ, "DATABASE_URL": pg.libpq()},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def crash(pg: PrivatePostgres) -> None:
+    """The machine is gone: stop with no checkpoint and nothing more archived."""
+    as_postgres(pg.bindir, "pg_ctl", "-D", str(pg.data), "-m", "immediate", "-w", "stop")
+
+
+class Restored:
+    """scripts/restore.sh run onto an empty data directory: the cluster it left running, and
+    the JSON summary it printed (auditExit 0: `ftl audit` was clean)."""
+
+    def __init__(self, bindir: str, backups: Path, redis_url: str) -> None:
+        self.bindir = bindir
+        self.dir = Path(tempfile.mkdtemp(prefix="ftl-restored-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, PG_OS_USER)
+        self.data = self.dir / "data"
+        self.port = free_port()
+        done = subprocess.run(
+            [str(SCRIPTS / "restore.sh"), str(backups), str(self.data), str(self.port)],
+            env={**os.environ, "REDIS_URL": redis_url},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        self.log = done.stderr
+        self.summary: dict[str, object] = (
+            json.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {}
+        )
+
+    def libpq(self) -> str:
+        return f"postgresql://ftl@127.0.0.1:{self.port}/ftl"
+
+    def destroy(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            as_postgres(self.bindir, "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)

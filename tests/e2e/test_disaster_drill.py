@@ -1,0 +1,106 @@
+"""The disaster drill on small data (docs/operations.md, "Backups and the disaster drill"): a
+base backup, trades after it that live only in the WAL archive, the machine lost (PostgreSQL
+stopped without a checkpoint, Redis emptied), then scripts/restore.sh onto an empty data
+directory: WAL replayed, promoted, `ftl migrate`, `ftl recover` into the empty Redis, and
+`ftl audit` clean, with every trade flushed before the last archived segment back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from uuid import UUID
+
+import psycopg
+import pytest
+import redis
+
+from ftl import trading
+from ftl.config import Settings
+from ftl.flush import Flusher
+from ftl.services import Services
+from tests.e2e.conftest import run_ftl
+from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
+from tests.e2e.pg_replica import Restored, archive_wal, base_backup, crash
+from tests.integration.trading_helpers import make_instrument, make_user
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def primary() -> Iterator[PrivatePostgres]:
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.skip("no initdb/pg_ctl (or postgres user): the drill owns its clusters")
+    pg = PrivatePostgres(bindir)
+    yield pg
+    if (pg.data / "postmaster.pid").exists():  # the test failed before its crash
+        crash(pg)
+    shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+async def open_and_flush(services: Services, user: UUID, instrument: UUID, request: str) -> str:
+    body = {
+        "instrumentId": str(instrument),
+        "direction": "short",
+        "lotSize": 0.2,
+        "clientRequestId": request,
+        "clientPrice": 100,
+        "slippageTolerancePct": 0.05,
+    }
+    opened = await trading.open_position(
+        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+    )
+    await Flusher(services, "drill").flush()
+    position_id: str = json.loads(opened)["position"]["id"]
+    return position_id
+
+
+def archived_through_now(pg: PrivatePostgres) -> None:
+    """Close the current WAL segment and wait until the archive holds it."""
+    with psycopg.connect(pg.libpq(), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+
+        def archived() -> bool:
+            done = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return done is not None and done[0] is not None and done[0] >= row[0]
+
+        wait_until(archived, "the last WAL segment in the archive")
+
+
+async def test_backup_restore_recover(
+    settings: Settings, primary: PrivatePostgres, redis_admin: redis.Redis
+) -> None:
+    backups = archive_wal(primary, timeout_s=60)
+    migrated = run_ftl("migrate", env={"DATABASE_URL": primary.url})
+    assert migrated.returncode == 0, migrated.stderr
+    redis_admin.flushdb()
+    services = Services.create(replace(settings, database_url=primary.url))
+    await services.scripts.load()
+    try:
+        with psycopg.connect(primary.libpq(), autocommit=True) as pg:
+            instrument = await make_instrument(services, pg)
+            trader = make_user(pg)
+        before = await open_and_flush(services, trader, instrument, "before-base")
+        base_backup(primary, backups)
+        after = await open_and_flush(services, trader, instrument, "after-base")
+        await trading.close_position(services, trading.Caller(trader, "j"), UUID(before), "c")
+        await Flusher(services, "drill").flush()
+    finally:
+        await services.close()
+    archived_through_now(primary)
+    crash(primary)
+    redis_admin.flushdb()
+
+    restored = Restored(primary.bindir, backups, settings.redis_url)
+    try:
+        assert restored.summary.get("auditExit") == 0, restored.log
+        with psycopg.connect(restored.libpq()) as conn:
+            positions = dict(conn.execute("SELECT id::text, status::text FROM cfd_positions"))
+        assert positions == {before: "closed", after: "open"}
+        assert redis_admin.exists(f"position:{after}") == 1  # ftl recover rebuilt hot state
+    finally:
+        restored.destroy()
