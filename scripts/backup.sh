@@ -12,6 +12,13 @@
 #       archive_mode = on
 #       archive_timeout = 10
 #       archive_command = '/srv/ftl/scripts/backup.sh wal %p %f /backups/ftl'
+#   scripts/backup.sh stream BACKUP_DIR      Stream the WAL as it is written into BACKUP_DIR/stream/
+#                                            (pg_receivewal through the replication slot
+#                                            ftl_backup, made if missing; runs until stopped):
+#                                            a lost primary then loses under a second, not up to
+#                                            archive_timeout. Run it as a service on the backup
+#                                            host. NOTE: while it is down the slot keeps WAL on the
+#                                            primary; watch pg_replication_slots or drop the slot.
 #
 # BACKUP_DIR must be writable by the user the server runs as (postgres) and should be another
 # disk or a mounted bucket: a backup on the primary's disk dies with it.
@@ -52,8 +59,20 @@ cmd_wal() {
     sync "$wal"
 }
 
+cmd_stream() {
+    local dir=${1:?usage: backup.sh stream BACKUP_DIR} url
+    [[ -n ${DATABASE_URL:-} ]] || die "DATABASE_URL is not set"
+    url=$(plain_url "$DATABASE_URL")
+    mkdir -p "$dir/stream"
+    pg_receivewal -d "$url" --slot ftl_backup --create-slot --if-not-exists >&2 \
+        || die "could not create the replication slot ftl_backup"
+    # --synchronous: each piece of WAL is on disk here as soon as it arrives.
+    exec pg_receivewal -d "$url" -D "$dir/stream" --slot ftl_backup --synchronous --no-loop
+}
+
 case "${1:-}" in
-    base) shift; cmd_base "$@" ;;
-    wal)  shift; cmd_wal "$@" ;;
-    *)    die "usage: scripts/backup.sh base BACKUP_DIR | wal PATH NAME BACKUP_DIR" ;;
+    base)   shift; cmd_base "$@" ;;
+    wal)    shift; cmd_wal "$@" ;;
+    stream) shift; cmd_stream "$@" ;;
+    *)      die "usage: scripts/backup.sh base BACKUP_DIR | wal PATH NAME BACKUP_DIR | stream BACKUP_DIR" ;;
 esac

@@ -5,7 +5,8 @@
 #   scripts/restore.sh BACKUP_DIR DATA_DIR PORT [TARGET_TIME]
 #
 # 1. unpacks the newest base backup of BACKUP_DIR/base (or $BASE_BACKUP) into DATA_DIR (absent
-#    or empty), 2. replays the archived WAL of BACKUP_DIR/wal up to TARGET_TIME (an ISO-8601
+#    or empty), 2. replays the WAL of BACKUP_DIR/wal (archive_command) and BACKUP_DIR/stream
+#    (pg_receivewal, its unfinished segment included) up to TARGET_TIME (an ISO-8601
 #    time with zone; default: the end of the archive) and promotes, on 127.0.0.1:PORT,
 #    3. `ftl migrate` (a no-op at head; brings an older backup to this code's schema),
 #    4. `ftl recover` into the Redis of $REDIS_URL (it must be empty or hold only what is lost),
@@ -54,6 +55,13 @@ data=$(realpath "$data")
 tar -xzf "$base/base.tar.gz" -C "$data"
 mkdir -p "$data/pg_wal"
 if [[ -f $base/pg_wal.tar.gz ]]; then tar -xzf "$base/pg_wal.tar.gz" -C "$data/pg_wal"; fi
+# The segment pg_receivewal was writing (backup.sh stream): recovery reads it from pg_wal once
+# restore_command finds no whole segment of that name, so WAL up to the loss is replayed.
+partial=$(ls "$backup_dir"/stream/*.partial 2>/dev/null | sort | tail -n 1 || true)
+if [[ -n $partial ]]; then
+    name=$(basename "$partial" .partial)
+    cp "$partial" "$data/pg_wal/$name"
+fi
 rm -f "$data/standby.signal" "$data/postmaster.pid"
 # Later lines of postgresql.auto.conf win over the primary's own settings copied with the base.
 {
@@ -62,7 +70,8 @@ rm -f "$data/standby.signal" "$data/postmaster.pid"
     echo "listen_addresses = '127.0.0.1'"
     echo "unix_socket_directories = ''"
     echo "archive_mode = off"
-    echo "restore_command = 'cp \"$backup_dir/wal/%f\" \"%p\"'"
+    # A segment from the archive (archive_command) or else from the stream (pg_receivewal).
+    echo "restore_command = 'cp \"$backup_dir/wal/%f\" \"%p\" 2>/dev/null || cp \"$backup_dir/stream/%f\" \"%p\"'"
     if [[ -n $target ]]; then echo "recovery_target_time = '$target'"; fi
     echo "recovery_target_action = 'promote'"
 } >>"$data/postgresql.auto.conf"

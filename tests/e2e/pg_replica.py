@@ -11,9 +11,13 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 
+from ftl import trading
+from ftl.flush import Flusher
+from ftl.services import Services
 from tests.e2e.conftest import free_port
 from tests.e2e.crash_stack import PG_OS_USER, PrivatePostgres, wait_until
 
@@ -156,3 +160,22 @@ class Restored:
         if (self.data / "postmaster.pid").exists():
             as_postgres(self.bindir, "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def open_flushed(services: Services, user: UUID, instrument: UUID, request_id: str) -> str:
+    """Open 0.1 lot long at about 100 and flush it to the primary (a position row, one tick);
+    the position's id."""
+    body = {
+        "instrumentId": str(instrument),
+        "direction": "long",
+        "lotSize": 0.1,
+        "clientRequestId": request_id,
+        "clientPrice": 100,
+        "slippageTolerancePct": 0.05,
+    }
+    opened = await trading.open_position(
+        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+    )
+    await Flusher(services, "pg-tests").flush()
+    position_id: str = json.loads(opened)["position"]["id"]
+    return position_id

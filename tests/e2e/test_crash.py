@@ -68,7 +68,8 @@ class Load:
         self.acknowledged: dict[str, dict[str, str]] = {}  # position id -> the audit's JSON line
         self.answers = 0
         self.unanswered = 0  # attempts that got no answer or a 5xx (retried)
-        self.statuses: dict[int, int] = {}
+        self.statuses: dict[int, int] = {}  # every answer by status, the retried 5xx included
+        self.without_retry_after = 0  # 503s that did not say when to come back
         self.in_flight = 0
         self.running = threading.Event()
         self.stopping = False
@@ -124,12 +125,13 @@ class Load:
         while True:
             try:
                 response = await client.request(method, url, **kw)
-                if response.status_code < 500:
+                status = response.status_code
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status < 500:
                     self.answers += 1
-                    self.statuses[response.status_code] = (
-                        self.statuses.get(response.status_code, 0) + 1
-                    )
                     return response
+                if status == 503 and "Retry-After" not in response.headers:
+                    self.without_retry_after += 1
             except httpx.TransportError:
                 pass
             self.unanswered += 1

@@ -7,7 +7,6 @@ directory: WAL replayed, promoted, `ftl migrate`, `ftl recover` into the empty R
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,7 +22,7 @@ from ftl.flush import Flusher
 from ftl.services import Services
 from tests.e2e.conftest import run_ftl
 from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
-from tests.e2e.pg_replica import Restored, archive_wal, base_backup, crash
+from tests.e2e.pg_replica import Restored, archive_wal, base_backup, crash, open_flushed
 from tests.integration.trading_helpers import make_instrument, make_user
 
 pytestmark = pytest.mark.e2e
@@ -39,23 +38,6 @@ def primary() -> Iterator[PrivatePostgres]:
     if (pg.data / "postmaster.pid").exists():  # the test failed before its crash
         crash(pg)
     shutil.rmtree(pg.dir, ignore_errors=True)
-
-
-async def open_and_flush(services: Services, user: UUID, instrument: UUID, request: str) -> str:
-    body = {
-        "instrumentId": str(instrument),
-        "direction": "short",
-        "lotSize": 0.2,
-        "clientRequestId": request,
-        "clientPrice": 100,
-        "slippageTolerancePct": 0.05,
-    }
-    opened = await trading.open_position(
-        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
-    )
-    await Flusher(services, "drill").flush()
-    position_id: str = json.loads(opened)["position"]["id"]
-    return position_id
 
 
 def archived_through_now(pg: PrivatePostgres) -> None:
@@ -84,9 +66,9 @@ async def test_backup_restore_recover(
         with psycopg.connect(primary.libpq(), autocommit=True) as pg:
             instrument = await make_instrument(services, pg)
             trader = make_user(pg)
-        before = await open_and_flush(services, trader, instrument, "before-base")
+        before = await open_flushed(services, trader, instrument, "before-base")
         base_backup(primary, backups)
-        after = await open_and_flush(services, trader, instrument, "after-base")
+        after = await open_flushed(services, trader, instrument, "after-base")
         await trading.close_position(services, trading.Caller(trader, "j"), UUID(before), "c")
         await Flusher(services, "drill").flush()
     finally:
@@ -99,7 +81,8 @@ async def test_backup_restore_recover(
     try:
         assert restored.summary.get("auditExit") == 0, restored.log
         with psycopg.connect(restored.libpq()) as conn:
-            positions = dict(conn.execute("SELECT id::text, status::text FROM cfd_positions"))
+            rows = conn.execute("SELECT id::text, status::text FROM cfd_positions").fetchall()
+        positions = {str(row[0]): str(row[1]) for row in rows}
         assert positions == {before: "closed", after: "open"}
         assert redis_admin.exists(f"position:{after}") == 1  # ftl recover rebuilt hot state
     finally:

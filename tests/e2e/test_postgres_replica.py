@@ -9,7 +9,6 @@ pg_wal_replay_pause() while the primary commits it.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -19,16 +18,14 @@ import psycopg
 import pytest
 import redis
 
-from ftl import trading
 from ftl.config import Settings
 from ftl.db.engine import ReadRoute
-from ftl.flush import Flusher
 from ftl.positions import list_positions
 from ftl.quotes import price_history
 from ftl.services import Services
 from tests.e2e.conftest import START_TIMEOUT_S, run_ftl
 from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
-from tests.e2e.pg_replica import Replica
+from tests.e2e.pg_replica import Replica, open_flushed
 from tests.integration.trading_helpers import make_instrument, make_user
 
 pytestmark = pytest.mark.e2e
@@ -87,23 +84,6 @@ async def until_on(services: Services, *, replica: bool) -> None:
         await asyncio.sleep(0.01)
 
 
-async def trade(services: Services, user: UUID, instrument: UUID, request_id: str) -> None:
-    """One open, flushed to the primary (one price tick)."""
-    body = {
-        "instrumentId": str(instrument),
-        "direction": "long",
-        "lotSize": 0.1,
-        "clientRequestId": request_id,
-        "clientPrice": 100,
-        "slippageTolerancePct": 0.05,
-    }
-    opened = await trading.open_position(
-        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
-    )
-    assert json.loads(opened)["position"]["status"] == "open"
-    await Flusher(services, "replica-test").flush()
-
-
 def replayed(replica: Replica, instrument: UUID, ticks: int) -> bool:
     with psycopg.connect(replica.libpq()) as conn:
         row = conn.execute(
@@ -118,13 +98,13 @@ async def test_reads_go_to_the_replica_until_it_lags_and_own_trades_never_vanish
     with psycopg.connect(primary.libpq(), autocommit=True) as pg:
         instrument = await make_instrument(services, pg)
         trader, watcher = make_user(pg), make_user(pg)
-    await trade(services, trader, instrument, "first")
+    await open_flushed(services, trader, instrument, "first")
     wait_until(lambda: replayed(replica, instrument, 1), "the first trade on the replica")
     await until_on(services, replica=True)
 
     replica.sql("SELECT pg_wal_replay_pause()")
     try:
-        await trade(services, trader, instrument, "second")  # on the primary only
+        await open_flushed(services, trader, instrument, "second")  # on the primary only
         history = await price_history(services, instrument, None, None)
         assert [tick["seq"] for tick in history] == [1]  # read on the replica
         mine = await list_positions(services, trader, None, 50, None)
@@ -149,7 +129,7 @@ async def test_a_replica_that_stops_sends_reads_to_the_primary(
     with psycopg.connect(primary.libpq(), autocommit=True) as pg:
         instrument = await make_instrument(services, pg)
         trader = make_user(pg)
-    await trade(services, trader, instrument, "before")
+    await open_flushed(services, trader, instrument, "before")
     wait_until(lambda: replayed(replica, instrument, 1), "the trade on the replica")
     services.reads.check_ms = 3_600_000  # the next check is far: the read meets the dead replica
     await until_on(services, replica=True)
