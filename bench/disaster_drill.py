@@ -26,7 +26,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ from ftl.services import Services
 
 # NOTE: the drill runs the same clusters and scripts as tests/e2e/test_disaster_drill.py.
 from tests.e2e.crash_stack import PrivatePostgres, PrivateRedis, pg_bindir
-from tests.e2e.pg_replica import SCRIPTS, Restored, archive_wal, base_backup, crash
+from tests.e2e.pg_replica import Restored, WalStream, archive_wal, base_backup, crash
 
 FLUSH_EVERY_TRADES = 20  # about what one flusher batch holds at a few hundred trades a second
 
@@ -130,7 +129,7 @@ def main() -> None:
         raise SystemExit("no initdb/pg_ctl (or postgres user)")
     rng = random.Random(args.seed)
     pg, live, empty = PrivatePostgres(bindir), PrivateRedis(), PrivateRedis()
-    stream: subprocess.Popen[bytes] | None = None
+    stream: WalStream | None = None
     restored: Restored | None = None
     backups = archive_wal(pg, timeout_s=args.archive_timeout)
     try:
@@ -138,11 +137,7 @@ def main() -> None:
         build(pg.url, args.users, rng)
         ftl("recover", env={"DATABASE_URL": pg.url, "REDIS_URL": live.url})
         if args.stream:
-            stream = subprocess.Popen(
-                [str(SCRIPTS / "backup.sh"), "stream", str(backups)],
-                env={**os.environ, "DATABASE_URL": pg.libpq()},
-                stderr=subprocess.DEVNULL,
-            )
+            stream = WalStream(pg, backups)
         started = time.perf_counter()
         base_backup(pg, backups)
         base_s = time.perf_counter() - started
@@ -168,8 +163,7 @@ def main() -> None:
         lost_at = time.time()
         live.kill()
         if stream is not None:
-            stream.send_signal(signal.SIGTERM)
-            stream.wait(timeout=30)
+            stream.stop()
         restored = Restored(bindir, backups, empty.url)
         print(restored.log, file=sys.stderr, end="")  # its step lines, and any audit finding
         if not restored.summary:
@@ -201,8 +195,8 @@ def main() -> None:
     finally:
         if restored is not None:
             restored.destroy()
-        if stream is not None and stream.poll() is None:
-            stream.kill()
+        if stream is not None:
+            stream.stop()
         live.destroy()
         empty.destroy()
         if (pg.data / "postmaster.pid").exists():

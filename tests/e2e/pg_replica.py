@@ -125,6 +125,36 @@ def base_backup(pg: PrivatePostgres, backups: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+class WalStream:
+    """`scripts/backup.sh stream` (pg_receivewal --synchronous) from `pg` into `backups`."""
+
+    def __init__(self, pg: PrivatePostgres, backups: Path) -> None:
+        self.pg = pg
+        self.process = subprocess.Popen(
+            [str(SCRIPTS / "backup.sh"), "stream", str(backups)],
+            env={**os.environ, "DATABASE_URL": pg.libpq()},
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self._flushed_behind() is not None, "pg_receivewal to connect")
+
+    def _flushed_behind(self) -> int | None:
+        """Bytes of WAL the primary has written that the stream has not yet on disk."""
+        with psycopg.connect(self.pg.libpq()) as conn:
+            row = conn.execute(
+                "SELECT pg_current_wal_lsn() - flush_lsn FROM pg_stat_replication"
+                " WHERE application_name = 'pg_receivewal'"
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def wait_caught_up(self) -> None:
+        wait_until(lambda: self._flushed_behind() == 0, "the stream to hold all the WAL")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=30)
+
+
 def crash(pg: PrivatePostgres) -> None:
     """The machine is gone: stop with no checkpoint and nothing more archived."""
     as_postgres(pg.bindir, "pg_ctl", "-D", str(pg.data), "-m", "immediate", "-w", "stop")
