@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import create_engine, pool
 
 from alembic import context
-from ftl.config import get_settings
-from ftl.db.engine import sqlalchemy_url
-from ftl.db.models import Base
+from ftl.core.config import get_settings
+from ftl.store.db.engine import sqlalchemy_url
+from ftl.store.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

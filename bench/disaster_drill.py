@@ -37,10 +37,11 @@ from uuid import UUID
 import psycopg
 
 from bench.recover import build
-from ftl import keys, trading
-from ftl.config import get_settings
-from ftl.flush import Flusher
-from ftl.services import Services
+from ftl.core.config import get_settings
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading import trades
 
 # NOTE: the drill runs the same clusters and scripts as tests/e2e/test_disaster_drill.py.
 from tests.e2e.crash_stack import PrivatePostgres, PrivateRedis, pg_bindir
@@ -83,9 +84,7 @@ async def trade_for(services: Services, seconds: float, rng: random.Random) -> d
         n += 1
         if mine and n % 3 == 0:
             user, position = mine.pop(0)
-            await trading.close_position(
-                services, trading.Caller(user, "j"), UUID(position), f"c{n}"
-            )
+            await trades.close_position(services, trades.Caller(user, "j"), UUID(position), f"c{n}")
         else:
             user, instrument = rng.choice(users), rng.choice(instruments)
             price = int(await services.redis.hget(keys.PRICES, str(instrument)) or 10_000)
@@ -98,8 +97,8 @@ async def trade_for(services: Services, seconds: float, rng: random.Random) -> d
                 "slippageTolerancePct": 0.05,
             }
             reply = json.loads(
-                await trading.open_position(
-                    services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+                await trades.open_position(
+                    services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
                 )
             )
             position = reply["position"]["id"]

@@ -11,8 +11,8 @@ import json
 import statistics
 import time
 
-from ftl.config import get_settings
-from ftl.services import Services
+from ftl.core.config import get_settings
+from ftl.store.services import Services
 
 CALLS = 20_000
 

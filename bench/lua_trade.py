@@ -1,9 +1,9 @@
 """One trade's Lua time (SPEC §8: mean < 0.1 ms with 20 open positions), measured sequentially.
 
 One synthetic user holds 19 open positions on 19 instruments; the driver then opens a 20th and
-closes it, one call after the other, through ftl/trading.py (the web's own code path), in blocks
-of 100 trades. Redis times each call itself (INFO commandstats: FCALL, as the trade scripts run
-as Redis Functions, and EVALSHA) and reports its own CPU (INFO cpu); with one sequential client
+closes it, one call after the other, through ftl/trading/trades.py (the web's own code path), in
+blocks of 100 trades. Redis times each call itself (INFO commandstats: FCALL, as the trade scripts
+run as Redis Functions, and EVALSHA) and reports its own CPU (INFO cpu); with one sequential client
 and the best block taken, the figure hardly depends on what else the machine runs, unlike the
 figures of bench/trade.py.
 
@@ -31,13 +31,14 @@ from typing import Any
 from uuid import UUID
 
 from bench.trade import HOLDINGS, fresh_database, make_traders, start_redis
-from ftl import keys, trading
-from ftl.auth.tokens import TokenType, generate_private_key_b64
-from ftl.config import Settings
-from ftl.db.migrate import upgrade
-from ftl.seed import seed
-from ftl.services import Services
-from ftl.trading import Caller, OpenOrder
+from ftl.core.config import Settings
+from ftl.ops.seed import seed
+from ftl.store import keys
+from ftl.store.auth.tokens import TokenType, generate_private_key_b64
+from ftl.store.db.migrate import upgrade
+from ftl.store.services import Services
+from ftl.trading import trades as trading
+from ftl.trading.trades import Caller, OpenOrder
 
 CLIENT_PRICE_CENTS = 100_000  # 1,000.00: far above the seeded prices, so a long never slips
 TOLERANCE_PPM = 50_000

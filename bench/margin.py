@@ -38,12 +38,15 @@ from concurrent.futures import ProcessPoolExecutor
 from decimal import Decimal
 from uuid import UUID
 
-from ftl import instruments, keys, margin_service, market, prices, trading
-from ftl.config import get_settings
-from ftl.errors import Conflict
-from ftl.instruments import InstrumentState
-from ftl.services import Services
-from ftl.ticks import TickSource
+from ftl.core.config import get_settings
+from ftl.core.errors import Conflict
+from ftl.market import instruments, prices, rules
+from ftl.market.instruments import InstrumentState
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
+from ftl.trading import trades
+from ftl.trading.margin import service as margin_service
 
 PLAYERS = 22
 POSITIONS_PER_USER = 3
@@ -104,7 +107,7 @@ async def setup(
             pipe.hset(keys.wallet(user_id), mapping=wallet_fields())  # type: ignore[arg-type]
         await pipe.execute()
     gate = asyncio.Semaphore(OPENS_IN_FLIGHT)
-    refused: list[trading.OpenOrder] = []
+    refused: list[trades.OpenOrder] = []
 
     async def open_three(user_id: UUID) -> None:
         # NOTE: one gate slot per user, reads included, so 10,000 users never wait on more
@@ -113,22 +116,22 @@ async def setup(
             for n, player in enumerate(rng.sample(players, POSITIONS_PER_USER)):
                 state = await instruments.read(services.redis, player.id)
                 assert state is not None
-                price = market.price_cents(
+                price = rules.price_cents(
                     state.live_base_price_cents, state.k_mod_micros, state.net_lots_centis
                 )
                 # NOTE: 6-9 lots in all: about 60-90 % of the balance locked as margin.
-                order = trading.OpenOrder(
+                order = trades.OpenOrder(
                     instrument_id=player.id,
-                    direction=rng.choice([market.LONG, market.SHORT]),
+                    direction=rng.choice([rules.LONG, rules.SHORT]),
                     lots_centis=rng.randint(200, 300),
                     client_request_id=f"bench-{n}",
                     client_price_cents=price,
-                    tolerance_ppm=market.SLIPPAGE_TOLERANCE_MAX_PPM,
+                    tolerance_ppm=rules.SLIPPAGE_TOLERANCE_MAX_PPM,
                     stop_loss_cents=None,
                     take_profit_cents=None,
                 )
                 try:
-                    await trading.open_position(services, trading.Caller(user_id, "bench"), order)
+                    await trades.open_position(services, trades.Caller(user_id, "bench"), order)
                 except Conflict:
                     refused.append(order)  # NOTE: the price ran past the tolerance meanwhile
             # NOTE: opens are trade ticks, evaluated as they happen before kick-off: not measured.
@@ -214,7 +217,7 @@ async def run(
                 step = rng.randint(-300, 200)  # cents: a drift down for longs, up for shorts
                 if rng.random() < 0.5:
                     step = -step
-                live[player] = max(market.PRICE_FLOOR_CENTS, live[player] + step)
+                live[player] = max(rules.PRICE_FLOOR_CENTS, live[player] + step)
                 await prices.apply_base_price(services, player, live[player], TickSource.LIVE)
             await asyncio.sleep(0.002)  # NOTE: the replay defers ticks of the cut's millisecond
             evaluation_started = time.monotonic()

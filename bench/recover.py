@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from ftl.config import get_settings
-from ftl.db.engine import libpq_url
-from ftl.db.models import Base
-from ftl.recover import recover
-from ftl.services import Services
+from ftl.core.config import get_settings
+from ftl.ops.recover import recover
+from ftl.store.db.engine import libpq_url
+from ftl.store.db.models import Base
+from ftl.store.services import Services
 
 INSTRUMENTS = 300
 POSITIONS_PER_USER = 3

@@ -47,14 +47,14 @@ import uvloop
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
-from ftl import keys
-from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
-from ftl.config import Settings
-from ftl.db.engine import libpq_url
-from ftl.db.migrate import upgrade
-from ftl.db.models import User, Wallet
-from ftl.seed import seed
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.ops.seed import seed
+from ftl.store import keys
+from ftl.store.auth.tokens import Tokens, TokenType, generate_private_key_b64
+from ftl.store.db.engine import libpq_url
+from ftl.store.db.migrate import upgrade
+from ftl.store.db.models import User, Wallet
+from ftl.store.services import Services
 
 HOLDINGS = 19  # open positions per user before the clock starts
 LOT_SIZE = 0.01

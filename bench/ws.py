@@ -41,11 +41,12 @@ import httpx
 import msgpack
 import uvloop
 
-from ftl import hotstore, instruments, keys
-from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
-from ftl.config import Settings, get_settings
-from ftl.instruments import InstrumentState
-from ftl.ticks import Tick, TickSource
+from ftl.core.config import Settings, get_settings
+from ftl.market import instruments
+from ftl.market.instruments import InstrumentState
+from ftl.store import hotstore, keys
+from ftl.store.auth.tokens import Tokens, TokenType, generate_private_key_b64
+from ftl.store.ticks import Tick, TickSource
 
 FTL = str(Path(sys.executable).with_name("ftl"))
 INSTRUMENTS = 44

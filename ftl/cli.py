@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
-from ftl import logs
-from ftl.config import ConfigError, Settings, get_settings
+from ftl.core import logs
+from ftl.core.config import ConfigError, Settings, get_settings
 
 if TYPE_CHECKING:
-    from ftl.services import Services
+    from ftl.store.services import Services
 
 T = TypeVar("T")
 N = TypeVar("N", bound=float)
@@ -36,7 +36,7 @@ def _one_line(exc: BaseException) -> str:
 def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     """Run one coroutine with the process's adapters, closing them afterwards."""
     # NOTE: imported here so `ftl --help` and `ftl migrate` load no Redis or engine code.
-    from ftl.services import Services
+    from ftl.store.services import Services
 
     async def run() -> T:
         services = Services.create(settings)
@@ -49,7 +49,7 @@ def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]])
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl.db.migrate import downgrade, upgrade
+    from ftl.store.db.migrate import downgrade, upgrade
 
     if args.downgrade:
         downgrade(settings.database_url, args.revision or "base")
@@ -61,7 +61,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _seed(services: Services) -> int:
     settings = services.settings
-    from ftl.seed import seed
+    from ftl.ops.seed import seed
 
     report = await seed(services.engine, services.redis, admin_email=settings.admin_email)
     print(
@@ -77,7 +77,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _recover(services: Services) -> int:
-    from ftl.recover import recover
+    from ftl.ops.recover import recover
 
     report = await recover(services, progress=lambda line: print(line, flush=True))
     print(
@@ -90,7 +90,7 @@ async def _recover(services: Services) -> int:
 
 def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
-        from ftl.health import hot_state_lost
+        from ftl.ops.health import hot_state_lost
 
         if args.if_lost and not await hot_state_lost(services):
             print("recover: Redis holds the hot state of every sampled wallet; nothing to do")
@@ -101,7 +101,7 @@ def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl import audit
+    from ftl.ops import audit
 
     acknowledged = (
         audit.read_acknowledged(args.acknowledged.read_text().splitlines())
@@ -129,7 +129,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     # NOTE: settings were validated above, so a misconfigured production fails here in one line
     # instead of inside every gunicorn worker.
-    from ftl import multiproc
+    from ftl.core import multiproc
 
     # NOTE: set before gunicorn imports prometheus_client, so every worker writes its figures
     # where GET /metrics merges them (decision 0060).
@@ -146,7 +146,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ws(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl.auth.tokens import Tokens
+    from ftl.store.auth.tokens import Tokens
 
     # NOTE: fail here in one line if the token key is unusable, before the server starts.
     Tokens(settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
@@ -155,14 +155,14 @@ def cmd_ws(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl.auth.tokens import generate_private_key_b64
+    from ftl.store.auth.tokens import generate_private_key_b64
 
     print(f"JWT_PRIVATE_KEY_B64={generate_private_key_b64()}")
     return 0
 
 
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl.sportmonks.simulator import (
+    from ftl.ops.simulator import (
         API_PREFIX,
         Simulator,
         generate_scenario,
@@ -204,7 +204,7 @@ def cmd_bots(settings: Settings, args: argparse.Namespace) -> int:
     # APPSEC: synthetic traders exist for development and demos; production has no dev sign-in.
     if settings.is_production:
         return _fail("bots: synthetic traders are off in production (ENV=production)")
-    from ftl.bots import run_bots
+    from ftl.ops.bots import run_bots
 
     asyncio.run(
         run_bots(
@@ -237,8 +237,8 @@ def _bounded(kind: Callable[[str], N], low: N, high: N) -> Callable[[str], N]:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
-    from ftl.auth.dev_google import DevGoogleIssuer
-    from ftl.auth.google import google_audience
+    from ftl.ops.dev_google import DevGoogleIssuer
+    from ftl.store.auth.google import google_audience
 
     port = settings.google_dev_port if args.port is None else args.port
     if args.mint:
@@ -282,7 +282,7 @@ def _progress(done: int, total: int) -> None:
 
 
 async def _user_exists(services: Services, user_id: UUID) -> bool:
-    from ftl.accounts import get_account
+    from ftl.accounts.users import get_account
 
     return await get_account(services.engine, user_id) is not None
 
@@ -301,7 +301,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.user_id is not None or since is None:
         return _fail("replay all: takes --since and no USER_ID")
-    from ftl.margin_service import users_with_open_positions
+    from ftl.trading.margin.service import users_with_open_positions
 
     users = _with_services(settings, users_with_open_positions)
     for done, user_id in enumerate(users, start=1):

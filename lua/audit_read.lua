@@ -1,4 +1,4 @@
--- audit_read.lua: the hot state `ftl audit` compares with Postgres (ftl/audit.py), read for a
+-- audit_read.lua: the hot state `ftl audit` compares with Postgres (ftl/ops/audit.py), read for a
 -- batch of users or positions in one call. Writes nothing.
 -- PERF: one call per batch instead of one or two commands per user or position.
 --

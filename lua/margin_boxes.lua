@@ -6,7 +6,7 @@
 --
 -- KEYS: per user, in order: wallet:{userId}, margin:box:{userId} (a string
 --       "fingerprint|below:slack:headroom|instrumentId=seq:priceCents:netLotsCentis;...",
---       written whole by ftl/margin_service.py).
+--       written whole by ftl/trading/margin/service.py).
 -- ARGV: none.
 -- Returns: per user, in the order of KEYS, the box after its fingerprint (after the first "|"),
 --       or "" when there is no box, no wallet, or the wallet changed since the box was made.

@@ -1,7 +1,7 @@
 -- otp_attempt.lua: spend one attempt at a registration code, atomically (SPEC §3.1: 5 tries).
 --
 -- KEYS:
---   [1] otp:{ticketJti} (hash: hash, attemptsLeft, verified; see ftl/keys.py).
+--   [1] otp:{ticketJti} (hash: hash, attemptsLeft, verified; see ftl/store/keys.py).
 -- ARGV: none.
 -- Returns: {-1, ""} no live code (expired, or the ticket died); {-2, ""} already verified;
 --   otherwise {attemptsLeft after this attempt, stored hash}. The caller compares the hash in

@@ -1,7 +1,7 @@
 -- position_system_close.lua: system closes at GIVEN prices with a reason, `washout` (the margin
 -- replay, SPEC §1.5: its fill walks the curve from the breach tick) or `auto_exit_ft` (full time,
 -- SPEC §1.7: the snapshot's unwind price, rounded against each trader). The caller computed them
--- (ftl/margin.py, ftl/fulltime.py) so that replaying late gives the same prices. Each
+-- (ftl/trading/margin/replay.py, ftl/trading/fulltime.py) so that replaying late gives the same prices. Each
 -- close: PnL to the balance, margin released, netLots, trade tick, board, outbox, portfolio frame,
 -- then (washouts only) the SL/TP cascade. A position that is not open any more is skipped, so a rerun or a
 -- concurrent run closes nothing twice. For the margin replay the same call also records the

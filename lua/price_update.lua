@@ -4,7 +4,7 @@
 --
 -- KEYS: [1] instrument:{instrumentId}  (and the keys lua/lib/engine.lua derives from ids).
 -- ARGV: [1] instrumentId  [2] liveBasePriceCents or '' (unchanged)  [3] basePriceCents or ''
---       [4] tick source (ftl.ticks.TickSource)  [5] kModMicros or '' (unchanged; optional).
+--       [4] tick source (ftl.store.ticks.TickSource)  [5] kModMicros or '' (unchanged; optional).
 -- Returns: {1, '<tick JSON>'} (the price tick, before any SL/TP closes it caused).
 -- Errors: codes not_found (instrument not in hot state), before any write. A level whose
 --       owner's wallet is not in hot state is left for a later tick (lua/lib/engine.lua).

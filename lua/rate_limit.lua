@@ -1,7 +1,7 @@
 -- rate_limit.lua: count one request against several fixed-window limits at once (SPEC §3).
 --
 -- KEYS:
---   [1..n] rate:{scope}:{client} counters (see ftl/keys.py), one per limit that applies.
+--   [1..n] rate:{scope}:{client} counters (see ftl/store/keys.py), one per limit that applies.
 -- ARGV:
 --   [1] the window in milliseconds (each counter expires one window after its first hit).
 --   [2..n+1] the limit of KEYS[i] (requests per window), in the same order.

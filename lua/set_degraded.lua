@@ -2,7 +2,7 @@
 -- tick (same price, source live) for each one that changed, so every subscriber sees `d` flip at
 -- once instead of at the next price move (there is none while the feed is down).
 --
--- KEYS: instrument:{id} hashes (ftl/instruments.py), one per instrument
+-- KEYS: instrument:{id} hashes (ftl/market/instruments.py), one per instrument
 --       (and the keys lua/lib/engine.lua derives from ids).
 -- ARGV: [1] "1" to flag degraded (the Sportmonks breaker is open), "0" to clear it.
 -- Returns: how many hashes were changed.

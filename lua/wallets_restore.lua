@@ -1,7 +1,7 @@
 -- wallets_restore.lua: `ftl recover` (SPEC §2): replace the hot state of a chunk of wallets with
 -- their Postgres rows: wallet:{userId}, positions:{userId}, exposure:{userId} and each open
 -- position:{id}, as trading and wallet_load.lua write them. (The holders index and the SL/TP
--- sets are per instrument: ftl/recover.py writes them whole.)
+-- sets are per instrument: ftl/ops/recover.py writes them whole.)
 --
 -- KEYS: none: every key derives from the user and position ids, as in lua/lib/engine.lua.
 -- ARGV: [1] JSON array of wallets, each [userId, the WALLET fields in order,
@@ -11,7 +11,7 @@
 -- Returns: the number of wallets written.
 -- Errors: a malformed row (no user id or balance, odd exposure list), before the first write.
 --! include engine.lua
--- PERF: positional rows, not objects (ftl/recover.py's SQL builds them as text, cheaply), and
+-- PERF: positional rows, not objects (ftl/ops/recover.py's SQL builds them as text, cheaply), and
 -- one command per key: 150,000 positions are written at once.
 local WALLET = {'balanceCents', 'realizedCents', 'bonusCents', 'usedMarginCents', 'costCents',
   'openCount', 'version', 'districtId', 'paidReferrals', 'referralId'}

@@ -3,7 +3,7 @@
 --
 -- KEYS:
 --   [1] ws_connections:{userId}, sorted set: member = connection id, score = Redis time (ms)
---       its lease runs out (see ftl/keys.py). A crashed replica's entries lapse on their own.
+--       its lease runs out (see ftl/store/keys.py). A crashed replica's entries lapse on their own.
 --   [2] ws_token_spent:{jti}, set when the token opens a connection (one use only).
 -- ARGV:
 --   [1] the connection id (unique across replicas), [2] the cap (connections per user),

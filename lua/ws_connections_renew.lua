@@ -2,7 +2,7 @@
 -- counting against their users' caps while a crashed replica's entries lapse (SPEC §7).
 --
 -- KEYS:
---   [1..n] ws_connections:{userId} of each connection (see ftl/keys.py), one per connection.
+--   [1..n] ws_connections:{userId} of each connection (see ftl/store/keys.py), one per connection.
 -- ARGV:
 --   [1] the lease in milliseconds, [2..n+1] the connection id of KEYS[i], in the same order.
 -- Returns: the number of entries renewed (an entry already gone is not brought back).

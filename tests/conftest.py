@@ -14,8 +14,8 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from ftl.auth.tokens import generate_private_key_b64
-from ftl.db.engine import libpq_url
+from ftl.store.auth.tokens import generate_private_key_b64
+from ftl.store.db.engine import libpq_url
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://ftl@127.0.0.1:5432/ftl"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -47,10 +47,10 @@ os.environ.update(
     DISABLE_RATE_LIMIT="1",
 )
 
-from ftl.config import Settings, get_settings  # noqa: E402  (after the environment is set)
-from ftl.db.migrate import upgrade  # noqa: E402
-from ftl.db.models import Base  # noqa: E402
-from ftl.services import Services  # noqa: E402
+from ftl.core.config import Settings, get_settings  # noqa: E402  (after the environment is set)
+from ftl.store.db.migrate import upgrade  # noqa: E402
+from ftl.store.db.models import Base  # noqa: E402
+from ftl.store.services import Services  # noqa: E402
 
 
 def recreate_database(name: str) -> None:
@@ -113,7 +113,7 @@ async def services(settings: Settings, clean: None) -> AsyncIterator[Services]:
 @pytest.fixture
 def districts(pg_admin: psycopg.Connection, clean: None) -> None:
     """The 14 districts (users reference them), as `ftl seed` writes them."""
-    from ftl.seed import DISTRICTS
+    from ftl.ops.seed import DISTRICTS
 
     with pg_admin.cursor() as cur:
         cur.executemany(

@@ -9,8 +9,8 @@ import falcon
 import falcon.asgi
 from redis.exceptions import RedisError
 
-from ftl.config import Settings, get_settings
-from ftl.services import Services
+from ftl.core.config import Settings, get_settings
+from ftl.store.services import Services
 from web import errors, openapi, telemetry
 from web.body import BodyLimit
 from web.params import QueryText

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import falcon.asgi
 
-from ftl import keys
-from ftl.accounts import Account, get_account
-from ftl.auth.sessions import FAMILY_CLAIM, ROLE_CLAIM, Session
-from ftl.auth.tokens import TTL_S, Claims, TokenType
-from ftl.db.models import UserRole
-from ftl.errors import Forbidden, Unauthorized, Unavailable
-from ftl.flags import COMING_SOON, MAINTENANCE_MODE
-from ftl.services import Services
+from ftl.accounts.sessions import FAMILY_CLAIM, ROLE_CLAIM, Session
+from ftl.accounts.users import Account, get_account
+from ftl.core.errors import Forbidden, Unauthorized, Unavailable
+from ftl.store import keys
+from ftl.store.auth.tokens import TTL_S, Claims, TokenType
+from ftl.store.db.models import UserRole
+from ftl.store.flags import COMING_SOON, MAINTENANCE_MODE
+from ftl.store.services import Services
 
 ACCESS_COOKIE = "ftl_access"
 REFRESH_COOKIE = "ftl_refresh"

@@ -7,8 +7,8 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl import json_input
-from ftl.errors import InvalidInput
+from ftl.core import json_input
+from ftl.core.errors import InvalidInput
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -25,7 +25,7 @@ class BodyLimit:
 
 async def read_json(req: falcon.asgi.Request) -> dict[str, Any]:
     """The body as a JSON object; 415 unless JSON, 413 over 16 KiB, 400 `invalid_json`
-    (ftl/json_input.py: not I-JSON, or nested too deep)."""
+    (ftl/core/json_input.py: not I-JSON, or nested too deep)."""
     if not req.content_type or req.content_type.split(";")[0].strip().lower() != "application/json":
         raise falcon.HTTPUnsupportedMediaType(description="Send the body as application/json.")
     # NOTE: a chunked body has no Content-Length, so the cap is enforced while reading too.

@@ -11,7 +11,7 @@ import falcon.asgi
 import redis.exceptions
 import sqlalchemy.exc
 
-from ftl.errors import ErrorKind, FtlError, RateLimited
+from ftl.core.errors import ErrorKind, FtlError, RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from ftl import logs, metrics, multiproc
-from ftl.config import get_settings
+from ftl.core import logs, metrics, multiproc
+from ftl.core.config import get_settings
 
 _settings = get_settings()
 

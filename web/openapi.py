@@ -15,13 +15,15 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl import accounts, leaderboard, positions, referrals, registration
-from ftl.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
-from ftl.cursors import CURSOR_PATTERN
-from ftl.instruments import K_MOD_MAX_MICROS
-from ftl.services import Services
+from ftl.accounts import referrals, registration, users
+from ftl.core.cursors import CURSOR_PATTERN
+from ftl.market import leaderboard
+from ftl.market.instruments import K_MOD_MAX_MICROS
+from ftl.market.scoring import EVERY_POSITION, POSITIONS
 from ftl.sportmonks.payload import Stat
-from ftl.sportmonks.scoring import EVERY_POSITION, POSITIONS
+from ftl.store.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
+from ftl.store.services import Services
+from ftl.trading import positions
 from web.body import MAX_BODY_BYTES
 
 Schema = dict[str, Any]
@@ -56,13 +58,14 @@ TIME: Schema = {"type": "string", "format": "date-time"}
 BOOL: Schema = {"type": "boolean"}
 INT: Schema = {"type": "integer"}
 POINTS: Schema = {"type": "number", "description": "Points, exact to the cent."}
-DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": accounts.DISTRICT_COUNT}
+DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": users.DISTRICT_COUNT}
 # A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
 PRICE_IN: Schema = {"type": "number", "minimum": 0.01, "maximum": 1_000_000, "multipleOf": 0.01}
 CLIENT_REQUEST_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
 # APPSEC: no query parameter holds a control character (web/params.py refuses them).
 QUERY_TEXT: Schema = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}
-# What ftl/text.py refuses in a name (decision 0075); the pattern states the control characters.
+# What ftl/core/text.py refuses in a name (decision 0075); the pattern states the control
+# characters.
 HUMAN_TEXT_RULES = (
     "Stored NFC with runs of whitespace as one space and none at either end, and that must"
     " leave 1 to maxLength characters. Refused: control and format characters (RTL override,"
@@ -93,7 +96,7 @@ CURSOR: Schema = {
 # Score points per unit of a statistic (SPEC §1.3): -100 to 100, at most 2 decimals; answered
 # as decimal strings, taken as numbers or decimal strings.
 def stat_weights(position: str) -> Schema:
-    # NOTE: the clean sheet is credited to goalkeepers only (ftl/sportmonks/scoring.py).
+    # NOTE: the clean sheet is credited to goalkeepers only (ftl/market/scoring.py).
     stats = [s.value for s in Stat if s is not Stat.CLEAN_SHEET or position == "GK"]
     return {
         "type": "object",
@@ -586,7 +589,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "post": op(
             "Outside production only: sign in as a synthetic user (absent in production).",
             LOGIN,
-            request=body(obj({"displayName": human_text(accounts.DISPLAY_NAME_MAX_CHARS)})),
+            request=body(obj({"displayName": human_text(users.DISPLAY_NAME_MAX_CHARS)})),
             tag="auth",
         )
     },
@@ -612,9 +615,9 @@ PATHS: dict[str, dict[str, Schema]] = {
                         "count": {
                             "type": "integer",
                             "minimum": 1,
-                            "maximum": accounts.DEV_BATCH_MAX,
+                            "maximum": users.DEV_BATCH_MAX,
                         },
-                        "prefix": human_text(accounts.DEV_BATCH_PREFIX_MAX_CHARS),
+                        "prefix": human_text(users.DEV_BATCH_PREFIX_MAX_CHARS),
                     },
                     optional=("prefix",),
                 )

@@ -11,7 +11,7 @@ import unicodedata
 
 import falcon.asgi
 
-from ftl.errors import InvalidInput
+from ftl.core.errors import InvalidInput
 
 
 def _usable(value: str) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import falcon.asgi
 
-from ftl import ratelimit
-from ftl.services import Services
+from ftl.store import ratelimit
+from ftl.store.services import Services
 
 # Requests per minute per client IP, by (method, route template), on top of the overall limit.
 ROUTE_LIMITS_PER_MIN = {

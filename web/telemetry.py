@@ -18,8 +18,8 @@ import falcon.asgi
 from prometheus_client import Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ftl import logs, metrics
-from ftl.errors import Unauthorized
+from ftl.core import logs, metrics
+from ftl.core.errors import Unauthorized
 
 log = logging.getLogger("web.access")
 
@@ -58,7 +58,7 @@ def request_seconds(method: str, route: str, status: int) -> Histogram:
 
 class Telemetry:
     """First middleware: takes the client's `X-Request-Id` when it is a short token or makes one,
-    answers it in the same header, keeps it in `ftl.logs.request_id` for every log line and
+    answers it in the same header, keeps it in `ftl.core.logs.request_id` for every log line and
     enqueued message of the request, and times the request by its route template (never the
     raw path, which holds ids)."""
 

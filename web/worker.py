@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from ftl.config import get_settings
+from ftl.core.config import get_settings
 
 REQUEST_READ_TIMEOUT_S = get_settings().web_request_read_timeout_s
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together

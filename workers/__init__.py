@@ -6,7 +6,7 @@ run them (production without its secrets, decision 0110) stops the process with 
 names what is missing, before any traceback could.
 """
 
-from ftl.config import ConfigError, get_settings
+from ftl.core.config import ConfigError, get_settings
 
 try:
     get_settings()

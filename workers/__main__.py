@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ftl import logs, multiproc
-from ftl.config import get_settings
+from ftl.core import logs, multiproc
+from ftl.core.config import get_settings
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ visible decision:
 - CurrentMessage: actors can read their own message id (idempotency keys, logs).
 - AsyncIO: actors are `async def` and share the same async ftl services as the web process.
 - RequestIds: a message sent while a request id is in play (a web request, or a message that
-  carried one) carries it in its options, and its processing logs under it (ftl/logs.py).
+  carried one) carries it in its options, and its processing logs under it (ftl/core/logs.py).
 - WorkerMetrics (workers/metrics.py): Dramatiq's Prometheus middleware, only in processes started
   by `python -m workers`, which sets up the metrics directory and port (docs/decisions/0060).
 """
@@ -39,8 +39,8 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from ftl import logs
-from ftl.config import get_settings
+from ftl.core import logs
+from ftl.core.config import get_settings
 from workers import runtime
 from workers.arguments import ValidateArguments
 

@@ -20,12 +20,14 @@ from types import FrameType
 
 import redis
 
-from ftl import keys, leaderboard, logs
-from ftl.config import Settings, get_settings
-from ftl.margin_service import BACKSTOP_PERIOD_S
-from ftl.scripts import read_scripts
-from ftl.services import Services
+from ftl.core import logs
+from ftl.core.config import Settings, get_settings
+from ftl.market import leaderboard
 from ftl.sportmonks import budget
+from ftl.store import keys
+from ftl.store.scripts import read_scripts
+from ftl.store.services import Services
+from ftl.trading.margin.service import BACKSTOP_PERIOD_S
 from workers import flush, margin, poller
 
 log = logging.getLogger("ftl.clock")

@@ -1,4 +1,5 @@
-"""The `email` queue: deliver one outbox row (ftl/email.py), retried with backoff on failure."""
+"""The `email` queue: deliver one outbox row (ftl/accounts/email.py), retried with backoff on
+failure."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import uuid
 
 import dramatiq
 
-from ftl.config import get_settings
-from ftl.db.engine import create_engine
-from ftl.email import deliver
+from ftl.accounts.email import deliver
+from ftl.core.config import get_settings
+from ftl.store.db.engine import create_engine
 from workers.broker import DEFAULT_MAX_RETRIES
 
 EMAIL_QUEUE = "email"

@@ -2,7 +2,7 @@
 that copies hot state into Postgres.
 
 `flush` is sent by the clock twice per FLUSH_RUN_MS; each message drains the Redis outbox into
-Postgres (ftl/flush.py) every FLUSH_INTERVAL_MS for FLUSH_RUN_MS, so runs follow each other
+Postgres (ftl/ops/flush.py) every FLUSH_INTERVAL_MS for FLUSH_RUN_MS, so runs follow each other
 without a gap. Messages older than two runs are dropped quietly (about every other message, by
 design): a newer one does the same work, so a backlog of messages never becomes a backlog of
 work, and a flusher that dies mid-run is replaced by the next message.
@@ -20,10 +20,10 @@ import time
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from ftl import leaderboard
-from ftl.config import get_settings
-from ftl.flush import FLUSH_RUN_MS, Flusher
-from ftl.services import Services
+from ftl.core.config import get_settings
+from ftl.market import leaderboard
+from ftl.ops.flush import FLUSH_RUN_MS, Flusher
+from ftl.store.services import Services
 from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
 from workers import margin
 

@@ -8,8 +8,8 @@ from uuid import UUID
 
 import dramatiq
 
-from ftl.errors import Conflict
-from ftl.fulltime import close_out
+from ftl.core.errors import Conflict
+from ftl.trading.fulltime import close_out
 from workers import flush
 from workers.broker import broker as _broker  # noqa: F401  (configures the broker first)
 from workers.runtime import services

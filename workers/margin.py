@@ -2,8 +2,8 @@
 holders of ticked instruments, the 5-minute backstop sweep, and the reconnect listener.
 
 Every actor ends by draining the margin events it produced into Postgres and sending the washout
-emails (ftl/margin_service.py). All of them are safe to run twice or at once: a replay commits
-only against the watermark it read, and a position already closed is never closed again.
+emails (ftl/trading/margin/service.py). All of them are safe to run twice or at once: a replay
+commits only against the watermark it read, and a position already closed is never closed again.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from datetime import datetime
 
 import dramatiq
 
-from ftl import keys, margin_service
-from ftl.services import Services
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading.margin import service as margin_service
 from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
 from workers.email import send_email
 from workers.runtime import services

@@ -1,5 +1,5 @@
 """/metrics of a Dramatiq process (`worker`, `flusher`, `poller`): Dramatiq's own figures, the
-product's (ftl/metrics.py), and gauges of shared state read from Redis at each scrape.
+product's (ftl/core/metrics.py), and gauges of shared state read from Redis at each scrape.
 
 Dramatiq's Prometheus middleware records per message; its exposition server is replaced by
 `serve_metrics`, which listens on METRICS_HOST:METRICS_PORT (not Dramatiq's `dramatiq_prom_*`
@@ -25,9 +25,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from ftl import keys, metrics
-from ftl.config import get_settings
+from ftl.core import metrics
+from ftl.core.config import get_settings
 from ftl.sportmonks.breaker import Breaker, BreakerState
+from ftl.store import keys
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import logging
 
 import dramatiq
 
-from ftl.errors import Unavailable
-from ftl.poller import poll_once
+from ftl.core.errors import Unavailable
+from ftl.market.poller import poll_once
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.failures import SportmonksFailure

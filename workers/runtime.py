@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ftl.config import get_settings
-from ftl.services import Services
+from ftl.core.config import get_settings
+from ftl.store.services import Services
 
 # The adapters of this process, for the event loop they were made on.
 _shared: tuple[asyncio.AbstractEventLoop, Services] | None = None

@@ -1,1 +1,3 @@
-"""Sportmonks football API v3: client, strict payload parser, scoring, breaker, simulator."""
+"""Sportmonks football API v3: the client, the strict payload parser, its request budget and the
+circuit breaker.
+"""

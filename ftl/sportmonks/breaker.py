@@ -21,11 +21,11 @@ from redis.exceptions import WatchError
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ftl import keys
-from ftl.db.models import Fixture, FixtureStatus, Instrument
-from ftl.errors import Unavailable
-from ftl.scripts import Scripts
+from ftl.core.errors import Unavailable
 from ftl.sportmonks.failures import SportmonksFailure
+from ftl.store import keys
+from ftl.store.db.models import Fixture, FixtureStatus, Instrument
+from ftl.store.scripts import Scripts
 
 FAILURES_TO_OPEN = 5
 OPEN_FOR_MS = 30_000

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from ftl import keys, metrics
-from ftl.errors import Unavailable
+from ftl.core import metrics
+from ftl.core.errors import Unavailable
+from ftl.store import keys
 
 HOUR_MS = 3_600_000
 DEFAULT_WAIT_S = 60  # a 429 that says neither `resets_in_seconds` nor `Retry-After`

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from ftl import metrics
-from ftl.config import Settings
+from ftl.core import metrics
+from ftl.core.config import Settings
 from ftl.sportmonks.budget import DEFAULT_WAIT_S, MAX_WAIT_S, RateLimit, RateLimited
 from ftl.sportmonks.failures import FailureKind, SportmonksFailure
 from ftl.sportmonks.payload import FeedFixture, ParsedFeed, parse_feed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ftl.errors import Unavailable
+from ftl.core.errors import Unavailable
 
 
 class FailureKind(Enum):

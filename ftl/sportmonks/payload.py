@@ -74,7 +74,7 @@ NOT_STARTED_STATE_IDS = frozenset({1, 13, 26})  # NS, TBA, PENDING
 # Prices move: 1st half, HT, BREAK, ET, AET break, 2nd half, ET 2nd half, penalties, pen. break.
 LIVE_STATE_IDS = frozenset({2, 3, 4, 6, 9, 21, 22, 23, 25})
 # FT, AET, FT_PEN, WO, AWARDED. NOTE: 5 FT also shows briefly before BREAK when a knockout goes to
-# extra time: ftl.matches decides whether a 5 is final (the brief-FT rule, SPEC §5.2).
+# extra time: ftl.market.matches decides whether a 5 is final (the brief-FT rule, SPEC §5.2).
 FULL_TIME_STATE_IDS = frozenset({5, 7, 8, 14, 17})
 FT_STATE_ID = 5
 # Prices stay, instruments degraded: suspended, delayed, interrupted, awaiting updates.
@@ -123,7 +123,7 @@ class MatchPhase(Enum):
 
 def match_phase(state_id: int) -> MatchPhase:
     """The phase of a state as the feed says it; the brief-FT rule (a 5 in a level knockout is
-    not final yet) needs the fixture's knockout flag and is applied in ftl.matches."""
+    not final yet) needs the fixture's knockout flag and is applied in ftl.market.matches."""
     if state_id in LIVE_STATE_IDS:
         return MatchPhase.LIVE
     if state_id in FULL_TIME_STATE_IDS:

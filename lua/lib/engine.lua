@@ -1,9 +1,9 @@
--- engine.lua: code shared by the trading scripts, spliced into each one by ftl/scripts.py where
--- the script says `--! include engine.lua`. Mirrors ftl/market.py exactly: integers only (cents,
+-- engine.lua: code shared by the trading scripts, spliced into each one by ftl/store/scripts.py where
+-- the script says `--! include engine.lua`. Mirrors ftl/market/rules.py exactly: integers only (cents,
 -- centilots, kMod micro-points per lot, tolerance in ppm), every division half away from zero
 -- except fills, which round against the trader (docs/decisions/0090).
 --
--- Keys it derives from ids (standalone Redis; the names match ftl/keys.py):
+-- Keys it derives from ids (standalone Redis; the names match ftl/store/keys.py):
 --   instrument:{id} hash, wallet:{userId} hash, position:{id} hash, positions:{userId} set,
 --   exposure:{userId} hash (instrumentId -> Σ lotsCentis × direction), stops:below:{instrumentId} / stops:above:{instrumentId} zsets,
 --   ticklog:{instrumentId} zset, prices hash, outbox stream, board:overall, board:district:{d},
@@ -83,7 +83,7 @@ function E.square_div(a, b)
 end
 
 -- The average of the curve max(1.00, live + kMod × x) as netLots x walks from `from` to `to`,
--- exactly, rounded up (round_up) or down to the cent: ftl.market.curve_average_cents.
+-- exactly, rounded up (round_up) or down to the cent: ftl.market.rules.curve_average_cents.
 function E.curve_average(inst, from, to, round_up)
   local low, high = from, to
   if low > high then low, high = to, from end

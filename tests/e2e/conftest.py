@@ -17,9 +17,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from ftl import hotstore
-from ftl.auth.tokens import Tokens
-from ftl.config import Settings
+from ftl.core.config import Settings
+from ftl.store import hotstore
+from ftl.store.auth.tokens import Tokens
 
 FTL = str(Path(sys.executable).with_name("ftl"))
 START_TIMEOUT_S = 30

@@ -15,9 +15,9 @@ from uuid import UUID
 
 import psycopg
 
-from ftl import trading
-from ftl.flush import Flusher
-from ftl.services import Services
+from ftl.ops.flush import Flusher
+from ftl.store.services import Services
+from ftl.trading import trades
 from tests.e2e.conftest import free_port
 from tests.e2e.crash_stack import PG_OS_USER, PrivatePostgres, wait_until
 
@@ -203,8 +203,8 @@ async def open_flushed(services: Services, user: UUID, instrument: UUID, request
         "clientPrice": 100,
         "slippageTolerancePct": 0.05,
     }
-    opened = await trading.open_position(
-        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+    opened = await trades.open_position(
+        services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
     )
     await Flusher(services, "pg-tests").flush()
     position_id: str = json.loads(opened)["position"]["id"]

@@ -7,8 +7,8 @@ import httpx
 import pytest
 import redis
 
-from ftl import keys, ratelimit
-from ftl.auth.tokens import generate_private_key_b64
+from ftl.store import keys, ratelimit
+from ftl.store.auth.tokens import generate_private_key_b64
 from tests.e2e.conftest import WebProcess, run_ftl, running_web
 
 pytestmark = pytest.mark.e2e

@@ -32,7 +32,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import connect
 
-from ftl import keys
+from ftl.store import keys
 from tests.e2e.crash_stack import PrivatePostgres, PrivateRedis, Stack, pg_bindir, wait_until
 from workers.broker import NAMESPACE
 from workers.fulltime import full_time

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ftl.auth.google import DEV_CLIENT_ID, GoogleKeys, verify_id_token
-from ftl.errors import Unauthorized
-from ftl.services import Services
+from ftl.core.errors import Unauthorized
+from ftl.store.auth.google import DEV_CLIENT_ID, GoogleKeys, verify_id_token
+from ftl.store.services import Services
 from tests.e2e.conftest import FTL, START_TIMEOUT_S, free_port, run_ftl
 
 pytestmark = pytest.mark.e2e

@@ -16,10 +16,10 @@ import psycopg
 import pytest
 import redis
 
-from ftl import trading
-from ftl.config import Settings
-from ftl.flush import Flusher
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.ops.flush import Flusher
+from ftl.store.services import Services
+from ftl.trading import trades
 from tests.e2e.conftest import run_ftl
 from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
 from tests.e2e.pg_replica import (
@@ -81,7 +81,7 @@ async def test_backup_restore_recover(
         before = await open_flushed(services, trader, instrument, "before-base")
         base_backup(primary, backups)
         after = await open_flushed(services, trader, instrument, "after-base")
-        await trading.close_position(services, trading.Caller(trader, "j"), UUID(before), "c")
+        await trades.close_position(services, trades.Caller(trader, "j"), UUID(before), "c")
         await Flusher(services, "drill").flush()
     finally:
         await services.close()

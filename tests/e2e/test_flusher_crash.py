@@ -18,11 +18,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ftl import keys, trading
-from ftl.audit import audit
-from ftl.config import Settings
-from ftl.db.engine import libpq_url
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.ops.audit import audit
+from ftl.store import keys
+from ftl.store.db.engine import libpq_url
+from ftl.store.services import Services
+from ftl.trading import trades
 from tests.integration.trading_helpers import make_instrument, make_user
 from workers.flush import flush
 
@@ -79,14 +80,14 @@ async def trade(services: Services, pg: psycopg.Connection) -> tuple[UUID, int]:
             "slippageTolerancePct": 0.05,
         }
         opened = json.loads(
-            await trading.open_position(
-                services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+            await trades.open_position(
+                services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
             )
         )
         opens += 1
         if n % 4 == 0:
-            await trading.close_position(
-                services, trading.Caller(user, "j"), UUID(opened["position"]["id"]), "c"
+            await trades.close_position(
+                services, trades.Caller(user, "j"), UUID(opened["position"]["id"]), "c"
             )
     return instrument, opens
 

@@ -18,11 +18,11 @@ import psycopg
 import pytest
 import redis
 
-from ftl.config import Settings
-from ftl.db.engine import ReadRoute
-from ftl.positions import list_positions
-from ftl.quotes import price_history
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.market.quotes import price_history
+from ftl.store.db.engine import ReadRoute
+from ftl.store.services import Services
+from ftl.trading.positions import list_positions
 from tests.e2e.conftest import START_TIMEOUT_S, run_ftl
 from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
 from tests.e2e.pg_replica import Replica, open_flushed

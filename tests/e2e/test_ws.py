@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ftl import keys
-from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
-from ftl.ticks import TickSource
+from ftl.store import keys
+from ftl.store.auth.tokens import Tokens, TokenType, generate_private_key_b64
+from ftl.store.ticks import TickSource
 from tests.e2e.ws_helpers import (
     ORIGIN,
     RECV_LIMIT_S,

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from ftl.auth.tokens import Tokens
+from ftl.store.auth.tokens import Tokens
 from tests.e2e.test_ws import command, config, price_maps, recv, recv_json, url
 from tests.e2e.ws_helpers import add_instrument, append_ticks, tick
 from web.ws.server import WsServer, running

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from ftl import hotstore
-from ftl.auth.tokens import Tokens, TokenType
-from ftl.config import Settings
+from ftl.core.config import Settings
+from ftl.store import hotstore
+from ftl.store.auth.tokens import Tokens, TokenType
 from tests.e2e.test_ws_process import start_ws
 from tests.e2e.ws_helpers import RECV_LIMIT_S, MuteClient, add_instrument, append_ticks, tick
 

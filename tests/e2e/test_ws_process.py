@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from ftl import hotstore
-from ftl.auth.tokens import Tokens, TokenType
-from ftl.config import Settings
+from ftl.core.config import Settings
+from ftl.store import hotstore
+from ftl.store.auth.tokens import Tokens, TokenType
 from tests.e2e.conftest import FTL, START_TIMEOUT_S, free_port, run_ftl
 from tests.e2e.ws_helpers import RECV_LIMIT_S, add_instrument, append_ticks, tick
 

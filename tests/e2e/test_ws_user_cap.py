@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from ftl import keys
-from ftl.auth.tokens import Tokens, TokenType
+from ftl.store import keys
+from ftl.store.auth.tokens import Tokens, TokenType
 from tests.e2e.test_ws import command, config, refusal
 from tests.e2e.test_ws_process import start_ws
 from tests.e2e.ws_helpers import RECV_LIMIT_S

@@ -14,9 +14,10 @@ from websockets.frames import Close
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from ftl import instruments, keys
-from ftl.instruments import InstrumentState
-from ftl.ticks import Tick, TickSource
+from ftl.market import instruments
+from ftl.market.instruments import InstrumentState
+from ftl.store import keys
+from ftl.store.ticks import Tick, TickSource
 
 ORIGIN = "https://ftl.example"
 RECV_LIMIT_S = 5.0  # a guard against hanging, never a measurement

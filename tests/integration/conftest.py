@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from falcon import testing
 
-from ftl import logs
-from ftl.auth.dev_google import DevGoogleIssuer
-from ftl.config import Settings
-from ftl.seed import seed
-from ftl.services import Services
-from ftl.sportmonks.simulator import Simulator, load_scenario, serve_in_thread
+from ftl.core import logs
+from ftl.core.config import Settings
+from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.ops.seed import seed
+from ftl.ops.simulator import Simulator, load_scenario, serve_in_thread
+from ftl.store.services import Services
 from tests.integration.simulated_match import SCENARIO, SPEED, Clock
 from web.app import create_app
 

@@ -1,4 +1,4 @@
-"""A plain-Python model of the trading engine, built only from ftl/market.py: what every Lua
+"""A plain-Python model of the trading engine, built only from ftl/market/rules.py: what every Lua
 script must do, in the same order (opens, closes, price updates, SL/TP cascades)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from ftl import market
+from ftl.market import rules
 
 MAX_SYSTEM_CLOSES = 200  # the per-call cascade bound of lua/lib/engine.lua
 
@@ -20,7 +20,7 @@ class ModelInstrument:
 
     @property
     def price(self) -> int:
-        return market.price_cents(self.live, self.k_mod, self.net)
+        return rules.price_cents(self.live, self.k_mod, self.net)
 
 
 @dataclass
@@ -61,14 +61,14 @@ class Engine:
     wallets: dict[str, ModelWallet] = field(default_factory=dict)
     positions: dict[str, ModelPosition] = field(default_factory=dict)
 
-    def account(self, user: str) -> market.Account:
+    def account(self, user: str) -> rules.Account:
         wallet = self.wallets[user]
         unrealized = sum(
-            market.pnl_cents(p.entry, self.instruments[p.instrument].price, p.lots, p.direction)
+            rules.pnl_cents(p.entry, self.instruments[p.instrument].price, p.lots, p.direction)
             for p in self.positions.values()
             if p.user == user and p.status == "open"
         )
-        return market.Account(wallet.balance, wallet.used, unrealized)
+        return rules.Account(wallet.balance, wallet.used, unrealized)
 
     def check_open(
         self,
@@ -83,15 +83,15 @@ class Engine:
     ) -> int:
         """The fill of an acceptable open; Refused otherwise (in the scripts' order of checks)."""
         inst = self.instruments[instrument]
-        if self.wallets[user].open_count >= market.MAX_OPEN_POSITIONS:
+        if self.wallets[user].open_count >= rules.MAX_OPEN_POSITIONS:
             raise Refused("too_many_positions")
-        fill = market.fill_cents(inst.live, inst.k_mod, inst.net, lots, direction)
-        if market.slippage_exceeded(direction, fill, client, tolerance):
+        fill = rules.fill_cents(inst.live, inst.k_mod, inst.net, lots, direction)
+        if rules.slippage_exceeded(direction, fill, client, tolerance):
             raise Refused("slippage_exceeded")
-        after = market.level_price_after_open(inst.live, inst.k_mod, inst.net, lots, direction)
-        if market.invalid_level(direction, after, stop_loss, take_profit):
+        after = rules.level_price_after_open(inst.live, inst.k_mod, inst.net, lots, direction)
+        if rules.invalid_level(direction, after, stop_loss, take_profit):
             raise Refused("validation_error")
-        if market.margin_cents(fill, lots) > self.account(user).free_margin:
+        if rules.margin_cents(fill, lots) > self.account(user).free_margin:
             raise Refused("insufficient_margin")
         return fill
 
@@ -111,7 +111,7 @@ class Engine:
         fill = self.check_open(
             user, instrument, direction, lots, client, tolerance, stop_loss, take_profit
         )
-        margin = market.margin_cents(fill, lots)
+        margin = rules.margin_cents(fill, lots)
         self.positions[position_id] = ModelPosition(
             position_id,
             user,
@@ -138,7 +138,7 @@ class Engine:
         if position.status != "open":
             raise Refused("position_closed")
         inst = self.instruments[position.instrument]
-        exit_ = market.fill_cents(
+        exit_ = rules.fill_cents(
             inst.live, inst.k_mod, inst.net, position.lots, -position.direction
         )
         self.settle(position.instrument, self._close(position, exit_, "user"))
@@ -152,7 +152,7 @@ class Engine:
         if position.status != "open":
             raise Refused("position_closed")
         price = self.instruments[position.instrument].price
-        if market.invalid_level(position.direction, price, stop_loss, take_profit):
+        if rules.invalid_level(position.direction, price, stop_loss, take_profit):
             raise Refused("validation_error")
         position.stop_loss, position.take_profit = stop_loss, take_profit
 
@@ -171,7 +171,7 @@ class Engine:
         return inst.price
 
     def _close(self, position: ModelPosition, exit_: int, reason: str) -> int:
-        pnl = market.pnl_cents(position.entry, exit_, position.lots, position.direction)
+        pnl = rules.pnl_cents(position.entry, exit_, position.lots, position.direction)
         position.status, position.exit, position.pnl, position.closed_by = (
             "closed",
             exit_,
@@ -193,7 +193,7 @@ class Engine:
         live, k_mod, net = inst.live, inst.k_mod, inst.net
         for position in sorted(self.positions.values(), key=lambda p: p.id):
             if position.instrument == instrument and position.status == "open":
-                exit_ = market.unwind_cents(live, k_mod, net, position.direction)
+                exit_ = rules.unwind_cents(live, k_mod, net, position.direction)
                 self._close(position, exit_, "auto_exit_ft")
 
     def settle(self, instrument: str, price: int) -> None:
@@ -208,7 +208,7 @@ class Engine:
                     for p in self.positions.values()
                     if p.instrument == instrument
                     and p.status == "open"
-                    and market.stop_reached(p.direction, p.stop_loss, p.take_profit, tick_price)
+                    and rules.stop_reached(p.direction, p.stop_loss, p.take_profit, tick_price)
                 ),
                 key=lambda p: (p.opened_at_ms, p.id),
             )
@@ -216,11 +216,11 @@ class Engine:
             for position in hits:
                 if closes >= MAX_SYSTEM_CLOSES:
                     return
-                reason = market.stop_reached(
+                reason = rules.stop_reached(
                     position.direction, position.stop_loss, position.take_profit, tick_price
                 )
                 assert reason is not None
-                exit_ = market.fill_cents(
+                exit_ = rules.fill_cents(
                     inst.live, inst.k_mod, inst.net, position.lots, -position.direction
                 )
                 queue.append(self._close(position, exit_, reason))

@@ -10,18 +10,21 @@ from uuid import UUID
 
 import psycopg
 
-from ftl import instruments, keys, market, trading
-from ftl.errors import FtlError
-from ftl.fulltime import close_out
-from ftl.services import Services
+from ftl.core.errors import FtlError
+from ftl.market import instruments, rules
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading import trades
+from ftl.trading.fulltime import close_out
 
 
 class Trader:
-    """One account trading one instrument: every call goes through ftl.trading and its Lua."""
+    """One account trading one instrument: every call goes through ftl.trading.trades and its
+    Lua."""
 
     def __init__(self, services: Services, user: UUID, instrument: UUID) -> None:
         self.services = services
-        self.caller = trading.Caller(user, "jti")
+        self.caller = trades.Caller(user, "jti")
         self.instrument = instrument
 
     async def curve(self) -> instruments.InstrumentState:
@@ -31,7 +34,7 @@ class Trader:
 
     async def price(self) -> int:
         s = await self.curve()
-        return market.price_cents(s.live_base_price_cents, s.k_mod_micros, s.net_lots_centis)
+        return rules.price_cents(s.live_base_price_cents, s.k_mod_micros, s.net_lots_centis)
 
     async def open(
         self,
@@ -43,10 +46,10 @@ class Trader:
         """Open at whatever the curve gives (the client price is the fill itself); the position,
         or None when the engine refused it."""
         s = await self.curve()
-        fill = market.fill_cents(
+        fill = rules.fill_cents(
             s.live_base_price_cents, s.k_mod_micros, s.net_lots_centis, lots_centis, direction
         )
-        order = trading.OpenOrder(
+        order = trades.OpenOrder(
             self.instrument,
             direction,
             lots_centis,
@@ -57,7 +60,7 @@ class Trader:
             take_profit,
         )
         try:
-            body = json.loads(await trading.open_position(self.services, self.caller, order))
+            body = json.loads(await trades.open_position(self.services, self.caller, order))
         except FtlError:
             return None
         position: dict[str, Any] = body["position"]
@@ -67,7 +70,7 @@ class Trader:
         """Close at market; the closed position, or None when it was not open any more."""
         try:
             body = json.loads(
-                await trading.close_position(
+                await trades.close_position(
                     self.services, self.caller, UUID(position_id), uuid.uuid4().hex
                 )
             )
@@ -81,11 +84,11 @@ class Trader:
     ) -> bool:
         """Set both levels; whether the engine took them."""
         try:
-            await trading.modify_position(
+            await trades.modify_position(
                 self.services,
                 self.caller,
                 UUID(position_id),
-                trading.Levels(stop_loss, take_profit),
+                trades.Levels(stop_loss, take_profit),
             )
         except FtlError:
             return False

@@ -11,10 +11,13 @@ from uuid import UUID
 
 import psycopg
 
-from ftl import keys, margin_service, market, prices, trading
-from ftl.flush import Flusher
-from ftl.services import Services
-from ftl.ticks import TickSource
+from ftl.market import prices, rules
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
+from ftl.trading import trades
+from ftl.trading.margin import service as margin_service
 
 # NOTE: the replay defers ticks of the cut's own millisecond to the next run; waiting out one
 # millisecond before a final evaluation makes it see every tick made so far (not a timing assert).
@@ -23,14 +26,14 @@ CLOCK_STEP_S = 0.002
 
 def order(
     instrument_id: UUID, request_id: str, direction: str, lots_centis: int, price: int
-) -> trading.OpenOrder:
-    return trading.OpenOrder(
+) -> trades.OpenOrder:
+    return trades.OpenOrder(
         instrument_id=instrument_id,
-        direction=market.LONG if direction == "long" else market.SHORT,
+        direction=rules.LONG if direction == "long" else rules.SHORT,
         lots_centis=lots_centis,
         client_request_id=request_id,
         client_price_cents=price,
-        tolerance_ppm=market.SLIPPAGE_TOLERANCE_MAX_PPM,
+        tolerance_ppm=rules.SLIPPAGE_TOLERANCE_MAX_PPM,
         stop_loss_cents=None,
         take_profit_cents=None,
     )
@@ -40,9 +43,9 @@ async def open_position(
     services: Services, user: UUID, instrument: UUID, direction: str, lots_centis: int, price: int
 ) -> UUID:
     body = json.loads(
-        await trading.open_position(
+        await trades.open_position(
             services,
-            trading.Caller(user, "jti"),
+            trades.Caller(user, "jti"),
             order(
                 instrument,
                 f"open-{instrument.hex[:8]}-{direction}-{lots_centis}",

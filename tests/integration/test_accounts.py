@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from falcon import testing
 
-from ftl.accounts import Account, get_account
-from ftl.auth import sessions
-from ftl.auth.tokens import Tokens, TokenType
-from ftl.config import Settings
-from ftl.db.models import UserRole
-from ftl.services import Services
+from ftl.accounts import sessions
+from ftl.accounts.users import Account, get_account
+from ftl.core.config import Settings
+from ftl.store.auth.tokens import Tokens, TokenType
+from ftl.store.db.models import UserRole
+from ftl.store.services import Services
 from tests.integration.test_web import assert_envelope
 from web.app import create_app
 

@@ -13,12 +13,13 @@ import psycopg
 import pytest
 from falcon import testing
 
-from ftl import keys, market, prices
-from ftl.services import Services
-from ftl.ticks import Tick, TickSource
+from ftl.market import prices, rules
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import Tick, TickSource
 from tests.integration.api_helpers import login
 
-WAIT_S = 5.0  # the flags reach every process within a second (ftl/flags.py FLAG_CACHE_S)
+WAIT_S = 5.0  # the flags reach every process within a second (ftl/store/flags.py FLAG_CACHE_S)
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ async def test_a_kmod_change_emits_a_tick_and_the_next_fill_walks_the_new_curve(
     )
 
     assert changed.status_code == 200, changed.text
-    price = market.price_cents(live, 250_000, net)
+    price = rules.price_cents(live, 250_000, net)
     assert (changed.json["kMod"], round(changed.json["price"] * 100)) == (0.25, price)
     tick = await last_tick(services, instrument["id"])
     assert (tick.seq, tick.source, tick.k_mod_micros) == (
@@ -136,7 +137,7 @@ async def test_a_kmod_change_emits_a_tick_and_the_next_fill_walks_the_new_curve(
     assert (tick.price_cents, tick.net_lots_centis) == (price, net)
     second = await open_long(api, player, changed.json, 0.2)
     assert second.status_code == 201, second.text
-    fill = market.fill_cents(live, 250_000, net, 20, market.LONG)
+    fill = rules.fill_cents(live, 250_000, net, 20, rules.LONG)
     assert round(second.json["position"]["entryPrice"] * 100) == fill
 
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from falcon import testing
 
-from ftl.services import Services
+from ftl.market.scoring import DEFAULT_WEIGHTS
+from ftl.market.weights import read_weights
 from ftl.sportmonks.payload import Stat
-from ftl.sportmonks.scoring import DEFAULT_WEIGHTS
-from ftl.sportmonks.weights import read_weights
+from ftl.store.services import Services
 from tests.integration.api_helpers import login
 
 ROUTE = "/api/admin/settings"

@@ -14,11 +14,13 @@ import psycopg
 import pytest
 import redis
 
-from ftl import keys, margin_service, trading
-from ftl.audit import Acknowledged, audit
-from ftl.flush import Flusher
-from ftl.margin import SafeBox
-from ftl.services import Services
+from ftl.ops.audit import Acknowledged, audit
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading import trades
+from ftl.trading.margin import service as margin_service
+from ftl.trading.margin.replay import SafeBox
 from tests.e2e.conftest import run_ftl
 from tests.integration.trading_helpers import make_instrument, make_user
 
@@ -41,8 +43,8 @@ async def _open(services: Services, user: UUID, instrument: UUID, request_id: st
         "clientPrice": 100,
         "slippageTolerancePct": 0.05,
     }
-    answer = await trading.open_position(
-        services, trading.Caller(user, "j"), trading.OpenOrder.from_body(body)
+    answer = await trades.open_position(
+        services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
     )
     position_id: str = json.loads(answer)["position"]["id"]
     return position_id
@@ -58,7 +60,7 @@ async def market(services: Services, pg_admin: psycopg.Connection) -> Market:
         user = make_user(pg_admin, district_id=n + 1)
         closed = await _open(services, user, instrument, "a", n)
         still_open = await _open(services, user, instrument, "b", n + 1)
-        await trading.close_position(services, trading.Caller(user, "j"), UUID(closed), "c")
+        await trades.close_position(services, trades.Caller(user, "j"), UUID(closed), "c")
         found.users.append(user)
         found.open_ids.append(still_open)
         found.closed_ids.append(closed)

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from falcon import testing
 
-from ftl import instruments, keys
-from ftl.bots import BotReport, Traders
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.market import instruments
+from ftl.ops.bots import BotReport, Traders
+from ftl.store import keys
+from ftl.store.services import Services
 from web.app import create_app
 
 BASE_URL = "http://bots.test"

@@ -19,8 +19,8 @@ import workers.flush
 import workers.fulltime
 import workers.margin
 import workers.poller
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.services import Services
 from workers import runtime
 from workers.arguments import RULES, InvalidMessage
 from workers.broker import NAMESPACE, broker, build_broker

@@ -8,8 +8,8 @@ import time
 
 import redis
 
-from ftl import keys
-from ftl.config import Settings
+from ftl.core.config import Settings
+from ftl.store import keys
 from workers import margin, poller
 from workers.broker import NAMESPACE
 from workers.clock import (

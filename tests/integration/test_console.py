@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from falcon import testing
 
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.services import Services
 from web.app import create_app
 
 

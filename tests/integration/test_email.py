@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from dramatiq import Worker
 
-from ftl.config import Settings
-from ftl.email import MAX_ATTEMPTS, TEMPLATES, deliver, enqueue, render
-from ftl.services import Services
+from ftl.accounts.email import MAX_ATTEMPTS, TEMPLATES, deliver, enqueue, render
+from ftl.core.config import Settings
+from ftl.store.services import Services
 from tests.e2e.conftest import free_port
 from workers.broker import broker
 from workers.email import EMAIL_QUEUE, send_email

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import psycopg
 
-from ftl import margin_service, market
-from ftl.services import Services
+from ftl.market import rules
+from ftl.store.services import Services
+from ftl.trading.margin import service as margin_service
 from tests.integration.fills_helpers import Trader, full_time
 from tests.integration.margin_helpers import CLOCK_STEP_S
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -31,8 +32,8 @@ async def test_a_take_profit_inside_the_opens_own_impact_is_refused_every_time(
     open (50.95), so it is refused; so is the short's mirror."""
     me = await trader(services, pg_admin)
     for _ in range(7):
-        assert await me.open(market.LONG, 1_900, take_profit=5_001) is None
-        assert await me.open(market.SHORT, 1_900, take_profit=4_999) is None
+        assert await me.open(rules.LONG, 1_900, take_profit=5_001) is None
+        assert await me.open(rules.SHORT, 1_900, take_profit=4_999) is None
     assert await me.balance() == START
     assert await me.open_ids() == set()
 
@@ -41,7 +42,7 @@ async def test_a_take_profit_just_past_the_opens_own_impact_pays_nothing(
     services: Services, pg_admin: psycopg.Connection
 ) -> None:
     me = await trader(services, pg_admin)
-    for direction, level in ((market.LONG, 5_096), (market.SHORT, 4_904)):
+    for direction, level in ((rules.LONG, 5_096), (rules.SHORT, 4_904)):
         opened = await me.open(direction, 1_900, take_profit=level)
         assert opened is not None and opened["status"] == "open"
         closed = await me.close(opened["id"])
@@ -54,10 +55,10 @@ async def test_a_take_profit_pushed_through_by_a_second_own_long_fills_along_the
     services: Services, pg_admin: psycopg.Connection
 ) -> None:
     me = await trader(services, pg_admin)
-    first = await me.open(market.LONG, 1_000)  # fills at 50.25, price 50.50
+    first = await me.open(rules.LONG, 1_000)  # fills at 50.25, price 50.50
     assert first is not None and first["entryPrice"] == 50.25
     assert await me.set_levels(first["id"], None, 5_051)
-    second = await me.open(market.LONG, 1_000)  # fills at 50.75, price 51.00 reaches 50.51
+    second = await me.open(rules.LONG, 1_000)  # fills at 50.75, price 51.00 reaches 50.51
     assert second is not None and second["entryPrice"] == 50.75
     # the take-profit sold 10 lots from netLots 20: 50.00 + 0.05 × 15 = 50.75, not the tick's 51.00
     hit = await me.position(first["id"])
@@ -72,10 +73,10 @@ async def test_a_stop_loss_pushed_through_by_an_own_long_fills_along_the_curve(
     services: Services, pg_admin: psycopg.Connection
 ) -> None:
     me = await trader(services, pg_admin)
-    short = await me.open(market.SHORT, 1_000)  # fills at 49.75, price 49.50
+    short = await me.open(rules.SHORT, 1_000)  # fills at 49.75, price 49.50
     assert short is not None
     assert await me.set_levels(short["id"], 4_951, None)
-    long = await me.open(market.LONG, 1_000)  # fills at 49.75, price 50.00 reaches 49.51
+    long = await me.open(rules.LONG, 1_000)  # fills at 49.75, price 50.00 reaches 49.51
     assert long is not None
     # the stop bought 10 lots from netLots 0: 50.25, not the tick's 50.00
     hit = await me.position(short["id"])
@@ -92,11 +93,11 @@ async def test_odd_sizes_pushed_through_own_levels_never_pay(
     """The same pushes with sizes whose fills are not whole cents: rounding never pays."""
     me = await trader(services, pg_admin)
     for size in (901, 333, 7):
-        first = await me.open(market.LONG, size)
+        first = await me.open(rules.LONG, size)
         assert first is not None
         level = await me.price() + 1
         assert await me.set_levels(first["id"], None, level)
-        pusher = await me.open(market.LONG, 201)  # moves the price 0.1005 through the level
+        pusher = await me.open(rules.LONG, 201)  # moves the price 0.1005 through the level
         assert pusher is not None
         assert (await me.position(first["id"])).get("closedBy") == "take_profit"
         for position_id in await me.open_ids():
@@ -111,7 +112,7 @@ async def test_full_time_pays_the_unwind_price_not_the_last_traders_impact(
     100 points by a close-out at the snapshot's price. The unwind price is the average fill of
     unwinding the whole net demand: 50.00 + 0.05 × 19 / 2 = 50.475, 50.47 for the long."""
     me = await trader(services, pg_admin)
-    opened = await me.open(market.LONG, 1_900)  # 50.475 rounds up to 50.48
+    opened = await me.open(rules.LONG, 1_900)  # 50.475 rounds up to 50.48
     assert opened is not None and opened["entryPrice"] == 50.48
     await full_time(services, pg_admin)
     assert await me.open_ids() == set()
@@ -124,9 +125,9 @@ async def test_full_time_closes_both_sides_of_one_person_at_no_profit(
     instrument = await make_instrument(services, pg_admin, live_base_cents=LIVE)
     longs = Trader(services, make_user(pg_admin), instrument)
     shorts = Trader(services, make_user(pg_admin), instrument)
-    assert await longs.open(market.LONG, 1_500) is not None
-    assert await shorts.open(market.SHORT, 601) is not None
-    assert await longs.open(market.LONG, 433) is not None
+    assert await longs.open(rules.LONG, 1_500) is not None
+    assert await shorts.open(rules.SHORT, 601) is not None
+    assert await longs.open(rules.LONG, 433) is not None
     await full_time(services, pg_admin)
     assert await longs.balance() + await shorts.balance() <= 2 * START
 
@@ -143,9 +144,9 @@ async def test_a_washout_forced_by_ones_own_second_account_fills_along_the_curve
     )
     victim = Trader(services, make_user(pg_admin), instrument)
     pusher = Trader(services, make_user(pg_admin), instrument)
-    long = await victim.open(market.LONG, 500)
+    long = await victim.open(rules.LONG, 500)
     assert long is not None and long["entryPrice"] == 55
-    short = await pusher.open(market.SHORT, 2_000)
+    short = await pusher.open(rules.SHORT, 2_000)
     assert short is not None and short["entryPrice"] == 40
     await asyncio.sleep(CLOCK_STEP_S)
     await margin_service.evaluate_user(services, victim.caller.user_id)

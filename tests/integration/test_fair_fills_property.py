@@ -20,9 +20,10 @@ import redis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from ftl import margin_service, market
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.market import rules
+from ftl.store.services import Services
+from ftl.trading.margin import service as margin_service
 from tests.conftest import TABLES
 from tests.integration.fills_helpers import Trader, full_time
 from tests.integration.margin_helpers import CLOCK_STEP_S
@@ -64,7 +65,7 @@ def actions(accounts: int) -> st.SearchStrategy[list[Any]]:
             st.builds(
                 Open,
                 account,
-                st.sampled_from([market.LONG, market.SHORT]),
+                st.sampled_from([rules.LONG, rules.SHORT]),
                 st.integers(1, 2_500) | st.integers(1, 150),
                 offsets,
                 offsets,
@@ -73,7 +74,7 @@ def actions(accounts: int) -> st.SearchStrategy[list[Any]]:
             st.builds(
                 Open,
                 account,
-                st.sampled_from([market.LONG, market.SHORT]),
+                st.sampled_from([rules.LONG, rules.SHORT]),
                 st.integers(300, 2_500),
                 st.none(),
                 st.none(),
@@ -107,7 +108,7 @@ class Play:
         me = self.traders[action.account]
         if isinstance(action, Open):
             state = await me.curve()
-            after = market.level_price_after_open(
+            after = rules.level_price_after_open(
                 state.live_base_price_cents,
                 state.k_mod_micros,
                 state.net_lots_centis,
@@ -132,7 +133,7 @@ class Play:
             await me.close(position["id"])
             return
         price = await me.price()
-        direction = market.LONG if position["direction"] == "long" else market.SHORT
+        direction = rules.LONG if position["direction"] == "long" else rules.SHORT
         await me.set_levels(
             position["id"],
             level(price, direction, action.stop_loss, -1),
@@ -165,7 +166,7 @@ async def run(
     try:
         live, k_mod = setup
         instrument = await make_instrument(
-            services, pg, live_base_cents=live, k_mod=Decimal(k_mod) / market.PPM
+            services, pg, live_base_cents=live, k_mod=Decimal(k_mod) / rules.PPM
         )
         users: list[UUID] = [make_user(pg) for _ in range(accounts)]
         play = Play(services, [Trader(services, user, instrument) for user in users])
@@ -210,16 +211,16 @@ def check(
 @given(setup=instruments_, steps=actions(2), finish_at_full_time=st.booleans())
 @example(  # one account's short pushes the other's long into a washout (test_fair_fills.py)
     setup=(5_000, 2_000_000),
-    steps=[Open(0, market.LONG, 500, None, None), Open(1, market.SHORT, 2_000, None, None)],
+    steps=[Open(0, rules.LONG, 500, None, None), Open(1, rules.SHORT, 2_000, None, None)],
     finish_at_full_time=False,
 )
 @example(  # the same, then both sides of the rest meet at the full-time unwind price
     setup=(5_000, 2_000_000),
     steps=[
-        Open(0, market.LONG, 500, None, None),
-        Open(0, market.LONG, 100, None, 3),
-        Open(1, market.SHORT, 2_000, None, None),
-        Open(1, market.LONG, 700, 2, None),
+        Open(0, rules.LONG, 500, None, None),
+        Open(0, rules.LONG, 100, None, 3),
+        Open(1, rules.SHORT, 2_000, None, None),
+        Open(1, rules.LONG, 700, 2, None),
     ],
     finish_at_full_time=True,
 )

@@ -1,7 +1,7 @@
-"""lua/lib/engine.lua computes every fill exactly as ftl/market.py does, to the cent, across the
-whole range a trade can reach: both sides, both roundings, curves that cross the 1.00 floor inside
-the trade (where the Lua needs its exact square division) and the largest kMod an instrument may
-have."""
+"""lua/lib/engine.lua computes every fill exactly as ftl/market/rules.py does, to the cent, across
+the whole range a trade can reach: both sides, both roundings, curves that cross the 1.00 floor
+inside the trade (where the Lua needs its exact square division) and the largest kMod an
+instrument may have."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftl import market
-from ftl.scripts import LUA_DIR
+from ftl.market import rules
+from ftl.store.scripts import LUA_DIR
 
-K_MOD_MAX_MICROS = 2_000_000  # ftl.instruments.K_MOD_MAX: 2.00 points per lot
+K_MOD_MAX_MICROS = 2_000_000  # ftl.market.instruments.K_MOD_MAX: 2.00 points per lot
 # NOTE: the Lua's exact square division holds while kMod × |netLots| < 2^44 micro-cents: at the
 # largest kMod, 87,960 lots of net demand (the whole market at ±2,000 points of impact).
 NET_MAX_CENTIS = 2**44 // K_MOD_MAX_MICROS - 1
@@ -35,10 +35,10 @@ def lua_fills(client: redis.Redis, live: int, k_mod: int, net: int, lots: int) -
 
 def python_fills(live: int, k_mod: int, net: int, lots: int) -> list[int]:
     return [
-        market.fill_cents(live, k_mod, net, lots, market.LONG),
-        market.fill_cents(live, k_mod, net, lots, market.SHORT),
-        market.unwind_cents(live, k_mod, net, market.LONG),
-        market.unwind_cents(live, k_mod, net, market.SHORT),
+        rules.fill_cents(live, k_mod, net, lots, rules.LONG),
+        rules.fill_cents(live, k_mod, net, lots, rules.SHORT),
+        rules.unwind_cents(live, k_mod, net, rules.LONG),
+        rules.unwind_cents(live, k_mod, net, rules.SHORT),
     ]
 
 
@@ -47,7 +47,7 @@ def python_fills(live: int, k_mod: int, net: int, lots: int) -> list[int]:
     st.integers(1, 60_000),
     st.integers(0, K_MOD_MAX_MICROS) | st.sampled_from([0, 1, 50_000, K_MOD_MAX_MICROS]),
     st.integers(-NET_MAX_CENTIS, NET_MAX_CENTIS) | st.integers(-20_000, 2_000),
-    st.integers(market.LOTS_MIN_CENTIS, market.LOTS_MAX_CENTIS),
+    st.integers(rules.LOTS_MIN_CENTIS, rules.LOTS_MAX_CENTIS),
 )
 def test_lua_fills_equal_the_market_rules(
     redis_admin: redis.Redis, live: int, k_mod: int, net: int, lots: int
@@ -59,9 +59,9 @@ def test_the_floor_crossing_cases_agree_at_their_extremes(redis_admin: redis.Red
     cases = [
         (200, 50_000, 0, 4_000),  # 40 lots from 2.00 down through the floor
         (100, 1, -1, 1),  # the smallest slope, right at the floor
-        (60_000, K_MOD_MAX_MICROS, -NET_MAX_CENTIS + market.LOTS_MAX_CENTIS, 10_000),
-        (100, 50_000, -NET_MAX_CENTIS, market.LOTS_MAX_CENTIS),
-        (101, K_MOD_MAX_MICROS, -1, market.LOTS_MAX_CENTIS),  # the largest triangle
+        (60_000, K_MOD_MAX_MICROS, -NET_MAX_CENTIS + rules.LOTS_MAX_CENTIS, 10_000),
+        (100, 50_000, -NET_MAX_CENTIS, rules.LOTS_MAX_CENTIS),
+        (101, K_MOD_MAX_MICROS, -1, rules.LOTS_MAX_CENTIS),  # the largest triangle
         (59_999, K_MOD_MAX_MICROS, -3_000, 9_999),
     ]
     for live, k_mod, net, lots in cases:

@@ -10,14 +10,17 @@ from uuid import UUID
 
 import psycopg
 
-from ftl import flush, keys, prices, trading
-from ftl.flush import Flusher
-from ftl.services import Services
-from ftl.ticks import TickSource
+from ftl.market import prices
+from ftl.ops import flush
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
+from ftl.trading import trades
 from tests.integration.trading_helpers import make_instrument, make_user
 
 
-def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trading.OpenOrder:
+def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trades.OpenOrder:
     body = {
         "instrumentId": str(instrument),
         "direction": "long",
@@ -27,7 +30,7 @@ def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trading.Op
         "slippageTolerancePct": 0.05,
         **overrides,
     }
-    return trading.OpenOrder.from_body(body)
+    return trades.OpenOrder.from_body(body)
 
 
 async def trade_a_little(services: Services, pg: psycopg.Connection) -> tuple[UUID, list[UUID]]:
@@ -35,15 +38,15 @@ async def trade_a_little(services: Services, pg: psycopg.Connection) -> tuple[UU
     users = [make_user(pg) for _ in range(3)]
     for n, user in enumerate(users):
         opened = json.loads(
-            await trading.open_position(
+            await trades.open_position(
                 services,
-                trading.Caller(user, "j"),
+                trades.Caller(user, "j"),
                 open_body(instrument, f"o{n}", direction="short", lotSize=0.5 + n),
             )
         )
         if n == 0:
-            await trading.close_position(
-                services, trading.Caller(user, "j"), UUID(opened["position"]["id"]), f"c{n}"
+            await trades.close_position(
+                services, trades.Caller(user, "j"), UUID(opened["position"]["id"]), f"c{n}"
             )
     await prices.apply_base_price(services, instrument, 10_250, TickSource.LIVE)
     return instrument, users
@@ -145,15 +148,15 @@ async def test_a_hundred_users_at_once_leave_net_lots_equal_to_the_open_rows(
     async def trade_once(n: int, user: UUID) -> None:
         direction = "long" if n % 3 else "short"
         opened = json.loads(
-            await trading.open_position(
+            await trades.open_position(
                 services,
-                trading.Caller(user, "j"),
+                trades.Caller(user, "j"),
                 open_body(instrument, "a", direction=direction, lotSize=(n % 7 + 1) / 4),
             )
         )
         if n % 4 == 0:
-            await trading.close_position(
-                services, trading.Caller(user, "j"), UUID(opened["position"]["id"]), "b"
+            await trades.close_position(
+                services, trades.Caller(user, "j"), UUID(opened["position"]["id"]), "b"
             )
 
     flushing = asyncio.create_task(Flusher(services, "concurrent").flush())

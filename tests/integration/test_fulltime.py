@@ -17,16 +17,17 @@ from falcon import testing
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments, keys
-from ftl.db.engine import libpq_url
-from ftl.db.models import Fixture, Instrument, PlayerMatchStats
-from ftl.errors import Conflict
-from ftl.fulltime import CLOSE_BATCH, close_out
-from ftl.market import pre_match_base_price_cents, price_cents, unwind_cents
-from ftl.poller import poll_once
-from ftl.services import Services
+from ftl.core.errors import Conflict
+from ftl.market import instruments
+from ftl.market.poller import poll_once
+from ftl.market.rules import pre_match_base_price_cents, price_cents, unwind_cents
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
+from ftl.store import keys
+from ftl.store.db.engine import libpq_url
+from ftl.store.db.models import Fixture, Instrument, PlayerMatchStats
+from ftl.store.services import Services
+from ftl.trading.fulltime import CLOSE_BATCH, close_out
 from tests.integration.simulated_match import Clock
 from tests.integration.trading_helpers import access_token, make_user
 

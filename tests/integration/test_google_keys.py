@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ftl.auth.dev_google import DevGoogleIssuer
-from ftl.auth.google import (
-    JWKS_REFRESH_S,
-    UNKNOWN_KID_REFETCH_S,
-    GoogleKeys,
-    verify_id_token,
-)
-from ftl.errors import Unauthorized, Unavailable
-from ftl.services import Services
+from ftl.core.errors import Unauthorized, Unavailable
+from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.store.auth.google import JWKS_REFRESH_S, UNKNOWN_KID_REFETCH_S, GoogleKeys, verify_id_token
+from ftl.store.services import Services
 from tests.e2e.conftest import free_port
 
 

@@ -17,10 +17,10 @@ import pytest
 import redis
 from falcon import testing
 
-from ftl.config import Settings
-from ftl.json_input import MAX_DEPTH
-from ftl.ratelimit import IP_LIMIT_PER_MIN
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.core.json_input import MAX_DEPTH
+from ftl.store.ratelimit import IP_LIMIT_PER_MIN
+from ftl.store.services import Services
 from tests.integration.api_helpers import login
 from tests.integration.openapi_helpers import assert_documented, checked
 from tests.integration.test_trading_api import stores
@@ -217,8 +217,8 @@ async def test_names_are_stored_normalised(
 
 
 def test_registration_names_follow_the_same_rules() -> None:
-    from ftl.errors import InvalidInput
-    from ftl.registration import Profile
+    from ftl.accounts.registration import Profile
+    from ftl.core.errors import InvalidInput
 
     base = {"firstName": "Asha", "age": 30, "phone": "9876543210", "districtId": 1}
     for text in REFUSED_NAMES.values():

@@ -4,11 +4,11 @@ close-out is enqueued once, at 8 FT_PEN."""
 
 from __future__ import annotations
 
-from ftl.poller import poll_once
-from ftl.services import Services
+from ftl.market.poller import poll_once
+from ftl.ops.simulator import Simulator, generate_scenario, serve_in_thread
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
-from ftl.sportmonks.simulator import Simulator, generate_scenario, serve_in_thread
+from ftl.store.services import Services
 from tests.integration.simulated_match import SPEED, Clock
 from tests.integration.test_knockouts import fixture_row
 from tests.integration.test_poller import live_bases, moved

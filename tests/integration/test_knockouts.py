@@ -16,13 +16,13 @@ from falcon import testing
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl.db.engine import libpq_url
-from ftl.db.models import Fixture, FixtureStatus, Instrument
-from ftl.fulltime import close_out
-from ftl.matches import BRIEF_FT_WAIT, LivescoreUpdate, apply_livescores
-from ftl.services import Services
+from ftl.market.matches import BRIEF_FT_WAIT, LivescoreUpdate, apply_livescores
 from ftl.sportmonks.breaker import set_fixtures_degraded
 from ftl.sportmonks.payload import FeedFixture
+from ftl.store.db.engine import libpq_url
+from ftl.store.db.models import Fixture, FixtureStatus, Instrument
+from ftl.store.services import Services
+from ftl.trading.fulltime import close_out
 from tests.integration.test_fulltime import instrument_of, open_position, position
 from tests.integration.test_sportmonks_feed import degraded_players
 from tests.integration.trading_helpers import make_user

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ftl import keys
-from ftl.leases import Lease
-from ftl.services import Services
+from ftl.store import keys
+from ftl.store.leases import Lease
+from ftl.store.services import Services
 
 TTL_MS = 300
 

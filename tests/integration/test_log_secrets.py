@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from falcon import testing
 
-from ftl.auth.dev_google import DevGoogleIssuer
-from ftl.config import Settings
-from ftl.email import NoopSender, deliver
-from ftl.services import Services
+from ftl.accounts.email import NoopSender, deliver
+from ftl.core.config import Settings
+from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.store.services import Services
 from tests.integration.trading_helpers import make_instrument
 from web.app import create_app
 

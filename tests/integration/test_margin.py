@@ -12,8 +12,9 @@ from uuid import UUID, uuid4
 
 import psycopg
 
-from ftl import keys, margin_service
-from ftl.services import Services
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading.margin import service as margin_service
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
     balance,

@@ -11,9 +11,10 @@ from uuid import UUID
 
 import psycopg
 
-from ftl import keys, margin_service
-from ftl.margin import HeldInstrument, PriceRange, SafeBox
-from ftl.services import Services
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading.margin import service as margin_service
+from ftl.trading.margin.replay import HeldInstrument, PriceRange, SafeBox
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
     move,

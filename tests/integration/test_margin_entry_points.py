@@ -17,9 +17,12 @@ import pytest
 from dramatiq import Worker
 from falcon import testing
 
-from ftl import cli, keys, margin_service, market, prices
-from ftl.services import Services
-from ftl.ticks import Tick, TickSource
+from ftl import cli
+from ftl.market import prices, rules
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import Tick, TickSource
+from ftl.trading.margin import service as margin_service
 from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -218,8 +221,8 @@ async def test_a_holder_breached_by_another_users_trade_is_washed_out_after_the_
     closed = await position(services, held)
     # the breach tick decides when; its curve the price: selling 1 lot from its netLots
     assert breach.k_mod_micros is not None
-    fill = market.fill_cents(
-        breach.live_base_price_cents, breach.k_mod_micros, breach.net_lots_centis, 100, market.SHORT
+    fill = rules.fill_cents(
+        breach.live_base_price_cents, breach.k_mod_micros, breach.net_lots_centis, 100, rules.SHORT
     )
     assert (closed["closedBy"], closed["exitCents"]) == ("washout", str(fill))
 

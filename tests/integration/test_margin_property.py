@@ -19,11 +19,13 @@ import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ftl import keys, margin_service, market
-from ftl.config import Settings
-from ftl.errors import Conflict
-from ftl.flush import Flusher
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.core.errors import Conflict
+from ftl.market import rules
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading.margin import service as margin_service
 from tests.conftest import TABLES
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
@@ -85,7 +87,7 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
                 services,
                 pg,
                 live_base_cents=10_000,
-                k_mod=Decimal(scenario.k_mod_micros) / market.PPM,
+                k_mod=Decimal(scenario.k_mod_micros) / rules.PPM,
             )
             for _ in range(INSTRUMENTS)
         ]

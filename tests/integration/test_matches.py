@@ -7,11 +7,11 @@ import uuid
 
 from falcon import testing
 
-from ftl.matches import apply_livescores
-from ftl.seed import load_demo_data
-from ftl.services import Services
+from ftl.market.matches import apply_livescores
+from ftl.ops.seed import load_demo_data
 from ftl.sportmonks.breaker import set_live_degraded
 from ftl.sportmonks.payload import FeedFixture
+from ftl.store.services import Services
 
 INSTRUMENT_FIELDS = {
     "id", "idx", "sportmonksPlayerId", "name", "team", "position", "formIndex", "basePrice",

@@ -19,12 +19,13 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from ftl import keys, market, prices
-from ftl.config import Settings
-from ftl.errors import FtlError
-from ftl.flush import Flusher
-from ftl.services import Services
-from ftl.ticks import TickSource
+from ftl.core.config import Settings
+from ftl.core.errors import FtlError
+from ftl.market import prices, rules
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
 from tests.integration.fills_helpers import Trader, full_time
 from tests.integration.trading_helpers import make_instrument, make_user
 
@@ -47,7 +48,7 @@ async def trader_with_position(
 ) -> tuple[Trader, dict[str, Any]]:
     instrument = await make_instrument(services, pg, live_base_cents=10_000)
     me = Trader(services, make_user(pg), instrument)
-    opened = await me.open(market.LONG, 200, levels.get("stop_loss"), levels.get("take_profit"))
+    opened = await me.open(rules.LONG, 200, levels.get("stop_loss"), levels.get("take_profit"))
     assert opened is not None
     return me, opened
 
@@ -86,7 +87,7 @@ async def test_a_system_close_with_one_wallet_missing_writes_nothing(
 ) -> None:
     first, kept = await trader_with_position(services, pg_admin)
     second = Trader(services, make_user(pg_admin), first.instrument)
-    lost = await second.open(market.SHORT, 100)
+    lost = await second.open(rules.SHORT, 100)
     assert lost is not None
     await services.redis.delete(keys.wallet(second.caller.user_id))
     plan = {"closes": [{"p": kept["id"], "x": 10_000}, {"p": lost["id"], "x": 10_000}]}
@@ -130,7 +131,7 @@ async def test_a_trade_whose_holdings_cannot_be_valued_writes_nothing(
 
     with pytest.raises(ResponseError):
         if action == "open":
-            await me.open(market.LONG, 100)
+            await me.open(rules.LONG, 100)
         else:
             await me.close(opened["id"])
 
@@ -250,7 +251,7 @@ async def test_full_time_loads_a_wallet_redis_lost_and_closes_every_position_onc
     wallet is back in hot state."""
     kept, first = await trader_with_position(services, pg_admin)
     lost = Trader(services, make_user(pg_admin), kept.instrument)
-    second = await lost.open(market.SHORT, 100)
+    second = await lost.open(rules.SHORT, 100)
     assert second is not None
     await Flusher(services, consumer="test").flush()
     await services.redis.delete(keys.wallet(lost.caller.user_id))

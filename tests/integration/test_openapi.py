@@ -19,11 +19,11 @@ from falcon.routing import CompiledRouter
 from falcon.routing.compiled import CompiledRouterNode
 from jsonschema import Draft202012Validator
 
-from ftl.auth.dev_google import DevGoogleIssuer
-from ftl.config import Settings
-from ftl.flags import FLAG_CACHE_S
-from ftl.services import Services
-from ftl.sportmonks.scoring import DEFAULT_WEIGHTS
+from ftl.core.config import Settings
+from ftl.market.scoring import DEFAULT_WEIGHTS
+from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.store.flags import FLAG_CACHE_S
+from ftl.store.services import Services
 from tests.integration.api_helpers import login
 from tests.integration.openapi_helpers import Exercised, checked
 from web.app import create_app

@@ -1,5 +1,5 @@
-"""ftl.hotstore.PipelinedConnection against a real Redis: every caller gets its own reply, in any
-interleaving, and failures reach exactly the callers they concern (decision 0023)."""
+"""ftl.store.hotstore.PipelinedConnection against a real Redis: every caller gets its own reply, in
+any interleaving, and failures reach exactly the callers they concern (decision 0023)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ftl.config import Settings
-from ftl.hotstore import PipelinedConnection
+from ftl.core.config import Settings
+from ftl.store.hotstore import PipelinedConnection
 
 # A script that keeps Redis busy for about `ARGV[1]` ms (Redis answers nothing else meanwhile).
 BUSY = """

@@ -10,15 +10,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments, keys
-from ftl.db.models import Instrument
-from ftl.errors import Unavailable
-from ftl.poller import poll_once
-from ftl.services import Services
+from ftl.core.errors import Unavailable
+from ftl.market import instruments
+from ftl.market.poller import poll_once
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.failures import SportmonksFailure
-from ftl.ticks import Tick, TickSource
+from ftl.store import keys
+from ftl.store.db.models import Instrument
+from ftl.store.services import Services
+from ftl.store.ticks import Tick, TickSource
 from tests.integration.simulated_match import Clock
 from tests.integration.test_simulated_match import FULL_TIME_MOVES
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from falcon import testing
 
-from ftl.config import Settings
-from ftl.ratelimit import IP_LIMIT_PER_MIN, client_key
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.ratelimit import IP_LIMIT_PER_MIN, client_key
+from ftl.store.services import Services
 from tests.integration.test_web import assert_envelope
 from web.app import create_app
 from web.ratelimit import ROUTE_LIMITS_PER_MIN

@@ -16,13 +16,14 @@ import psycopg
 import pytest
 from falcon import testing
 
-from ftl import instruments, keys, leaderboard
-from ftl.config import Settings
-from ftl.flush import Flusher
-from ftl.health import hot_state_lost
-from ftl.portfolio import portfolio
-from ftl.recover import recover
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.market import instruments, leaderboard
+from ftl.ops.flush import Flusher
+from ftl.ops.health import hot_state_lost
+from ftl.ops.recover import recover
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading.portfolio import portfolio
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
     balance,

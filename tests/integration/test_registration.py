@@ -21,11 +21,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from falcon import testing
 
-from ftl.auth.dev_google import DevGoogleIssuer
-from ftl.auth.tokens import TokenType
-from ftl.config import Settings
-from ftl.email import deliver
-from ftl.services import Services
+from ftl.accounts.email import deliver
+from ftl.core.config import Settings
+from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.store.auth.tokens import TokenType
+from ftl.store.services import Services
 from tests.e2e.conftest import free_port
 from tests.integration.test_web import assert_envelope
 from tests.unit.test_tokens import forge

@@ -17,9 +17,9 @@ import pytest
 from dramatiq import Worker
 from falcon import testing
 
-from ftl.auth.dev_google import DevGoogleIssuer
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.store.services import Services
 from web.app import create_app
 from workers.broker import REQUEST_ID_OPTION, broker
 from workers.email import EMAIL_QUEUE
@@ -76,5 +76,5 @@ async def test_the_worker_logs_under_the_id_of_the_request_that_enqueued_its_mes
     finally:
         worker.stop()
     assert [(line["logger"], line.get("request_id")) for line in sent] == [
-        ("ftl.email", "signup-trace-1")
+        ("ftl.accounts.email", "signup-trace-1")
     ]

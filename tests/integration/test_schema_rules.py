@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from ftl.db.engine import libpq_url
+from ftl.store.db.engine import libpq_url
 
 USER_SQL = (
     "INSERT INTO users"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from ftl import keys
-from ftl.scripts import read_scripts
-from ftl.services import Services
+from ftl.store import keys
+from ftl.store.scripts import read_scripts
+from ftl.store.services import Services
 
 
 async def test_ping_runs_by_sha(services: Services) -> None:

@@ -7,10 +7,11 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments, keys
-from ftl.db.models import District, FeatureFlag, Fixture, Instrument, User, UserRole, Wallet
-from ftl.seed import DISTRICTS, load_demo_data, seed
-from ftl.services import Services
+from ftl.market import instruments
+from ftl.ops.seed import DISTRICTS, load_demo_data, seed
+from ftl.store import keys
+from ftl.store.db.models import District, FeatureFlag, Fixture, Instrument, User, UserRole, Wallet
+from ftl.store.services import Services
 
 ADMIN = "admin@ftl.test"
 

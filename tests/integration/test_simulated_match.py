@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments
-from ftl.db.models import AdminSetting, Fixture, FixtureStatus, Instrument
-from ftl.errors import InvalidInput
-from ftl.matches import apply_livescores
-from ftl.services import Services
+from ftl.core.errors import InvalidInput
+from ftl.market import instruments
+from ftl.market.matches import apply_livescores
+from ftl.market.scoring import DEFAULT_WEIGHTS, Weights, live_prices
+from ftl.market.weights import WEIGHTS_SETTING, read_weights, write_weights
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.payload import MatchPhase, Stat
-from ftl.sportmonks.scoring import DEFAULT_WEIGHTS, Weights, live_prices
-from ftl.sportmonks.weights import WEIGHTS_SETTING, read_weights, write_weights
+from ftl.store.db.models import AdminSetting, Fixture, FixtureStatus, Instrument
+from ftl.store.services import Services
 from tests.integration.simulated_match import Clock
 
 # Live-base change in cents at full time, worked out by hand from the scenario and SPEC §1.3:

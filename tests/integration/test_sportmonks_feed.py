@@ -12,16 +12,17 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ftl import instruments, keys
-from ftl.db.models import Fixture, FixtureStatus, Instrument
-from ftl.seed import seed
-from ftl.services import Services
+from ftl.market import instruments
+from ftl.ops.seed import seed
+from ftl.ops.simulator import Simulator, load_scenario, serve_in_thread
 from ftl.sportmonks.breaker import OPEN_FOR_MS, BreakerOpen, BreakerState, SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.failures import FailureKind, SportmonksFailure
 from ftl.sportmonks.payload import MatchPhase, Stat
-from ftl.sportmonks.simulator import Simulator, load_scenario, serve_in_thread
-from ftl.ticks import Tick
+from ftl.store import keys
+from ftl.store.db.models import Fixture, FixtureStatus, Instrument
+from ftl.store.services import Services
+from ftl.store.ticks import Tick
 
 SCENARIO = Path(__file__).resolve().parents[1] / "fixtures" / "sportmonks" / "scripted_match.json"
 CLIENT_TIMEOUT_S = 0.2

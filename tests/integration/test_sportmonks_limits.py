@@ -13,19 +13,14 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from ftl import keys
-from ftl.poller import poll_once
-from ftl.services import Services
+from ftl.market.poller import poll_once
+from ftl.ops.simulator import RATE_LIMIT_WAIT_S, Simulator, generate_scenario, serve_in_thread
 from ftl.sportmonks import budget
 from ftl.sportmonks.breaker import FAILURES_TO_OPEN, BreakerState, SharedBreaker
 from ftl.sportmonks.budget import RateLimit, RateLimited
 from ftl.sportmonks.client import SportmonksClient, wait_to_s
-from ftl.sportmonks.simulator import (
-    RATE_LIMIT_WAIT_S,
-    Simulator,
-    generate_scenario,
-    serve_in_thread,
-)
+from ftl.store import keys
+from ftl.store.services import Services
 from tests.integration.simulated_match import Clock
 from tests.integration.test_poller import inject, live_bases, moved
 from tests.integration.test_simulated_match import FULL_TIME_MOVES

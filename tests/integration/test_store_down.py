@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from falcon import testing
 
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.services import Services
 from tests.e2e.conftest import free_port
 from tests.integration.test_web import assert_envelope
 from web.app import create_app

@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from falcon import testing
 
-from ftl.auth.tokens import Tokens, TokenType, generate_private_key_b64
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.auth.tokens import Tokens, TokenType, generate_private_key_b64
+from ftl.store.services import Services
 from tests.integration.test_web import assert_envelope
 from tests.unit.test_tokens import b64url, forge
 from web.app import create_app

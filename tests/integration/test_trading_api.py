@@ -14,12 +14,14 @@ import pytest
 import redis
 from falcon import testing
 
-from ftl import keys, leaderboard, prices, wallets
-from ftl.auth.tokens import TokenType
-from ftl.config import Settings
-from ftl.flush import Flusher
-from ftl.services import Services
-from ftl.ticks import TickSource
+from ftl.core.config import Settings
+from ftl.market import leaderboard, prices
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.auth.tokens import TokenType
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
+from ftl.trading import wallets
 from tests.conftest import TABLES
 from tests.integration.trading_helpers import access_token, make_instrument, make_user
 from web.app import create_app

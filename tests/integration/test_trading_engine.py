@@ -10,14 +10,16 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ftl import keys, market, prices, referral_payout, trading
-from ftl.flush import Flusher
-from ftl.services import Services
-from ftl.ticks import Tick, TickSource
+from ftl.market import prices, rules
+from ftl.ops.flush import Flusher
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import Tick, TickSource
+from ftl.trading import referral_payout, trades
 from tests.integration.trading_helpers import make_instrument, make_user
 
 
-def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trading.OpenOrder:
+def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trades.OpenOrder:
     body = {
         "instrumentId": str(instrument_id),
         "direction": "long",
@@ -27,7 +29,7 @@ def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trading.Ope
         "slippageTolerancePct": 0.05,
     }
     body.update(overrides)
-    return trading.OpenOrder.from_body(body)
+    return trades.OpenOrder.from_body(body)
 
 
 @pytest.mark.parametrize(
@@ -43,17 +45,15 @@ async def test_open_then_close_of_the_same_size_gives_zero_or_a_cent_level_loss(
     user = make_user(pg_admin)
     instrument = await make_instrument(services, pg_admin, live_base_cents=12_345)
     opened = json.loads(
-        await trading.open_position(
+        await trades.open_position(
             services,
-            trading.Caller(user, "j"),
+            trades.Caller(user, "j"),
             order(instrument, "o1", lotSize=lot_size, clientPrice=123.45),
         )
     )
     position = opened["position"]
     closed = json.loads(
-        await trading.close_position(
-            services, trading.Caller(user, "j"), UUID(position["id"]), "c1"
-        )
+        await trades.close_position(services, trades.Caller(user, "j"), UUID(position["id"]), "c1")
     )
     assert closed["position"]["realizedPnl"] == pnl
     balance = 10_000 + pnl
@@ -68,9 +68,9 @@ async def test_open_then_close_of_the_same_size_gives_zero_or_a_cent_level_loss(
     assert fields["netLotsCentis"] == "0"
     assert fields["seq"] == "2"
     lots = round(lot_size * 100)
-    entry = market.fill_cents(12_345, 50_000, 0, lots, market.LONG)
+    entry = rules.fill_cents(12_345, 50_000, 0, lots, rules.LONG)
     assert round(position["entryPrice"] * 100) == entry
-    exit_ = market.fill_cents(12_345, 50_000, lots, lots, market.SHORT)
+    exit_ = rules.fill_cents(12_345, 50_000, lots, lots, rules.SHORT)
     assert round(closed["position"]["exitPrice"] * 100) == exit_
 
 
@@ -83,9 +83,9 @@ async def test_a_tick_at_the_stop_loss_closes_walking_the_curve_and_tells_the_ow
     await pubsub.subscribe(keys.portfolio_channel(user), keys.price_channel(instrument))
     await pubsub.get_message(timeout=1)
     await pubsub.get_message(timeout=1)
-    caller = trading.Caller(user, "j")
+    caller = trades.Caller(user, "j")
     opened = json.loads(
-        await trading.open_position(
+        await trades.open_position(
             services, caller, order(instrument, "o", lotSize=2, stopLoss=95, takeProfit=130)
         )
     )
@@ -138,9 +138,9 @@ async def test_the_referrer_is_paid_once_on_the_first_position_even_when_retried
         assert row is not None
         referrals.append(row[0])
     for n, user in enumerate(referred):
-        caller = trading.Caller(user, "j")
-        await trading.open_position(services, caller, order(instrument, "first"))
-        await trading.open_position(services, caller, order(instrument, "second"))
+        caller = trades.Caller(user, "j")
+        await trades.open_position(services, caller, order(instrument, "first"))
+        await trades.open_position(services, caller, order(instrument, "second"))
         if n == 0:
             # the payout retried (a flusher crashed after paying): nothing is paid twice
             assert await referral_payout.pay(services, referrals[0]) == 50_000

@@ -1,7 +1,7 @@
 """Property: random sequences of opens, closes, SL/TP changes, retries, price updates and kMod
-changes run through the Lua scripts agree, to the cent, with the model built from ftl/market.py:
-fills rounded against the trader, levels at open checked after the open, and every stop or
-take-profit a tick reaches filling along the curve (docs/decisions/0090)."""
+changes run through the Lua scripts agree, to the cent, with the model built from
+ftl/market/rules.py: fills rounded against the trader, levels at open checked after the open, and
+every stop or take-profit a tick reaches filling along the curve (docs/decisions/0090)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ import redis
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from ftl import keys, market, prices, trading
-from ftl.config import Settings
-from ftl.errors import FtlError
-from ftl.services import Services
-from ftl.ticks import TickSource
+from ftl.core.config import Settings
+from ftl.core.errors import FtlError
+from ftl.market import prices, rules
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.store.ticks import TickSource
+from ftl.trading import trades
 from tests.conftest import TABLES
 from tests.integration.engine_model import Engine, ModelInstrument, ModelWallet, Refused
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -84,7 +86,7 @@ operations = st.lists(
             Open,
             st.integers(0, USERS - 1),
             st.integers(0, INSTRUMENTS - 1),
-            st.sampled_from([market.LONG, market.SHORT]),
+            st.sampled_from([rules.LONG, rules.SHORT]),
             st.integers(1, 10_000) | st.integers(1, 300),
             st.integers(-100, 300),
             st.integers(0, 50_000),
@@ -154,7 +156,7 @@ class Run:
 
     def assert_position(self, view: dict[str, Any]) -> None:
         model = self.model.positions[view["id"]]
-        assert view["direction"] == ("long" if model.direction == market.LONG else "short")
+        assert view["direction"] == ("long" if model.direction == rules.LONG else "short")
         assert cents(view["lotSize"]) == model.lots
         assert cents(view["entryPrice"]) == model.entry
         assert cents(view["margin"]) == model.margin
@@ -190,7 +192,7 @@ class Run:
                 refused = None
             except Refused as error:
                 refused = error.code
-            order = trading.OpenOrder(
+            order = trades.OpenOrder(
                 iid,
                 op.direction,
                 op.lots,
@@ -201,7 +203,7 @@ class Run:
                 take_profit,
             )
             body = await self.expect(
-                trading.open_position(self.services, trading.Caller(user, "j"), order), refused
+                trades.open_position(self.services, trades.Caller(user, "j"), order), refused
             )
             if body is not None:
                 assert body["replayed"] is False
@@ -224,8 +226,8 @@ class Run:
             if isinstance(op, Close):
                 refused = self.refusal(lambda: model.close(str(user), pid))
                 request = self.request_id()
-                call = trading.close_position(
-                    self.services, trading.Caller(user, "j"), UUID(pid), request
+                call = trades.close_position(
+                    self.services, trades.Caller(user, "j"), UUID(pid), request
                 )
                 body = await self.expect(call, refused)
                 if body is not None:
@@ -237,9 +239,9 @@ class Run:
                 stop_loss = level(price, position.direction, op.stop_loss_bp, -1)
                 take_profit = level(price, position.direction, op.take_profit_bp, +1)
                 refused = self.refusal(lambda: model.modify(str(user), pid, stop_loss, take_profit))
-                levels = trading.Levels(stop_loss, take_profit)
-                call = trading.modify_position(
-                    self.services, trading.Caller(user, "j"), UUID(pid), levels
+                levels = trades.Levels(stop_loss, take_profit)
+                call = trades.modify_position(
+                    self.services, trades.Caller(user, "j"), UUID(pid), levels
                 )
                 view = await self.expect(call, refused)
                 if view is not None:
@@ -260,11 +262,9 @@ class Run:
         elif self.last is not None:
             kind, user, args, first = self.last
             if kind == "open":
-                again = await trading.open_position(self.services, trading.Caller(user, "j"), args)
+                again = await trades.open_position(self.services, trades.Caller(user, "j"), args)
             else:
-                again = await trading.close_position(
-                    self.services, trading.Caller(user, "j"), *args
-                )
+                again = await trades.close_position(self.services, trades.Caller(user, "j"), *args)
             replay = json.loads(again)
             assert replay["replayed"] is True
             assert {**replay, "replayed": False} == first
@@ -338,11 +338,11 @@ async def run_example(
 @example(  # a take-profit and a stop-loss pushed through by trades, and a kMod change between
     setups=[(10_000, 50_000), (10_000, 1_000_000)],
     ops=[
-        Open(0, 0, market.LONG, 800, 300, 50_000, None, 60),
-        Open(1, 0, market.LONG, 800, 300, 50_000, None, None),  # reaches the take-profit
+        Open(0, 0, rules.LONG, 800, 300, 50_000, None, 60),
+        Open(1, 0, rules.LONG, 800, 300, 50_000, None, None),  # reaches the take-profit
         KMod(0, 1_000_000),
-        Open(2, 1, market.SHORT, 500, 0, 50_000, 60, None),
-        Open(0, 1, market.LONG, 1_000, 300, 50_000, None, None),  # reaches the stop-loss
+        Open(2, 1, rules.SHORT, 500, 0, 50_000, 60, None),
+        Open(0, 1, rules.LONG, 1_000, 300, 50_000, None, None),  # reaches the stop-loss
         Price(0, 9_000),
     ],
 )

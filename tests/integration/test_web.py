@@ -13,8 +13,8 @@ import falcon.asgi
 import pytest
 from falcon import testing
 
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.services import Services
 from web.app import create_app
 from web.body import MAX_BODY_BYTES, read_json
 

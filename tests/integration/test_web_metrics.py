@@ -12,9 +12,9 @@ import pytest
 from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from ftl import wallets
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.services import Services
+from ftl.trading import wallets
 from tests.integration.trading_helpers import access_token, make_instrument, make_user
 from web.app import create_app
 

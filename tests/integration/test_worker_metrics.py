@@ -14,9 +14,9 @@ from dramatiq import Worker
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ftl import keys
-from ftl.config import Settings
+from ftl.core.config import Settings
 from ftl.sportmonks.breaker import Breaker, BreakerState
+from ftl.store import keys
 from tests.e2e.conftest import free_port
 from workers import email, flush, fulltime, margin, poller  # noqa: F401  (declare every actor)
 from workers.broker import NAMESPACE, broker

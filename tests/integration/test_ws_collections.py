@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ftl.config import Settings
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.store.services import Services
 from web.ws.config import FULL_COLLECTION_PERIOD_S, WsConfig
 from web.ws.hub import AUTOMATIC_FULL_COLLECTIONS_OFF, Hub
 from web.ws.metrics import WsMetrics

@@ -10,10 +10,10 @@ from uuid import UUID
 
 import psycopg
 
-from ftl import instruments
-from ftl.auth.tokens import TokenType
-from ftl.instruments import InstrumentState
-from ftl.services import Services
+from ftl.market import instruments
+from ftl.market.instruments import InstrumentState
+from ftl.store.auth.tokens import TokenType
+from ftl.store.services import Services
 
 DISTRICT_NAMES = [f"District {n}" for n in range(1, 15)]
 

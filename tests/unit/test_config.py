@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftl.config import ConfigError, Settings
+from ftl.core.config import ConfigError, Settings
 
 SECRETS = {
     "JWT_PRIVATE_KEY_B64": "a2V5",

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ftl.cursors import MAX_CURSOR_CHARS, FillsCursor, PositionsCursor
-from ftl.errors import InvalidInput
+from ftl.core.cursors import MAX_CURSOR_CHARS, FillsCursor, PositionsCursor
+from ftl.core.errors import InvalidInput
 
 MOMENT = datetime(2026, 6, 11, 19, 0, 0, 123_000, tzinfo=UTC)
 POSITION = uuid.UUID("3f1d2c4b-5a69-4788-9abc-def012345678")

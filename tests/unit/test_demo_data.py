@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ftl.seed import load_demo_data
+from ftl.ops.seed import load_demo_data
 from ftl.sportmonks.payload import is_knockout_stage
 
 SQUAD_SIZE = 23

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ftl import json_input
-from ftl.errors import InvalidInput
+from ftl.core import json_input
+from ftl.core.errors import InvalidInput
 
 
 def refusal(raw: bytes, max_depth: int = json_input.MAX_DEPTH) -> InvalidInput:

@@ -1,4 +1,4 @@
-"""Structured logs (ftl/logs.py): one JSON object per line, carrying the request id in play."""
+"""Structured logs (ftl/core/logs.py): one JSON object per line, carrying the request id in play."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ftl import logs
+from ftl.core import logs
 
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:

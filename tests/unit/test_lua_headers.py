@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftl.scripts import LUA_DIR, read_scripts
+from ftl.store.scripts import LUA_DIR, read_scripts
 
 SCRIPTS = sorted(read_scripts())
 

@@ -9,7 +9,8 @@ from uuid import UUID
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ftl.margin import (
+from ftl.market.rules import LONG, SHORT
+from ftl.trading.margin.replay import (
     HeldInstrument,
     PriceRange,
     SafeBox,
@@ -18,7 +19,6 @@ from ftl.margin import (
     replay,
     safe_box,
 )
-from ftl.market import LONG, SHORT
 from tests.unit.test_margin_replay import ENTRY, I1, I2, I3, Path, position
 
 END = Watermark({I1: 5, I2: 5, I3: 5})

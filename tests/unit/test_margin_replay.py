@@ -10,7 +10,9 @@ from uuid import UUID
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ftl.margin import (
+from ftl.market.rules import LONG, SHORT, margin_cents, margin_level_basis
+from ftl.store.ticks import Tick, TickSource
+from ftl.trading.margin.replay import (
     HeldPosition,
     PriceRange,
     Replay,
@@ -20,8 +22,6 @@ from ftl.margin import (
     replay_if_quiet,
     tick_order,
 )
-from ftl.market import LONG, SHORT, margin_cents, margin_level_basis
-from ftl.ticks import Tick, TickSource
 
 I1, I2, I3 = (UUID(int=n) for n in (1, 2, 3))
 LOT = 100  # centilots

@@ -5,7 +5,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftl.money import from_cents, round_cents, to_cents
+from ftl.core.money import from_cents, round_cents, to_cents
 
 
 def test_rounds_half_away_from_zero() -> None:

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from ftl.errors import InvalidInput
-from ftl.sportmonks.payload import FeedFixture, PlayerLine, Stat
-from ftl.sportmonks.scoring import (
+from ftl.core.errors import InvalidInput
+from ftl.market.scoring import (
     DEFAULT_WEIGHTS,
     Weights,
     live_base_price_cents,
@@ -17,6 +16,7 @@ from ftl.sportmonks.scoring import (
     match_score,
     post_match_rebase,
 )
+from ftl.sportmonks.payload import FeedFixture, PlayerLine, Stat
 
 BASE = 31_100  # a formIndex 14.5 player: 50 + 14.5 × 18 = 311.00
 

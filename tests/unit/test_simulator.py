@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ftl.seed import load_demo_data
-from ftl.sportmonks.payload import LIVE_STATE_IDS, MatchPhase, match_phase, parse_fixtures
-from ftl.sportmonks.simulator import (
+from ftl.ops.seed import load_demo_data
+from ftl.ops.simulator import (
     Scenario,
     ScenarioError,
     Simulator,
@@ -19,6 +18,7 @@ from ftl.sportmonks.simulator import (
     resume_state,
     scenario_minutes,
 )
+from ftl.sportmonks.payload import LIVE_STATE_IDS, MatchPhase, match_phase, parse_fixtures
 
 
 @pytest.mark.parametrize(

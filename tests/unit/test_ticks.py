@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from ftl.ticks import Tick, TickSource
+from ftl.store.ticks import Tick, TickSource
 
 
 def test_tick_json_round_trips_with_the_documented_short_names() -> None:

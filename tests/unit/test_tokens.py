@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ftl.auth.tokens import TTL_S, Claims, Tokens, TokenType, generate_private_key_b64
-from ftl.config import ConfigError
-from ftl.errors import Unauthorized
+from ftl.core.config import ConfigError
+from ftl.core.errors import Unauthorized
+from ftl.store.auth.tokens import TTL_S, Claims, Tokens, TokenType, generate_private_key_b64
 
 USER = "0b5f0a4e-8c55-4c2a-9a53-0e8f0f3c2d11"
 KEY_B64 = generate_private_key_b64()

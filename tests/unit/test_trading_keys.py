@@ -1,11 +1,12 @@
-"""lua/lib/engine.lua derives Redis key names from ids; they must be the names of ftl/keys.py."""
+"""lua/lib/engine.lua derives Redis key names from ids; they must be the names of
+ftl/store/keys.py."""
 
 from __future__ import annotations
 
 import re
 
-from ftl import keys
-from ftl.scripts import LUA_DIR
+from ftl.store import keys
+from ftl.store.scripts import LUA_DIR
 
 ENGINE = (LUA_DIR / "lib" / "engine.lua").read_text(encoding="utf-8")
 

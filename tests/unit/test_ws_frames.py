@@ -10,8 +10,8 @@ import msgpack
 import pytest
 from websockets.frames import Frame, Opcode
 
-from ftl.errors import InvalidInput
-from ftl.ticks import Tick, TickSource
+from ftl.core.errors import InvalidInput
+from ftl.store.ticks import Tick, TickSource
 from web.ws.frames import (
     BINARY,
     TEXT,

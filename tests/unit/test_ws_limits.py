@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from ftl.config import ConfigError, Settings
-from ftl.errors import InvalidInput
-from ftl.json_input import nests_deeper_than
+from ftl.core.config import ConfigError, Settings
+from ftl.core.errors import InvalidInput
+from ftl.core.json_input import nests_deeper_than
 from web.ws.config import WsConfig
 from web.ws.frames import MAX_NESTING, MAX_SEQ, parse_command
 from web.ws.limits import TokenBucket

@@ -7,10 +7,11 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl import accounts, portfolio, referrals
-from ftl.errors import InvalidInput
-from ftl.flags import flag_name
-from ftl.services import Services
+from ftl.accounts import referrals, users
+from ftl.core.errors import InvalidInput
+from ftl.store.flags import flag_name
+from ftl.store.services import Services
+from ftl.trading import portfolio
 from web.auth import authenticate, presented_token, require_admin
 from web.body import read_json, refuse_unknown_fields
 
@@ -27,7 +28,7 @@ class Me:
             resp.media = {"loggedIn": False}
             return
         claims = await authenticate(req, self.services, coming_soon_exempt=True)
-        account = await accounts.get_account(self.services.engine, claims.user_id)
+        account = await users.get_account(self.services.engine, claims.user_id)
         if account is None:
             resp.media = {"loggedIn": False}
             return
@@ -73,7 +74,7 @@ class Districts:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"districts": await accounts.districts(self.services.engine)}
+        resp.media = {"districts": await users.districts(self.services.engine)}
 
 
 class ReferralValidate:

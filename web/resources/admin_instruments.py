@@ -9,11 +9,11 @@ from uuid import UUID
 
 import falcon.asgi
 
-from ftl import instruments, quotes
-from ftl.errors import InvalidInput
-from ftl.instruments import K_MOD_MAX_MICROS, InstrumentChange
-from ftl.services import Services
-from ftl.trading import decimal_field, invalid, whole
+from ftl.core.errors import InvalidInput
+from ftl.market import instruments, quotes
+from ftl.market.instruments import K_MOD_MAX_MICROS, InstrumentChange
+from ftl.store.services import Services
+from ftl.trading.trades import decimal_field, invalid, whole
 from web.auth import require_admin
 from web.body import read_json, refuse_unknown_fields
 

@@ -11,10 +11,10 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl.accounts import get_account
-from ftl.errors import InvalidInput, NotFound
-from ftl.services import Services
-from ftl.trading import uuid_field
+from ftl.accounts.users import get_account
+from ftl.core.errors import InvalidInput, NotFound
+from ftl.store.services import Services
+from ftl.trading.trades import uuid_field
 from web.auth import require_admin
 from web.body import read_json, refuse_unknown_fields
 from workers import margin

@@ -1,5 +1,5 @@
 """GET/PUT /api/admin/settings (SPEC §3.3): the operator's settings, today the scoring weights
-of SPEC §1.3 (`scoringWeights`, shape in ftl/sportmonks/scoring.py). Admin only."""
+of SPEC §1.3 (`scoringWeights`, shape in ftl/market/scoring.py). Admin only."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import falcon.asgi
 
-from ftl.errors import InvalidInput
-from ftl.services import Services
-from ftl.sportmonks.weights import read_weights, write_weights
+from ftl.core.errors import InvalidInput
+from ftl.market.weights import read_weights, write_weights
+from ftl.store.services import Services
 from web.auth import require_admin
 from web.body import read_json, refuse_unknown_fields
 

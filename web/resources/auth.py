@@ -9,13 +9,13 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ftl import accounts, registration
-from ftl.auth import google, sessions
-from ftl.auth.tokens import TTL_S, Claims, TokenType
-from ftl.errors import InvalidInput, Unauthorized
-from ftl.json_input import whole_number
-from ftl.services import Services
-from ftl.text import human_text
+from ftl.accounts import registration, sessions, users
+from ftl.core.errors import InvalidInput, Unauthorized
+from ftl.core.json_input import whole_number
+from ftl.core.text import human_text
+from ftl.store.auth import google
+from ftl.store.auth.tokens import TTL_S, Claims, TokenType
+from ftl.store.services import Services
 from web.auth import (
     REFRESH_COOKIE,
     authenticate,
@@ -73,7 +73,7 @@ class GoogleSignIn:
             nonce,
             audience=google.google_audience(self.services.settings),
         )
-        account = await accounts.find_google_account(
+        account = await users.find_google_account(
             self.services.engine, identity.subject, identity.email
         )
         if account is None:
@@ -174,8 +174,8 @@ class DevLogin:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_json(req)
         refuse_unknown_fields(body, frozenset({"displayName"}))
-        name = accounts.display_name_of(body.get("displayName"))
-        (account,) = await accounts.synthetic_accounts(self.services.engine, [name])
+        name = users.display_name_of(body.get("displayName"))
+        (account,) = await users.synthetic_accounts(self.services.engine, [name])
         session = await sessions.start(self.services, account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
         resp.media = session.to_json()
@@ -192,17 +192,17 @@ class DevBatch:
         body = await read_json(req)
         refuse_unknown_fields(body, frozenset({"count", "prefix"}))
         count = whole_number(body.get("count"))
-        if count is None or not 1 <= count <= accounts.DEV_BATCH_MAX:
+        if count is None or not 1 <= count <= users.DEV_BATCH_MAX:
             raise InvalidInput(
                 "validation_error",
-                f"count must be a whole number from 1 to {accounts.DEV_BATCH_MAX}.",
+                f"count must be a whole number from 1 to {users.DEV_BATCH_MAX}.",
                 {"field": "count"},
             )
         prefix = human_text(
-            body.get("prefix", DEV_BATCH_PREFIX), "prefix", accounts.DEV_BATCH_PREFIX_MAX_CHARS
+            body.get("prefix", DEV_BATCH_PREFIX), "prefix", users.DEV_BATCH_PREFIX_MAX_CHARS
         )
         names = [f"{prefix}{number:04d}" for number in range(1, count + 1)]
-        created = await accounts.synthetic_accounts(self.services.engine, names)
+        created = await users.synthetic_accounts(self.services.engine, names)
         resp.media = {
             "users": [
                 {

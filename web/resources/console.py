@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import falcon
 import falcon.asgi
 
-from ftl.config import Settings
-from ftl.errors import NotFound
-from ftl.services import Services
+from ftl.core.config import Settings
+from ftl.core.errors import NotFound
+from ftl.store.services import Services
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static" / "console"
 PAGE = "index.html"

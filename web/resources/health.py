@@ -7,9 +7,9 @@ import logging
 import falcon
 import falcon.asgi
 
-from ftl.errors import Unavailable
-from ftl.health import OK, readiness
-from ftl.services import Services
+from ftl.core.errors import Unavailable
+from ftl.ops.health import OK, readiness
+from ftl.store.services import Services
 
 log = logging.getLogger(__name__)
 FAILING = "failing"

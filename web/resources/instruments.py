@@ -7,8 +7,8 @@ from uuid import UUID
 
 import falcon.asgi
 
-from ftl import quotes
-from ftl.services import Services
+from ftl.market import quotes
+from ftl.store.services import Services
 
 
 class Instruments:

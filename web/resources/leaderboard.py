@@ -7,8 +7,8 @@ from typing import Any
 
 import falcon.asgi
 
-from ftl.leaderboard import leaderboard
-from ftl.services import Services
+from ftl.market.leaderboard import leaderboard
+from ftl.store.services import Services
 from web.auth import authenticate, presented_token
 
 

@@ -8,8 +8,8 @@ from uuid import UUID
 
 import falcon.asgi
 
-from ftl import matches
-from ftl.services import Services
+from ftl.market import matches
+from ftl.store.services import Services
 
 
 class Matches:

@@ -6,10 +6,10 @@ from typing import Any
 
 import falcon.asgi
 
-from ftl import positions
-from ftl.cursors import FillsCursor
-from ftl.portfolio import portfolio
-from ftl.services import Services
+from ftl.core.cursors import FillsCursor
+from ftl.store.services import Services
+from ftl.trading import positions
+from ftl.trading.portfolio import portfolio
 from web.auth import authenticate
 
 

@@ -12,9 +12,9 @@ from uuid import UUID
 import falcon
 import falcon.asgi
 
-from ftl import positions, trading
-from ftl.cursors import PositionsCursor
-from ftl.services import Services
+from ftl.core.cursors import PositionsCursor
+from ftl.store.services import Services
+from ftl.trading import positions, trades
 from web.auth import authenticate
 from web.body import read_json
 
@@ -25,10 +25,10 @@ def _json(resp: falcon.asgi.Response, text: str, status: str = falcon.HTTP_200) 
     resp.text = text
 
 
-async def _caller(req: falcon.asgi.Request, services: Services) -> trading.Caller:
+async def _caller(req: falcon.asgi.Request, services: Services) -> trades.Caller:
     """The trader of an open, a close or a level change: the maintenance gate applies."""
     claims = await authenticate(req, services, check_revoked=False, maintenance_gate=True)
-    return trading.Caller.from_claims(claims)
+    return trades.Caller.from_claims(claims)
 
 
 class OpenPosition:
@@ -37,8 +37,8 @@ class OpenPosition:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         caller = await _caller(req, self.services)
-        order = trading.OpenOrder.from_body(await read_json(req))
-        _json(resp, await trading.open_position(self.services, caller, order), falcon.HTTP_201)
+        order = trades.OpenOrder.from_body(await read_json(req))
+        _json(resp, await trades.open_position(self.services, caller, order), falcon.HTTP_201)
 
 
 class Positions:
@@ -70,15 +70,15 @@ class Position:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, position_id: UUID
     ) -> None:
         caller = await _caller(req, self.services)
-        levels = trading.Levels.from_body(await read_json(req))
-        _json(resp, await trading.modify_position(self.services, caller, position_id, levels))
+        levels = trades.Levels.from_body(await read_json(req))
+        _json(resp, await trades.modify_position(self.services, caller, position_id, levels))
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, position_id: UUID
     ) -> None:
         caller = await _caller(req, self.services)
-        request_id = trading.request_id_field(req.get_param("clientRequestId"))
-        _json(resp, await trading.close_position(self.services, caller, position_id, request_id))
+        request_id = trades.request_id_field(req.get_param("clientRequestId"))
+        _json(resp, await trades.close_position(self.services, caller, position_id, request_id))
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ftl import logs
-from ftl.config import get_settings
+from ftl.core import logs
+from ftl.core.config import get_settings
 from web.ws.server import run
 
 if __name__ == "__main__":

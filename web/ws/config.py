@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftl.config import Settings
+from ftl.core.config import Settings
 
 FULL_COLLECTION_PERIOD_S = 60.0
 

@@ -18,9 +18,9 @@ from uuid import UUID
 
 import msgpack
 
-from ftl import json_input
-from ftl.errors import FtlError, InvalidInput
-from ftl.ticks import Tick
+from ftl.core import json_input
+from ftl.core.errors import FtlError, InvalidInput
+from ftl.store.ticks import Tick
 
 MAX_IDX = 0xFFFF  # idx is a uint16
 MAX_SEQ = (1 << 63) - 1  # a seq is a Redis integer; a longer number is no seq at all

@@ -34,9 +34,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from ftl import keys
-from ftl.errors import Conflict, FtlError, NotFound, RateLimited, Unavailable
-from ftl.ticks import Tick
+from ftl.core.errors import Conflict, FtlError, NotFound, RateLimited, Unavailable
+from ftl.store import keys
+from ftl.store.ticks import Tick
 from web.ws import frames
 from web.ws.config import WsConfig
 from web.ws.frames import Action, Command

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ftl import keys
-from ftl.scripts import Scripts
+from ftl.store import keys
+from ftl.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from ftl import hotstore, metrics
-from ftl.auth.tokens import Tokens, TokenType
-from ftl.config import Settings
-from ftl.errors import ErrorKind, Forbidden, FtlError, NotFound, Unauthorized, Unavailable
+from ftl.core import metrics
+from ftl.core.config import Settings
+from ftl.core.errors import ErrorKind, Forbidden, FtlError, NotFound, Unauthorized, Unavailable
+from ftl.store import hotstore
+from ftl.store.auth.tokens import Tokens, TokenType
 from web.errors import STATUS_BY_KIND, envelope
 from web.ws.config import WsConfig
 from web.ws.hub import Client, Hub

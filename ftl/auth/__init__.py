@@ -1,1 +1,0 @@
-"""Authentication: FTL tokens, Google ID tokens, email codes."""

@@ -1,0 +1,108 @@
+"""Instruments with their current prices (hot state) and their price history (`price_ticks`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from ftl.core.errors import InvalidInput, NotFound
+from ftl.core.money import json_number, to_cents
+from ftl.core.text import is_small_whole_number
+from ftl.market.instruments import InstrumentState
+from ftl.market.matches import instrument_json
+from ftl.store import keys
+from ftl.store.db.models import Fixture, Instrument, PlayerPosition, PriceTick
+from ftl.store.services import Services
+from ftl.trading.positions import iso
+
+MAX_HISTORY = 1_000
+
+
+def invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
+
+
+async def _states(services: Services, rows: list[Instrument]) -> list[InstrumentState]:
+    """Hot state where Redis holds it (live base, netLots, flags), else the Postgres row."""
+    async with services.redis.pipeline(transaction=False) as pipe:
+        for row in rows:
+            pipe.hgetall(keys.instrument(row.id))
+        hashes: list[dict[str, str]] = await pipe.execute()
+    return [
+        InstrumentState.from_hash(fields) if fields else InstrumentState.from_row(row)
+        for row, fields in zip(rows, hashes, strict=True)
+    ]
+
+
+async def list_instruments(
+    services: Services, team: str | None, position: str | None, fixture_id: str | None
+) -> list[dict[str, Any]]:
+    query = select(Instrument).order_by(Instrument.idx)
+    if team is not None:
+        query = query.where(Instrument.team == team.upper())
+    if position is not None:
+        try:
+            query = query.where(Instrument.position == PlayerPosition(position.upper()))
+        except ValueError:
+            raise invalid("position", "must be GK, DEF, MID or FWD") from None
+    async with AsyncSession(services.engine) as session:
+        if fixture_id is not None:
+            try:
+                fixture = await session.get(Fixture, UUID(fixture_id))
+            except ValueError:
+                raise invalid("fixtureId", "must be a UUID") from None
+            if fixture is None:
+                return []
+            query = query.where(Instrument.team.in_((fixture.home_team, fixture.away_team)))
+        rows = list((await session.scalars(query)).all())
+    return [instrument_json(state) for state in await _states(services, rows)]
+
+
+async def get_instrument(services: Services, instrument_id: UUID) -> dict[str, Any]:
+    async with AsyncSession(services.engine) as session:
+        row = await session.get(Instrument, instrument_id)
+    if row is None:
+        raise NotFound("not_found", "No such instrument.", {"instrumentId": str(instrument_id)})
+    return instrument_json((await _states(services, [row]))[0])
+
+
+async def price_history(
+    services: Services, instrument_id: UUID, since: str | None, limit_raw: str | None
+) -> list[dict[str, Any]]:
+    """Ticks oldest first, from `since` (ISO-8601) on, at most `limit` (≤ 1000)."""
+    limit = MAX_HISTORY
+    if limit_raw is not None:
+        if not is_small_whole_number(limit_raw) or not 1 <= int(limit_raw) <= MAX_HISTORY:
+            raise invalid("limit", f"must be 1 to {MAX_HISTORY}")
+        limit = int(limit_raw)
+    query = select(PriceTick).where(PriceTick.instrument_id == instrument_id)
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid("since", "must be an ISO-8601 time") from None
+        if moment.tzinfo is None:
+            raise invalid("since", "must carry a time zone")
+        query = query.where(PriceTick.at >= moment)
+    await get_instrument(services, instrument_id)
+
+    async def page(conn: AsyncConnection) -> list[PriceTick]:
+        async with AsyncSession(conn) as session:
+            return list((await session.scalars(query.order_by(PriceTick.seq).limit(limit))).all())
+
+    ticks = await services.reads.read(page)
+    return [
+        {
+            "seq": t.seq,
+            "at": iso(t.at),
+            "price": json_number(to_cents(t.price)),
+            "liveBasePrice": json_number(to_cents(t.live_base_price)),
+            "netLots": json_number(to_cents(t.net_lots)),
+            "source": t.source,
+        }
+        for t in ticks
+    ]
