@@ -12,7 +12,7 @@ lock:
 	scripts/lock.sh $(if $(UPGRADE),--upgrade)
 
 lint:
-	scripts/venv.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+	scripts/venv.sh && scripts/lint.sh
 
 services-up:
 	scripts/services.sh up

@@ -88,18 +88,18 @@ async def trade_for(services: Services, seconds: float, rng: random.Random) -> d
         else:
             user, instrument = rng.choice(users), rng.choice(instruments)
             price = int(await services.redis.hget(keys.PRICES, str(instrument)) or 10_000)
-            body = {
-                "instrumentId": str(instrument),
-                "direction": rng.choice(["long", "short"]),
-                "lotSize": 0.1,
-                "clientRequestId": f"drill-o{n}",
-                "clientPrice": price / 100,
-                "slippageTolerancePct": 0.05,
-            }
+            order = trades.OpenOrder.of(
+                instrument_id=instrument,
+                direction=rng.choice([1, -1]),
+                lot_size=0.1,
+                client_request_id=f"drill-o{n}",
+                client_price=price / 100,
+                slippage_tolerance=0.05,
+                stop_loss=None,
+                take_profit=None,
+            )
             reply = json.loads(
-                await trades.open_position(
-                    services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
-                )
+                await trades.open_position(services, trades.Caller(user, "j"), order)
             )
             position = reply["position"]["id"]
             mine.append((user, position))

@@ -46,7 +46,7 @@ from ftl.store import keys
 from ftl.store.services import Services
 from ftl.store.ticks import TickSource
 from ftl.trading import trades
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator
 
 PLAYERS = 22
 POSITIONS_PER_USER = 3
@@ -135,7 +135,7 @@ async def setup(
                 except Conflict:
                     refused.append(order)  # NOTE: the price ran past the tolerance meanwhile
             # NOTE: opens are trade ticks, evaluated as they happen before kick-off: not measured.
-            await margin_service.evaluate_user(services, user_id)
+            await evaluator.evaluate_user(services, user_id)
 
     await asyncio.gather(*(open_three(u) for u in user_ids))
     return user_ids, [p.id for p in players], len(refused)
@@ -146,7 +146,7 @@ async def setup(
 _evaluator: tuple[asyncio.AbstractEventLoop, Services] | None = None
 
 
-def evaluate_share(user_ids: list[UUID], targeted: bool) -> tuple[float, margin_service.Pass]:
+def evaluate_share(user_ids: list[UUID], targeted: bool) -> tuple[float, evaluator.Pass]:
     """One worker process's share of an after-tick evaluation: the CPU seconds it took (on a
     shared machine the wall time also counts other processes' turns), and its outcome."""
     global _evaluator
@@ -155,7 +155,7 @@ def evaluate_share(user_ids: list[UUID], targeted: bool) -> tuple[float, margin_
     loop, services = _evaluator
     started = time.process_time()
     outcome = loop.run_until_complete(
-        margin_service.evaluate_pass(services, user_ids, targeted=targeted)
+        evaluator.evaluate_pass(services, user_ids, targeted=targeted)
     )
     return time.process_time() - started, outcome
 
@@ -169,7 +169,7 @@ async def evaluate_holders(
     """One pass over the holders of the instruments, shared out over the worker processes as
     `evaluate_holders` messages would be: holders, users replayed (outside their safe boxes),
     CPU seconds, instruments moved."""
-    holders = await margin_service.holders_of(services, instrument_ids)
+    holders = await evaluator.holders_of(services, instrument_ids)
     ordered = sorted(holders, key=str)
     shares = [ordered[n :: len(pool)] for n in range(len(pool))]
     done = await asyncio.gather(

@@ -93,7 +93,8 @@ def percentile(samples: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 3)
 
 
-def start_redis(stack: ExitStack) -> str:
+def start_redis(stack: ExitStack, *options: str) -> str:
+    """A private redis-server with `options` besides the product's; its URL."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -108,6 +109,7 @@ def start_redis(stack: ExitStack) -> str:
             "no",
             "--maxmemory-policy",
             "noeviction",
+            *options,
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -162,14 +162,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sim(settings: Settings, args: argparse.Namespace) -> int:
-    from ftl.ops.simulator import (
-        API_PREFIX,
-        Simulator,
-        generate_scenario,
-        load_scenario,
-        make_server,
-        resume_state,
-    )
+    from ftl.ops.scenarios import generate_scenario, load_scenario, resume_state
+    from ftl.ops.simulator import API_PREFIX, Simulator, make_server
 
     scenario = load_scenario(args.scenario) if args.scenario else generate_scenario(args.seed)
     played_s = 0.0
@@ -301,7 +295,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.user_id is not None or since is None:
         return _fail("replay all: takes --since and no USER_ID")
-    from ftl.trading.margin.service import users_with_open_positions
+    from ftl.trading.margin.backstop import users_with_open_positions
 
     users = _with_services(settings, users_with_open_positions)
     for done, user_id in enumerate(users, start=1):

@@ -6,12 +6,12 @@
 --
 -- KEYS: per user, in order: wallet:{userId}, margin:box:{userId} (a string
 --       "fingerprint|below:slack:headroom|instrumentId=seq:priceCents:netLotsCentis;...",
---       written whole by ftl/trading/margin/service.py).
+--       written whole by ftl/trading/margin/safe_boxes.py).
 -- ARGV: none.
 -- Returns: per user, in the order of KEYS, the box after its fingerprint (after the first "|"),
 --       or "" when there is no box, no wallet, or the wallet changed since the box was made.
 -- Errors: none.
--- PERF: one call checks a chunk of holders (margin_service.BOX_CHUNK_USERS) for the price of one
+-- PERF: one call checks a chunk of holders (safe_boxes.BOX_CHUNK_USERS) for the price of one
 -- HMGET and one GET each, instead of a snapshot and a replay each.
 local out = {}
 for k = 1, #KEYS, 2 do

@@ -11,7 +11,7 @@
 --       every write to the wallet (a safe box is valid only for the state it was made from:
 --       lua/margin_boxes.lua builds the same string).
 -- Errors: none.
--- PERF: one call reads a whole chunk of an evaluation pass (margin_service.SNAPSHOT_CHUNK_USERS).
+-- PERF: one call reads a whole chunk of an evaluation pass (evaluator.SNAPSHOT_CHUNK_USERS).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local users = {}

@@ -55,7 +55,7 @@ local now = E.now_ms()
 redis.call('SADD', KEYS[2], pid)
 w.used, w.cost, w.open = w.used + margin, w.cost + dir * lots * fill, w.open + 1
 E.save_wallet(w)
-E.add_exposure(uid, iid, dir * lots)
+E.add_exposure(uid, iid, dir * lots, true)
 local outbox = {'position', pid, 'wallet', uid}
 if w.referral and w.referral ~= '' then
   -- NOTE: the referred user's first position; the flusher pays the referrer exactly once.

@@ -38,7 +38,7 @@ for _, row in ipairs(rows) do
   redis.call('HSET', E.k_position(row.id), unpack(flat(f)))
   redis.call('SADD', KEYS[2], row.id)
   local dir, lots = tonumber(f.direction), tonumber(f.lotsCentis)
-  E.add_exposure(uid, f.instrumentId, dir * lots)
+  E.add_exposure(uid, f.instrumentId, dir * lots, true)
   cost = cost + dir * lots * tonumber(f.entryCents)
   if f.stopLossCents then
     redis.call('ZADD', dir == 1 and E.k_below(f.instrumentId) or E.k_above(f.instrumentId),

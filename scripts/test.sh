@@ -16,10 +16,6 @@ if [[ ${FTL_STARTED_REDIS:-0} == 1 || ${FTL_STARTED_PG:-0} == 1 ]]; then
 fi
 
 export PATH="$ROOT/.venv/bin:$PATH"
-echo "lint: ruff" >&2
-ruff check .
-ruff format --check . >/dev/null || { ruff format --check .; exit 1; }
-echo "lint: mypy" >&2
-mypy
+scripts/lint.sh
 # pytest exits 5 when it ran no test; that is a failure here like any other non-zero exit.
 pytest "$@"

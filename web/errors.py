@@ -11,7 +11,8 @@ import falcon.asgi
 import redis.exceptions
 import sqlalchemy.exc
 
-from ftl.core.errors import ErrorKind, FtlError, RateLimited
+from ftl.core.errors import ErrorKind, FtlError
+from ftl.store import hotstore
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ async def handle_ftl_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: FtlError, params: dict[str, Any]
 ) -> None:
     resp.status = STATUS_BY_KIND[ex.kind]
-    if isinstance(ex, RateLimited):
+    if ex.retry_after_s is not None:
         resp.set_header("Retry-After", str(ex.retry_after_s))
     resp.media = envelope(ex.code, ex.message, ex.details)
 
@@ -97,9 +98,24 @@ async def handle_store_down(
     resp.media = envelope("unavailable", "A store is unavailable; try again shortly.")
 
 
+async def handle_redis_reply_error(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    ex: redis.exceptions.ResponseError,
+    params: dict[str, Any],
+) -> None:
+    # NOTE: a primary without its replicas refuses writes (min-replicas-to-write, decision
+    # 0151): nothing was written, the client retries; any other reply error is a bug.
+    if hotstore.writes_refused(ex):
+        await handle_store_down(req, resp, ex, params)
+    else:
+        await handle_unexpected(req, resp, ex, params)
+
+
 def install(app: falcon.asgi.App[Any, Any]) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     for store_down in STORE_DOWN:
         app.add_error_handler(store_down, handle_store_down)
+    app.add_error_handler(redis.exceptions.ResponseError, handle_redis_reply_error)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(FtlError, handle_ftl_error)

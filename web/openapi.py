@@ -14,17 +14,32 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+import msgspec
 
-from ftl.accounts import referrals, registration, users
 from ftl.core.cursors import CURSOR_PATTERN
 from ftl.market import leaderboard
-from ftl.market.instruments import K_MOD_MAX_MICROS
 from ftl.market.scoring import EVERY_POSITION, POSITIONS
 from ftl.sportmonks.payload import Stat
-from ftl.store.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
 from ftl.store.services import Services
 from ftl.trading import positions
+from web import schemas
 from web.body import MAX_BODY_BYTES
+from web.schemas import (
+    AdminInstrumentBody,
+    DevBatchBody,
+    DevLoginBody,
+    FlagBody,
+    GoogleSignInBody,
+    InviteBody,
+    LevelsBody,
+    OpenPositionBody,
+    ProfileBody,
+    RefreshTokenBody,
+    RegistrationTicketBody,
+    ReplayBody,
+    SettingsBody,
+    VerifyOtpBody,
+)
 
 Schema = dict[str, Any]
 
@@ -34,8 +49,11 @@ OPENAPI_PATH = "/api/openapi.json"
 # --- schema builders ------------------------------------------------------------------------
 
 
+REF_TEMPLATE = "#/components/schemas/{name}"
+
+
 def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF_TEMPLATE.format(name=name)}
 
 
 def obj(properties: dict[str, Schema], optional: tuple[str, ...] = ()) -> Schema:
@@ -57,35 +75,10 @@ UUID: Schema = {"type": "string", "format": "uuid"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 BOOL: Schema = {"type": "boolean"}
 INT: Schema = {"type": "integer"}
-POINTS: Schema = {"type": "number", "description": "Points, exact to the cent."}
-DISTRICT_ID: Schema = {"type": "integer", "minimum": 1, "maximum": users.DISTRICT_COUNT}
+DISTRICT_ID: Schema = msgspec.json.schema(schemas.DistrictId)
 # A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
-PRICE_IN: Schema = {"type": "number", "minimum": 0.01, "maximum": 1_000_000, "multipleOf": 0.01}
-CLIENT_REQUEST_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}
-# APPSEC: no query parameter holds a control character (web/params.py refuses them).
-QUERY_TEXT: Schema = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"}
-# What ftl/core/text.py refuses in a name (decision 0075); the pattern states the control
-# characters.
-HUMAN_TEXT_RULES = (
-    "Stored NFC with runs of whitespace as one space and none at either end, and that must"
-    " leave 1 to maxLength characters. Refused: control and format characters (RTL override,"
-    " zero-width space, BOM), lone surrogates, unassigned and private-use code points, a"
-    " combining mark starting a word, more than 4 combining marks on one letter; ZWJ and ZWNJ"
-    " only between two letters."
-)
-
-
-def human_text(max_chars: int) -> Schema:
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": max_chars,
-        "pattern": QUERY_TEXT["pattern"],
-        "description": HUMAN_TEXT_RULES,
-    }
-
-
-NAME_IN: Schema = human_text(registration.NAME_MAX_CHARS)
+CLIENT_REQUEST_ID: Schema = msgspec.json.schema(schemas.ClientRequestId)
+QUERY_TEXT: Schema = {"type": "string", "pattern": schemas.QUERY_TEXT_PATTERN}
 CURSOR: Schema = {
     "type": "string",
     "pattern": CURSOR_PATTERN,
@@ -110,194 +103,7 @@ def stat_weights(position: str) -> Schema:
     }
 
 
-POSITION: Schema = obj(
-    {
-        "id": UUID,
-        "instrumentId": UUID,
-        "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "direction": {"enum": ["long", "short"]},
-        "lotSize": {"type": "number", "minimum": 0.01, "maximum": 100},
-        "entryPrice": POINTS,
-        "margin": POINTS,
-        "stopLoss": nullable(POINTS),
-        "takeProfit": nullable(POINTS),
-        "openedAt": TIME,
-        "status": {"enum": ["open", "closed"]},
-        "exitPrice": nullable(POINTS),
-        "realizedPnl": nullable(POINTS),
-        "closedAt": nullable(TIME),
-        "closedBy": nullable(
-            {"enum": ["user", "stop_loss", "take_profit", "washout", "auto_exit_ft"]}
-        ),
-    }
-)
-
-
 SCHEMAS: dict[str, Schema] = {
-    "Error": obj(
-        {
-            "error": obj(
-                {
-                    "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                    "message": STRING,
-                    "details": {"type": "object"},
-                }
-            )
-        }
-    ),
-    "User": obj(
-        {
-            "id": UUID,
-            "email": nullable(STRING),
-            "firstName": STRING,
-            "lastName": nullable(STRING),
-            "displayName": STRING,
-            "districtId": DISTRICT_ID,
-            "role": {"enum": ["user", "admin"]},
-            "referralCode": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
-            "isSynthetic": BOOL,
-        }
-    ),
-    "Session": obj(
-        {
-            "user": ref("User"),
-            "accessToken": STRING,
-            "refreshToken": STRING,
-            "expiresIn": {"type": "integer", "description": "Seconds the access token lives."},
-        }
-    ),
-    "NeedsProfile": obj(
-        {
-            "needsProfile": {"const": True},
-            "registrationTicket": STRING,
-            "email": STRING,
-            "givenName": nullable(STRING),
-            "familyName": nullable(STRING),
-        }
-    ),
-    "Wallet": obj(
-        {
-            "balance": POINTS,
-            "usedMargin": POINTS,
-            "equity": POINTS,
-            "freeMargin": POINTS,
-            "marginLevel": nullable({"type": "number", "description": "Percent, 2 dp."}),
-        }
-    ),
-    "Position": POSITION,
-    "OpenPosition": {
-        **POSITION,
-        "description": "An open position with its current price and unrealised PnL.",
-        "properties": {**POSITION["properties"], "price": POINTS, "unrealizedPnl": POINTS},
-        "required": [*POSITION["required"], "price", "unrealizedPnl"],
-    },
-    "TradeResult": obj({"position": ref("Position"), "wallet": ref("Wallet"), "replayed": BOOL}),
-    "PositionPage": obj(
-        {"positions": {"type": "array", "items": ref("Position")}, "nextCursor": nullable(STRING)}
-    ),
-    "Fill": obj(
-        {
-            "positionId": UUID,
-            "kind": {"enum": ["open", "close"]},
-            "at": TIME,
-            "instrumentId": UUID,
-            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "side": {"enum": ["buy", "sell"]},
-            "lotSize": POINTS,
-            "price": nullable(POINTS),
-            "realizedPnl": nullable(POINTS),
-            "closedBy": nullable(STRING),
-        }
-    ),
-    "FillPage": obj(
-        {"trades": {"type": "array", "items": ref("Fill")}, "nextCursor": nullable(STRING)}
-    ),
-    "Portfolio": obj(
-        {
-            "balance": POINTS,
-            "equity": POINTS,
-            "usedMargin": POINTS,
-            "freeMargin": POINTS,
-            "marginLevel": nullable(POINTS),
-            "unrealizedPnl": POINTS,
-            "realizedPnl": POINTS,
-            "positions": {"type": "array", "items": ref("OpenPosition")},
-        }
-    ),
-    "Instrument": obj(
-        {
-            "id": UUID,
-            "idx": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "sportmonksPlayerId": INT,
-            "name": STRING,
-            "team": STRING,
-            "position": {"enum": ["GK", "DEF", "MID", "FWD"]},
-            "formIndex": {"type": "number"},
-            "basePrice": POINTS,
-            "liveBasePrice": POINTS,
-            "price": POINTS,
-            "kMod": {"type": "number", "description": "Points per lot."},
-            "netLots": {"type": "number"},
-            "isActive": BOOL,
-            "frozen": BOOL,
-            "degraded": BOOL,
-        }
-    ),
-    "Tick": obj(
-        {
-            "seq": {"type": "integer", "minimum": 1},
-            "at": TIME,
-            "price": POINTS,
-            "liveBasePrice": POINTS,
-            "netLots": {"type": "number"},
-            "source": {"type": "integer", "minimum": 0, "maximum": 4},
-        }
-    ),
-    "Match": obj(
-        {
-            "id": UUID,
-            "sportmonksFixtureId": INT,
-            "homeTeam": STRING,
-            "awayTeam": STRING,
-            "stage": nullable(STRING),
-            "kickoffAt": TIME,
-            "status": {"enum": ["scheduled", "live", "finished"]},
-            "minute": nullable(INT),
-            "homeScore": nullable(INT),
-            "awayScore": nullable(INT),
-            "knockout": BOOL,
-            "fullTimeAt": nullable(TIME),
-            "instruments": {"type": "array", "items": ref("Instrument")},
-        }
-    ),
-    "Leaderboard": obj(
-        {
-            "entries": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "rank": {"type": "integer", "minimum": 1},
-                        "userId": UUID,
-                        "displayName": nullable(STRING),
-                        "districtId": nullable(DISTRICT_ID),
-                        "score": POINTS,
-                    }
-                ),
-            },
-            "me": nullable(obj({"rank": nullable({"type": "integer"}), "score": POINTS})),
-        }
-    ),
-    "Invite": obj({"id": UUID, "label": STRING, "createdAt": TIME, "signups": INT}),
-    "Referrals": obj(
-        {
-            "code": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
-            "invites": {"type": "array", "items": ref("Invite")},
-            "referredCount": INT,
-            "paidCount": INT,
-            "bonusTotal": POINTS,
-        }
-    ),
-    "Flag": obj({"name": STRING, "enabled": BOOL, "isPublic": BOOL}),
     "ScoringWeights": obj(
         {position: stat_weights(position) for position in (*POSITIONS, EVERY_POSITION)},
     ),
@@ -340,8 +146,9 @@ def ok(schema: Schema, description: str = "OK.") -> Schema:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def body(schema: Schema, *, required: bool = True) -> Schema:
-    return {"required": required, "content": {"application/json": {"schema": schema}}}
+def body(struct: type[schemas.Body], *, required: bool = True) -> Schema:
+    """A request body: its schema is the Struct's (web/schemas.py), by reference."""
+    return {"required": required, "content": {"application/json": {"schema": ref(struct.__name__)}}}
 
 
 def query(name: str, schema: Schema, description: str = "") -> Schema:
@@ -417,16 +224,7 @@ POSITION_LINKS = {
     for name, method in (("GetPosition", "get"), ("SetLevels", "patch"), ("Close", "delete"))
 }
 LIMIT_100: Schema = {"type": "integer", "minimum": 1, "maximum": positions.MAX_PAGE}
-STOP_LOSS_SIDE = (
-    "Must be on the losing side of the current price: below it for a long, above it for a"
-    " short (400 `validation_error` otherwise)."
-)
-TAKE_PROFIT_SIDE = (
-    "Must be on the winning side of the current price: above it for a long, below it for a"
-    " short (400 `validation_error` otherwise)."
-)
 LOGIN = {200: ok(ref("Session"), "Signed in; both session cookies are set.")}
-TICKET = {"type": "string", "minLength": 1}
 
 PATHS: dict[str, dict[str, Schema]] = {
     "/health": {
@@ -504,20 +302,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                 422: ok(ref("NeedsProfile"), "A new user: complete the profile."),
             },
             errors=(401,),
-            request=body(
-                obj(
-                    {
-                        "idToken": {"type": "string", "minLength": 1},
-                        "nonce": {
-                            "type": "string",
-                            "minLength": NONCE_MIN_CHARS,
-                            "maxLength": NONCE_MAX_CHARS,
-                            "description": "The nonce the ID token was minted with; each one"
-                            " signs in once.",
-                        },
-                    }
-                ),
-            ),
+            request=body(GoogleSignInBody),
             tag="auth",
         )
     },
@@ -526,7 +311,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Confirm the 6-digit code of a registration ticket.",
             {200: ok(obj({"verified": {"const": True}}))},
             errors=(401,),
-            request=body(obj({"registrationTicket": TICKET, "otp": STRING})),
+            request=body(VerifyOtpBody),
             tag="auth",
         )
     },
@@ -535,7 +320,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Send a new code (not within 60 s of the last one).",
             {200: ok(obj({"sent": {"const": True}}))},
             errors=(401,),
-            request=body(obj({"registrationTicket": TICKET})),
+            request=body(RegistrationTicketBody),
             tag="auth",
         )
     },
@@ -544,27 +329,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Complete the profile of a verified registration ticket: creates user and wallet.",
             {201: ok(ref("Session"), "Registered and signed in.")},
             errors=(401, 403, 409),
-            request=body(
-                obj(
-                    {
-                        "registrationTicket": TICKET,
-                        "firstName": NAME_IN,
-                        "lastName": nullable(
-                            {**NAME_IN, "minLength": 0, "description": "Empty means none."}
-                        ),
-                        "age": {
-                            "type": "integer",
-                            "minimum": registration.MIN_AGE,
-                            "maximum": registration.MAX_AGE,
-                        },
-                        "phone": {"type": "string", "pattern": f"^{registration.PHONE.pattern}$"},
-                        "districtId": DISTRICT_ID,
-                        "referralCode": nullable({"type": "string", "pattern": "^[0-9a-f]{8}$"}),
-                        "inviteId": nullable(UUID),
-                    },
-                    optional=("lastName", "referralCode", "inviteId"),
-                )
-            ),
+            request=body(ProfileBody),
             tag="auth",
         )
     },
@@ -573,7 +338,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Rotate the session: new access and refresh tokens; the old refresh token dies.",
             LOGIN,
             errors=(401,),
-            request=body(obj({"refreshToken": STRING}, optional=("refreshToken",)), required=False),
+            request=body(RefreshTokenBody, required=False),
             tag="auth",
         )
     },
@@ -581,7 +346,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "post": op(
             "Revoke the presented tokens and clear the cookies; idempotent.",
             {204: {"description": "Signed out."}},
-            request=body(obj({"refreshToken": STRING}, optional=("refreshToken",)), required=False),
+            request=body(RefreshTokenBody, required=False),
             tag="auth",
         )
     },
@@ -589,7 +354,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "post": op(
             "Outside production only: sign in as a synthetic user (absent in production).",
             LOGIN,
-            request=body(obj({"displayName": human_text(users.DISPLAY_NAME_MAX_CHARS)})),
+            request=body(DevLoginBody),
             tag="auth",
         )
     },
@@ -609,19 +374,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                     )
                 )
             },
-            request=body(
-                obj(
-                    {
-                        "count": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": users.DEV_BATCH_MAX,
-                        },
-                        "prefix": human_text(users.DEV_BATCH_PREFIX_MAX_CHARS),
-                    },
-                    optional=("prefix",),
-                )
-            ),
+            request=body(DevBatchBody),
             tag="auth",
         )
     },
@@ -645,12 +398,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                                 {
                                     "loggedIn": {"const": True},
                                     "user": ref("User"),
-                                    "wallet": obj(
-                                        {
-                                            **SCHEMAS["Wallet"]["properties"],
-                                            "realizedPnl": POINTS,
-                                        }
-                                    ),
+                                    "wallet": ref("MeWallet"),
                                     "referralCode": STRING,
                                 }
                             ),
@@ -675,7 +423,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: ok(ref("Flag"))},
             security=SIGNED_IN,
             errors=(403,),
-            request=body(obj({"enabled": BOOL, "isPublic": BOOL}, optional=("isPublic",))),
+            request=body(FlagBody),
             parameters=[
                 {
                     "name": "name",
@@ -727,7 +475,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Create a named invite.",
             {201: ok(ref("Invite"), "Created.")},
             security=SIGNED_IN,
-            request=body(obj({"label": human_text(referrals.INVITE_LABEL_MAX_CHARS)})),
+            request=body(InviteBody),
             tag="accounts",
         )
     },
@@ -795,32 +543,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             },
             security=SIGNED_IN,
             errors=(404, 409, 422),
-            request=body(
-                obj(
-                    {
-                        "instrumentId": UUID,
-                        "direction": {"enum": ["long", "short"]},
-                        "lotSize": {
-                            "type": "number",
-                            "minimum": 0.01,
-                            "maximum": 100,
-                            "multipleOf": 0.01,
-                        },
-                        "clientRequestId": CLIENT_REQUEST_ID,
-                        "clientPrice": PRICE_IN,
-                        "slippageTolerancePct": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": 0.05,
-                            "description": "A fraction of the client price, not a percent:"
-                            " 0.01 is 1 %, the default; finer than 0.000001 rounds down.",
-                        },
-                        "stopLoss": nullable({**PRICE_IN, "description": STOP_LOSS_SIDE}),
-                        "takeProfit": nullable({**PRICE_IN, "description": TAKE_PROFIT_SIDE}),
-                    },
-                    optional=("slippageTolerancePct", "stopLoss", "takeProfit"),
-                )
-            ),
+            request=body(OpenPositionBody),
             tag="trading",
         )
     },
@@ -852,15 +575,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: ok(ref("Position"))},
             security=SIGNED_IN,
             errors=(404, 409),
-            request=body(
-                obj(
-                    {
-                        "stopLoss": nullable({**PRICE_IN, "description": STOP_LOSS_SIDE}),
-                        "takeProfit": nullable({**PRICE_IN, "description": TAKE_PROFIT_SIDE}),
-                    },
-                    optional=("stopLoss", "takeProfit"),
-                )
-            ),
+            request=body(LevelsBody),
             parameters=[path_id("position_id")],
             tag="trading",
         ),
@@ -933,7 +648,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: ok(obj({"scoringWeights": ref("ScoringWeights")}))},
             security=SIGNED_IN,
             errors=(403,),
-            request=body(obj({"scoringWeights": ref("ScoringWeights")})),
+            request=body(SettingsBody),
             tag="admin",
         ),
     },
@@ -944,20 +659,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             {200: ok(ref("Instrument"), "The instrument after the change.")},
             security=SIGNED_IN,
             errors=(403, 404),
-            request=body(
-                obj(
-                    {
-                        "isActive": {"type": "boolean"},
-                        "kMod": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": K_MOD_MAX_MICROS / 1_000_000,
-                            "multipleOf": 0.000001,
-                        },
-                    },
-                    optional=("isActive", "kMod"),
-                )
-            ),
+            request=body(AdminInstrumentBody),
             parameters=[path_id("instrument_id")],
             tag="admin",
         )
@@ -973,7 +675,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             },
             security=SIGNED_IN,
             errors=(403, 404),
-            request=body(obj({"userId": UUID, "since": nullable(TIME)}, optional=("since",))),
+            request=body(ReplayBody),
             tag="admin",
         )
     },
@@ -983,6 +685,32 @@ PATHS: dict[str, dict[str, Schema]] = {
 # APPSEC: in production the development logins and the console (which uses them) are not
 # routed, so not documented either.
 DEV_ONLY_PATHS = frozenset({"/api/auth/dev", "/api/auth/dev/batch", "/console", "/console/{name}"})
+
+
+BODIES: tuple[type[schemas.Body], ...] = (
+    GoogleSignInBody,
+    VerifyOtpBody,
+    RegistrationTicketBody,
+    ProfileBody,
+    RefreshTokenBody,
+    DevLoginBody,
+    DevBatchBody,
+    FlagBody,
+    InviteBody,
+    OpenPositionBody,
+    LevelsBody,
+    SettingsBody,
+    AdminInstrumentBody,
+    ReplayBody,
+)
+
+
+def struct_schemas() -> dict[str, Schema]:
+    """The schemas of the request bodies and the answers, generated from their Structs."""
+    _, components = msgspec.json.schema_components(
+        (*schemas.ANSWERS, *BODIES), ref_template=REF_TEMPLATE
+    )
+    return components
 
 
 @cache
@@ -1004,7 +732,7 @@ def document(production: bool) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": struct_schemas() | SCHEMAS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "ftl_access"},

@@ -40,7 +40,8 @@ from dramatiq.middleware import (
 )
 
 from ftl.core import logs
-from ftl.core.config import get_settings
+from ftl.core.config import Settings, get_settings
+from ftl.store import hotstore
 from workers import runtime
 from workers.arguments import ValidateArguments
 
@@ -98,7 +99,7 @@ class SharedServices(Middleware):
             loop_thread.run_coroutine(runtime.close_services())
 
 
-def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
+def build_broker(settings: Settings, *, metrics: bool = False) -> RedisBroker:
     middleware: list[Middleware] = [
         ValidateArguments(),
         AgeLimit(),
@@ -123,7 +124,8 @@ def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
 
         middleware.append(WorkerMetrics())
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url,
+        # NOTE: bytes, no read timeout: as Dramatiq builds its own client from a URL.
+        client=hotstore.connect_blocking(settings, decode_responses=False, socket_timeout=None),
         namespace=NAMESPACE,
         middleware=middleware,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
@@ -132,5 +134,5 @@ def build_broker(redis_url: str, *, metrics: bool = False) -> RedisBroker:
 
 
 _settings = get_settings()
-broker = build_broker(_settings.redis_url, metrics=bool(_settings.prometheus_multiproc_dir))
+broker = build_broker(_settings, metrics=bool(_settings.prometheus_multiproc_dir))
 dramatiq.set_broker(broker)

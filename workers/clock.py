@@ -24,10 +24,10 @@ from ftl.core import logs
 from ftl.core.config import Settings, get_settings
 from ftl.market import leaderboard
 from ftl.sportmonks import budget
-from ftl.store import keys
+from ftl.store import hotstore, keys
 from ftl.store.scripts import read_scripts
 from ftl.store.services import Services
-from ftl.trading.margin.service import BACKSTOP_PERIOD_S
+from ftl.trading.margin.backstop import BACKSTOP_PERIOD_S
 from workers import flush, margin, poller
 
 log = logging.getLogger("ftl.clock")
@@ -156,7 +156,7 @@ def replay_on_reconnect(clock: Clock) -> None:
 
 def main() -> None:
     logs.setup(get_settings().log_level)
-    client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    client = hotstore.connect_blocking(get_settings(), socket_timeout=None)
     clock = Clock(client, schedule(client, get_settings().sportmonks_calls_per_hour))
     threading.Thread(target=replay_on_reconnect, args=(clock,), daemon=True).start()
     signal.signal(signal.SIGTERM, clock.stop)

@@ -2,7 +2,7 @@
 holders of ticked instruments, the 5-minute backstop sweep, and the reconnect listener.
 
 Every actor ends by draining the margin events it produced into Postgres and sending the washout
-emails (ftl/trading/margin/service.py). All of them are safe to run twice or at once: a replay
+emails (ftl/trading/margin/outbox.py). All of them are safe to run twice or at once: a replay
 commits only against the watermark it read, and a position already closed is never closed again.
 """
 
@@ -18,7 +18,7 @@ import dramatiq
 
 from ftl.store import keys
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import backstop, evaluator, follow_ups, outbox
 from workers import broker as _broker  # noqa: F401  (configures the broker before the actors)
 from workers.email import send_email
 from workers.runtime import services
@@ -32,13 +32,13 @@ QUEUE = "margin"
 EVALUATE_MAX_AGE_MS = 60_000
 REPLAY_MAX_AGE_MS = 3600 * 1000
 EVALUATE_CHUNK_USERS = 1_000  # holders one after-tick message evaluates itself
-SWEEP_MAX_AGE_MS = margin_service.BACKSTOP_PERIOD_S * 1000
+SWEEP_MAX_AGE_MS = backstop.BACKSTOP_PERIOD_S * 1000
 TIME_LIMIT_MS = 120_000
-SWEEP_TIME_LIMIT_MS = margin_service.BACKSTOP_PERIOD_S * 1000
+SWEEP_TIME_LIMIT_MS = backstop.BACKSTOP_PERIOD_S * 1000
 
 
 async def _drain_and_mail(services: Services) -> None:
-    for outbox_id in await margin_service.drain_events(services):
+    for outbox_id in await outbox.drain_events(services):
         await asyncio.to_thread(send_email.send, str(outbox_id))
 
 
@@ -49,9 +49,9 @@ async def follow_up(
     those instruments: a pass over them, with at most one pending per instrument and kind
     (docs/decisions/0044, 0045). A washout's is sent at once; the flusher's (`after_trades`)
     TRADE_FOLLOW_UP_DELAY_MS late, so that one pass covers every trade of that second (0047)."""
-    owed = await margin_service.owe_follow_up(services, moved, after_trades=after_trades)
+    owed = await follow_ups.owe_follow_up(services, moved, after_trades=after_trades)
     if owed:
-        delay = margin_service.TRADE_FOLLOW_UP_DELAY_MS if after_trades else None
+        delay = follow_ups.TRADE_FOLLOW_UP_DELAY_MS if after_trades else None
         await asyncio.to_thread(
             evaluate_instruments.send_with_options, args=([str(i) for i in owed],), delay=delay
         )
@@ -68,7 +68,7 @@ async def replay_user(user_id: str, since: str | None = None) -> None:
     instruments he has no watermark for (docs/decisions/0041)."""
     start = datetime.fromisoformat(since) if since else None
     async with services() as svc:
-        evaluation = await margin_service.evaluate_user(svc, uuid.UUID(user_id), since=start)
+        evaluation = await evaluator.evaluate_user(svc, uuid.UUID(user_id), since=start)
         if evaluation.closed and evaluation.replay is not None:
             await follow_up(svc, (w.position_instrument_id for w in evaluation.replay.washouts))
         await _drain_and_mail(svc)
@@ -87,12 +87,12 @@ async def evaluate_instruments(
         ids = [uuid.UUID(i) for i in instrument_ids]
         # NOTE: before any share of this pass reads its cut, so the pass covers every washout
         # tick that found a follow-up owed on these instruments.
-        await margin_service.pay_follow_up(svc, ids)
-        holders = [str(u) for u in await margin_service.holders_to_evaluate(svc, ids)]
+        await follow_ups.pay_follow_up(svc, ids)
+        holders = [str(u) for u in await evaluator.holders_to_evaluate(svc, ids)]
         chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
         for chunk in chunks[1:]:
             await asyncio.to_thread(evaluate_holders.send, chunk)
-        outcome = await margin_service.evaluate_pass(
+        outcome = await evaluator.evaluate_pass(
             svc, (uuid.UUID(u) for u in holders[:chunk_users]), targeted=True
         )
         await follow_up(svc, outcome.moved)
@@ -103,7 +103,7 @@ async def evaluate_instruments(
 async def evaluate_holders(user_ids: list[str]) -> None:
     """One share of an after-tick evaluation."""
     async with services() as svc:
-        outcome = await margin_service.evaluate_pass(
+        outcome = await evaluator.evaluate_pass(
             svc, (uuid.UUID(u) for u in user_ids), targeted=True
         )
         await follow_up(svc, outcome.moved)
@@ -116,7 +116,7 @@ async def evaluate_holders(user_ids: list[str]) -> None:
 async def backstop_sweep() -> None:
     # NOTE: no retries: the clock sends the next sweep in 5 minutes.
     async with services() as svc:
-        swept = await margin_service.backstop_sweep(svc)
+        swept = await backstop.backstop_sweep(svc)
         if swept is None:
             log.info("margin backstop: another sweep holds the lease; skipped")
         await _drain_and_mail(svc)

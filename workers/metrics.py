@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from ftl.core import metrics
 from ftl.core.config import get_settings
 from ftl.sportmonks.breaker import Breaker, BreakerState
-from ftl.store import keys
+from ftl.store import hotstore, keys
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,7 @@ def serve_metrics() -> int:
     from workers.broker import NAMESPACE
 
     settings = get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_timeout=METRICS_REDIS_TIMEOUT_S
-    )
+    client = hotstore.connect_blocking(settings, socket_timeout=METRICS_REDIS_TIMEOUT_S)
     registry = metrics_registry(settings.prometheus_multiproc_dir, client, NAMESPACE)
     token = settings.metrics_token
 

@@ -43,18 +43,6 @@ PHONE = re.compile(r"[6-9][0-9]{9}")  # NOTE: not \d, which also matches non-ASC
 DISTRICT_IDS = range(1, users.DISTRICT_COUNT + 1)
 NO_LIVE_CODE, ALREADY_VERIFIED = -1, -2
 REFERRAL_CODE_ROUNDS = 5
-PROFILE_FIELDS = frozenset(
-    {
-        "registrationTicket",
-        "firstName",
-        "lastName",
-        "age",
-        "phone",
-        "districtId",
-        "referralCode",
-        "inviteId",
-    }
-)
 
 
 def _code_hash(ticket_jti: str, code: str) -> str:
@@ -206,7 +194,7 @@ class Profile:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Profile:
         """Every rule of SPEC §3.1; 400 naming the first field that breaks one (unknown fields
-        are refused at the edge, against PROFILE_FIELDS)."""
+        are refused at the edge: web/schemas.py ProfileBody)."""
         first_name = _name(body.get("firstName"), "firstName")
         raw_last_name = body.get("lastName")
         last_name = None if raw_last_name in (None, "") else _name(raw_last_name, "lastName")

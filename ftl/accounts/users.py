@@ -42,10 +42,6 @@ class Account:
     referral_code: str
     is_synthetic: bool
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role is UserRole.admin
-
     def to_json(self) -> dict[str, Any]:
         return {
             "id": str(self.id),

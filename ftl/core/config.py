@@ -41,11 +41,32 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"config: {name} must be a whole number, got {raw!r}") from None
 
 
+def _at_least_zero(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _integer(env, name, default)
+    if value < 0:
+        raise ConfigError(f"config: {name} must be 0 or more, got {value}")
+    return value
+
+
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     value = _integer(env, name, default)
     if value < 1:
         raise ConfigError(f"config: {name} must be at least 1, got {value}")
     return value
+
+
+def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS: `host:port` pairs separated by commas."""
+    raw = env.get("REDIS_SENTINELS", "").strip()
+    sentinels = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"config: REDIS_SENTINELS must list host:port pairs, got {item!r}")
+        sentinels.append((host, int(port)))
+    return tuple(sentinels)
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,13 @@ class Settings:
     database_read_max_lag_ms: int = 1_000  # a replica further behind than this is not read
     database_read_check_ms: int = 250  # the replica's lag is asked at most this often per process
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # With sentinels, they name the primary (REDIS_MASTER_NAME) and REDIS_URL gives only the
+    # database, password and scheme (ftl/store/hotstore.py, decision 0150).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str = "ftl"
+    # A trade is answered once this many replicas hold it (Redis WAIT; decision 0151).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 500
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     web_concurrency: int = 2
@@ -124,6 +152,14 @@ class Settings:
                 env, "DATABASE_READ_CHECK_MS", defaults.database_read_check_ms
             ),
             redis_url=get("REDIS_URL", defaults.redis_url),
+            redis_sentinels=_sentinels(env),
+            redis_master_name=get("REDIS_MASTER_NAME", "").strip() or defaults.redis_master_name,
+            redis_wait_replicas=_at_least_zero(
+                env, "REDIS_WAIT_REPLICAS", defaults.redis_wait_replicas
+            ),
+            redis_wait_timeout_ms=_positive(
+                env, "REDIS_WAIT_TIMEOUT_MS", defaults.redis_wait_timeout_ms
+            ),
             web_host=get("WEB_HOST", defaults.web_host),
             web_port=web_port,
             web_concurrency=_integer(env, "WEB_CONCURRENCY", defaults.web_concurrency),

@@ -22,6 +22,7 @@ class FtlError(Exception):
     """A refusal with a stable code, a human message and optional details."""
 
     kind: ErrorKind = ErrorKind.INVALID
+    retry_after_s: int | None = None  # when set, answered with Retry-After
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -32,6 +33,11 @@ class FtlError(Exception):
 
 class InvalidInput(FtlError):
     kind = ErrorKind.INVALID
+
+
+def invalid(field: str, message: str) -> InvalidInput:
+    """400 `validation_error` naming the field: "<field> <message>."."""
+    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
 
 
 class Unauthorized(FtlError):
@@ -64,3 +70,18 @@ class RateLimited(FtlError):
 
 class Unavailable(FtlError):
     kind = ErrorKind.UNAVAILABLE
+
+
+class NotReplicated(Unavailable):
+    """The trade was written on the Redis primary but no replica confirmed it within
+    REDIS_WAIT_TIMEOUT_MS (decision 0151): it may survive or be lost with the primary. The same
+    request again (same clientRequestId) answers its outcome: replayed if it is there, done now
+    if it was lost."""
+
+    retry_after_s = 1
+
+    def __init__(self) -> None:
+        super().__init__(
+            "not_replicated",
+            "The trade is not yet confirmed; repeat the request with the same clientRequestId.",
+        )

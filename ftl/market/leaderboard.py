@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ftl.core.errors import InvalidInput
+from ftl.core.errors import invalid
 from ftl.core.money import from_cents, json_number
 from ftl.core.text import is_small_whole_number
 from ftl.store import keys
@@ -21,10 +21,6 @@ from ftl.store.services import Services
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000_000
 DISTRICTS = range(1, 15)
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
 
 
 def _number(raw: str | None, field: str, default: int, low: int, high: int) -> int:

@@ -9,33 +9,16 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from ftl.core.errors import InvalidInput, NotFound
+from ftl.core.errors import NotFound, invalid
+from ftl.core.instants import iso
 from ftl.core.money import json_number, to_cents
 from ftl.core.text import is_small_whole_number
-from ftl.market.instruments import InstrumentState
+from ftl.market.instruments import read_many
 from ftl.market.matches import instrument_json
-from ftl.store import keys
 from ftl.store.db.models import Fixture, Instrument, PlayerPosition, PriceTick
 from ftl.store.services import Services
-from ftl.trading.positions import iso
 
 MAX_HISTORY = 1_000
-
-
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
-
-
-async def _states(services: Services, rows: list[Instrument]) -> list[InstrumentState]:
-    """Hot state where Redis holds it (live base, netLots, flags), else the Postgres row."""
-    async with services.redis.pipeline(transaction=False) as pipe:
-        for row in rows:
-            pipe.hgetall(keys.instrument(row.id))
-        hashes: list[dict[str, str]] = await pipe.execute()
-    return [
-        InstrumentState.from_hash(fields) if fields else InstrumentState.from_row(row)
-        for row, fields in zip(rows, hashes, strict=True)
-    ]
 
 
 async def list_instruments(
@@ -59,7 +42,7 @@ async def list_instruments(
                 return []
             query = query.where(Instrument.team.in_((fixture.home_team, fixture.away_team)))
         rows = list((await session.scalars(query)).all())
-    return [instrument_json(state) for state in await _states(services, rows)]
+    return [instrument_json(state) for state in await read_many(services.redis, rows)]
 
 
 async def get_instrument(services: Services, instrument_id: UUID) -> dict[str, Any]:
@@ -67,7 +50,7 @@ async def get_instrument(services: Services, instrument_id: UUID) -> dict[str, A
         row = await session.get(Instrument, instrument_id)
     if row is None:
         raise NotFound("not_found", "No such instrument.", {"instrumentId": str(instrument_id)})
-    return instrument_json((await _states(services, [row]))[0])
+    return instrument_json((await read_many(services.redis, [row]))[0])
 
 
 async def price_history(

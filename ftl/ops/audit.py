@@ -42,7 +42,7 @@ from ftl.core.money import to_cents
 from ftl.market.leaderboard import DISTRICTS, user_of
 from ftl.store import keys
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import safe_boxes, snapshots
 from ftl.trading.margin.replay import box_keeps_its_promise
 
 STARTING_BALANCE_CENTS = to_cents(STARTING_BALANCE)
@@ -498,17 +498,17 @@ async def check_margin_boxes(services: Services) -> list[Violation]:
         async for name in services.redis.scan_iter(f"{prefix}*", SCAN_COUNT)
     ]
     found = []
-    for at in range(0, len(users), margin_service.BOX_CHUNK_USERS):
-        chunk = users[at : at + margin_service.BOX_CHUNK_USERS]
-        boxes = await margin_service.boxes(services, chunk)
-        states = await margin_service.snapshots(services, chunk)
+    for at in range(0, len(users), safe_boxes.BOX_CHUNK_USERS):
+        chunk = users[at : at + safe_boxes.BOX_CHUNK_USERS]
+        boxes = await safe_boxes.boxes(services, chunk)
+        states = await snapshots.snapshots(services, chunk)
         for user_id, box, state in zip(chunk, boxes, states, strict=True):
             if (
                 box is not None
                 and state is not None
                 and not box_keeps_its_promise(state.balance_cents, state.positions, box)
             ):
-                stored = margin_service.box_text(state.fingerprint, box)
+                stored = safe_boxes.box_text(state.fingerprint, box)
                 found.append(Violation("margin_box", str(user_id), {"box": stored}))
     return found
 

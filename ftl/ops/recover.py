@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ftl.market import rules
 from ftl.market.instruments import InstrumentState
 from ftl.market.leaderboard import DISTRICTS, board_member
-from ftl.store import keys
+from ftl.store import hotstore, keys
 from ftl.store.db.engine import libpq_url
 from ftl.store.db.models import Instrument
 from ftl.store.scripts import Scripts
@@ -139,9 +139,12 @@ LEFT JOIN (SELECT DISTINCT ON (referred_id) referred_id, id FROM referrals
            WHERE paid_at IS NULL ORDER BY referred_id, id) unpaid
     ON unpaid.referred_id = w.user_id
 """  # noqa: S608
-HOLDERS = f"""
-SELECT instrument_id::text, array_agg(user_id::text) FROM ({EXPOSURE}) net GROUP BY 1
-"""  # noqa: S608
+# NOTE: a holder has an open position on the instrument, even a hedged one with no net exposure
+# (lua/lib/engine.lua, E.add_exposure): full time closes his positions too.
+HOLDERS = """
+SELECT instrument_id::text, array_agg(DISTINCT user_id::text)
+FROM cfd_positions WHERE status = 'open' GROUP BY 1
+"""
 # The SL/TP sets: a long's stop-loss and a short's take-profit wait below the price, the others
 # above it (lua/lib/engine.lua).
 STOPS = """
@@ -430,9 +433,7 @@ async def recover(services: Services, progress: Progress = lambda _: None) -> Re
     start = time.monotonic()
     # NOTE: recover is Redis' only client and keeps it busy with long Lua calls from several
     # stages at once: a command may wait far longer than the 3 s the trading path allows.
-    redis = Redis.from_url(
-        services.settings.redis_url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_S
-    )
+    redis = hotstore.connect(services.settings, socket_timeout=REDIS_TIMEOUT_S)
     services = dataclasses.replace(services, redis=redis, scripts=Scripts(redis))
 
     async def stage(name: str, run: Callable[[], Awaitable[str]]) -> None:

@@ -67,7 +67,6 @@ EVENT_TYPE_IDS: dict[int, Stat] = {
 # 23 goal), which count for nobody's matchScore.
 IGNORED_EVENT_TYPE_IDS = frozenset({10, 18, 22, 23})
 STARTING_LINEUP_TYPE_ID = 11
-BENCH_TYPE_ID = 12
 
 # Fixture states (`state_id`, states.json). There is no 24.
 NOT_STARTED_STATE_IDS = frozenset({1, 13, 26})  # NS, TBA, PENDING

@@ -168,7 +168,7 @@ FLUSH_LAG_SAMPLES = "flush:lag_ms"  # list: the worst tick-to-commit lag of rece
 FLUSH_LAG_SAMPLES_CAP = 10_000
 
 
-# Margin replay (ftl/trading/margin/service.py, lua/position_system_close.lua).
+# Margin replay (ftl/trading/margin/, lua/position_system_close.lua).
 
 
 def holders(instrument_id: UUID | str) -> str:
@@ -185,7 +185,7 @@ def margin_watermark(user_id: UUID | str) -> str:
 
 def margin_follow_up(instrument_id: UUID | str) -> str:
     """Set while a pass over the instrument's holders is owed because washouts moved its price;
-    the pass that pays it deletes it before reading its cut (ftl/trading/margin/service.py)."""
+    the pass that pays it deletes it before reading its cut (ftl/trading/margin/follow_ups.py)."""
     return f"margin:followup:{instrument_id}"
 
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from ftl.core import metrics
+from ftl.core.errors import NotReplicated
 from ftl.store.hotstore import KeyOrArg, PipelinedConnection
 
 LUA_DIR = Path(__file__).resolve().parents[2] / "lua"
@@ -98,18 +99,24 @@ def _expand_includes(source: str, library: Path) -> str:
 
 class Scripts:
     """The loaded scripts of one Redis connection pool; the functions (the trade calls) go through
-    `pipeline` when given (decision 0023)."""
+    `pipeline` when given (decision 0023). With `wait_replicas`, a function's call returns only
+    once that many replicas hold its writes, else raises NotReplicated (decision 0151)."""
 
     def __init__(
         self,
         redis: Redis,
         scripts: dict[str, Script] | None = None,
         pipeline: PipelinedConnection | None = None,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
     ) -> None:
         self.redis = redis
         self.scripts = read_scripts() if scripts is None else scripts
         self.library = read_library()
         self.pipeline = pipeline
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     async def load(self) -> None:
         for script in self.scripts.values():
@@ -158,6 +165,28 @@ class Scripts:
     async def _fcall_once(
         self, function: str, keys: Sequence[KeyOrArg], args: Sequence[KeyOrArg]
     ) -> Any:
+        replicas, timeout_ms = self.wait_replicas, self.wait_timeout_ms
+        command = ("FCALL", function, len(keys), *keys, *args)
         if self.pipeline is not None:
-            return await self.pipeline.execute("FCALL", function, len(keys), *keys, *args)
-        return await self.redis.fcall(function, len(keys), *keys, *args)
+            if not replicas:
+                return await self.pipeline.execute(*command)
+            reply, confirmed = await self.pipeline.execute_replicated(
+                replicas, timeout_ms, *command
+            )
+            self._confirm(confirmed)
+            return reply
+        if not replicas:
+            return await self.redis.fcall(function, len(keys), *keys, *args)
+        # NOTE: WAIT counts the writes of its own connection: one pipeline keeps both on one.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.fcall(function, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, confirmed = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        self._confirm(confirmed)
+        return reply
+
+    def _confirm(self, confirmed: int) -> None:
+        if confirmed < self.wait_replicas:
+            raise NotReplicated()

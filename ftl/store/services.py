@@ -34,20 +34,14 @@ class Services:
     def create(cls, settings: Settings) -> Services:
         """Build the clients; nothing connects until first use."""
         redis = hotstore.connect(settings, pool_size=REDIS_POOL_SIZE)
-        url = settings.redis_url
-        pipeline = (
-            hotstore.PipelinedConnection(url)
-            if hotstore.PipelinedConnection.supports(url)
-            else None
+        scripts = Scripts(
+            redis,
+            pipeline=hotstore.pipelined(settings),
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         engine = create_engine(settings)
-        return cls(
-            settings,
-            redis,
-            engine,
-            Scripts(redis, pipeline=pipeline),
-            ReadRoute.create(settings, engine),
-        )
+        return cls(settings, redis, engine, scripts, ReadRoute.create(settings, engine))
 
     @cached_property
     def tokens(self) -> Tokens:

@@ -34,7 +34,7 @@ from ftl.store.leases import Lease
 from ftl.store.services import Services
 from ftl.store.ticks import TickSource
 from ftl.trading import wallets
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator
 
 DRAIN_S = 0.5  # in-flight trades finish before the snapshot (SPEC §1.7)
 LEASE_TTL_MS = 15_000  # renewed while the close-out runs; a dead run's lease is gone this soon
@@ -86,7 +86,7 @@ async def _open_positions_on(
     """(position id, instrument id, direction) of every open position on the instruments, from
     hot state (Postgres may lag the trade by one flush)."""
     holders = sorted(
-        await margin_service.holders_of(services, [UUID(i) for i in instrument_ids]), key=str
+        await evaluator.holders_of(services, [UUID(i) for i in instrument_ids]), key=str
     )
     # PERF: two pipelined round trips, however many holders and positions.
     async with services.redis.pipeline(transaction=False) as pipe:
@@ -231,8 +231,8 @@ async def close_out(services: Services, fixture_id: UUID) -> CloseOut:
         already_done = _done_for_this_final(fixture)
         if not already_done:
             await asyncio.sleep(DRAIN_S)
-            holders = await margin_service.holders_of(services, [r.id for r in rows])
-            washouts = await margin_service.evaluate_users(services, holders)
+            holders = await evaluator.holders_of(services, [r.id for r in rows])
+            washouts = await evaluator.evaluate_users(services, holders)
             closed = await _close_at_snapshot(services, rows, lease.key)
             await _rebase_in_postgres(services, fixture, rows)
         rebased = await _apply_bases(services, fixture_id)

@@ -9,15 +9,17 @@ trade, docs/decisions/0155); one position reads Redis first.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 from uuid import UUID
 
+import msgspec
+from msgspec import Meta
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ftl.core.cursors import FillsCursor, PositionsCursor
 from ftl.core.errors import InvalidInput, NotFound
+from ftl.core.instants import iso, iso_ms
 from ftl.core.money import json_number, to_cents
 from ftl.core.text import is_small_whole_number
 from ftl.store import keys
@@ -30,37 +32,68 @@ MAX_PAGE = 100  # the `limit` of every list is 1 to 100 (SPEC §3.2, OpenAPI)
 T = TypeVar("T")
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+Points = Annotated[float, Meta(description="Points, exact to the cent.")]
+Time = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+Id = Annotated[str, Meta(extra_json_schema={"format": "uuid"})]
+ClosedBy = Literal["user", "stop_loss", "take_profit", "washout", "auto_exit_ft"]
 
 
-def iso_ms(ms: str | int) -> str:
-    return iso(datetime.fromtimestamp(int(ms) / 1000, UTC))
+class Position(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """A position: open, or closed with its exit."""
+
+    # NOTE: declared once: both readers below build it, and the OpenAPI document's `Position`
+    # schema is generated from it (web/openapi.py). The open and close answers are written by
+    # lua/lib/engine.lua in the same shape (PERF: one round trip on the hot path);
+    # tests/integration/test_openapi.py holds every answer to this schema.
+
+    id: Id
+    instrument_id: Id
+    idx: Annotated[int, Meta(ge=1, le=65535)]
+    direction: Literal["long", "short"]
+    lot_size: Annotated[float, Meta(ge=0.01, le=100)]
+    entry_price: Points
+    margin: Points
+    stop_loss: Points | None
+    take_profit: Points | None
+    opened_at: Time
+    status: Literal["open", "closed"]
+    exit_price: Points | None
+    realized_pnl: Points | None
+    closed_at: Time | None
+    closed_by: ClosedBy | None
+
+    def to_json(self) -> dict[str, Any]:
+        fields: dict[str, Any] = msgspec.to_builtins(self)
+        return fields
 
 
-def _cents_or_none(value: str | None) -> float | None:
-    return None if value is None or value == "" else json_number(int(value))
+def _points(cents: int | None) -> float | None:
+    return None if cents is None else json_number(cents)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return None if value is None or value == "" else int(value)
 
 
 def from_hash(position_id: str, f: dict[str, str]) -> dict[str, Any]:
     """The REST shape of a `position:{id}` hash (the same as lua/lib/engine.lua writes)."""
-    return {
-        "id": position_id,
-        "instrumentId": f["instrumentId"],
-        "idx": int(f["idx"]),
-        "direction": "long" if f["direction"] == "1" else "short",
-        "lotSize": json_number(int(f["lotsCentis"])),
-        "entryPrice": json_number(int(f["entryCents"])),
-        "margin": json_number(int(f["marginCents"])),
-        "stopLoss": _cents_or_none(f.get("stopLossCents")),
-        "takeProfit": _cents_or_none(f.get("takeProfitCents")),
-        "openedAt": iso_ms(f["openedAtMs"]),
-        "status": f["status"],
-        "exitPrice": _cents_or_none(f.get("exitCents")),
-        "realizedPnl": _cents_or_none(f.get("pnlCents")),
-        "closedAt": iso_ms(f["closedAtMs"]) if f.get("closedAtMs") else None,
-        "closedBy": f.get("closedBy"),
-    }
+    return Position(
+        id=position_id,
+        instrument_id=f["instrumentId"],
+        idx=int(f["idx"]),
+        direction="long" if f["direction"] == "1" else "short",
+        lot_size=json_number(int(f["lotsCentis"])),
+        entry_price=json_number(int(f["entryCents"])),
+        margin=json_number(int(f["marginCents"])),
+        stop_loss=_points(_int_or_none(f.get("stopLossCents"))),
+        take_profit=_points(_int_or_none(f.get("takeProfitCents"))),
+        opened_at=iso_ms(f["openedAtMs"]),
+        status="open" if f["status"] == "open" else "closed",
+        exit_price=_points(_int_or_none(f.get("exitCents"))),
+        realized_pnl=_points(_int_or_none(f.get("pnlCents"))),
+        closed_at=iso_ms(f["closedAtMs"]) if f.get("closedAtMs") else None,
+        closed_by=cast(ClosedBy | None, f.get("closedBy")),
+    ).to_json()
 
 
 def _money(value: Any) -> float | None:
@@ -68,23 +101,24 @@ def _money(value: Any) -> float | None:
 
 
 def from_row(row: CfdPosition, idx: int) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "instrumentId": str(row.instrument_id),
-        "idx": idx,
-        "direction": row.direction.value,
-        "lotSize": json_number(to_cents(row.lot_size)),
-        "entryPrice": _money(row.entry_price),
-        "margin": _money(row.margin),
-        "stopLoss": _money(row.stop_loss),
-        "takeProfit": _money(row.take_profit),
-        "openedAt": iso(row.opened_at),
-        "status": row.status.value,
-        "exitPrice": _money(row.exit_price),
-        "realizedPnl": _money(row.realized_pnl),
-        "closedAt": iso(row.closed_at) if row.closed_at else None,
-        "closedBy": row.closed_by.value if row.closed_by else None,
-    }
+    """The same shape from the Postgres row."""
+    return Position(
+        id=str(row.id),
+        instrument_id=str(row.instrument_id),
+        idx=idx,
+        direction="long" if row.direction.value == "long" else "short",
+        lot_size=json_number(to_cents(row.lot_size)),
+        entry_price=json_number(to_cents(row.entry_price)),
+        margin=json_number(to_cents(row.margin)),
+        stop_loss=_money(row.stop_loss),
+        take_profit=_money(row.take_profit),
+        opened_at=iso(row.opened_at),
+        status="open" if row.status.value == "open" else "closed",
+        exit_price=_money(row.exit_price),
+        realized_pnl=_money(row.realized_pnl),
+        closed_at=iso(row.closed_at) if row.closed_at else None,
+        closed_by=row.closed_by.value if row.closed_by else None,
+    ).to_json()
 
 
 async def get(services: Services, user_id: UUID, position_id: UUID) -> dict[str, Any]:

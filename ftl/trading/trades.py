@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,7 +19,15 @@ from sqlalchemy import select
 
 from ftl.accounts.sessions import FAMILY_CLAIM
 from ftl.core import metrics
-from ftl.core.errors import Conflict, FtlError, InvalidInput, NotFound, Unauthorized, Unprocessable
+from ftl.core.errors import (
+    Conflict,
+    FtlError,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+    invalid,
+)
 from ftl.market import rules
 from ftl.store import keys
 from ftl.store.auth.tokens import Claims
@@ -30,21 +36,11 @@ from ftl.store.services import Services
 from ftl.trading import wallets
 
 MAX_PRICE = Decimal(1_000_000)  # points; far above any price the curve reaches
-CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-OPEN_FIELDS = frozenset(
-    {
-        "instrumentId",
-        "direction",
-        "lotSize",
-        "clientRequestId",
-        "clientPrice",
-        "slippageTolerancePct",
-        "stopLoss",
-        "takeProfit",
-    }
-)
-MODIFY_FIELDS = frozenset({"stopLoss", "takeProfit"})
-DIRECTIONS = {"long": rules.LONG, "short": rules.SHORT}
+MAX_LOTS = Decimal(100)
+MAX_SLIPPAGE_TOLERANCE = Decimal("0.05")  # a fraction of the client price
+# The ranges and this pattern are judged at the edge (web/schemas.py declares them); the steps
+# of a cent are judged here, exactly, on the Decimal the client wrote.
+CLIENT_REQUEST_ID_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
 
 MESSAGES = {
     "unauthorized": "The session has ended.",
@@ -69,66 +65,23 @@ Keep = Literal["keep"]
 KEEP: Keep = "keep"
 
 
-def invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput("validation_error", f"{field} {message}.", {"field": field})
+def exact(value: float) -> Decimal:
+    """A JSON number as the Decimal the client wrote.
 
-
-def reject_unknown_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
-    for field in body:
-        if field not in allowed:
-            raise InvalidInput("unknown_field", f"Unknown field {field}.", {"field": field})
-
-
-def decimal_field(body: dict[str, Any], field: str) -> Decimal | None:
-    """A JSON number as the Decimal the client wrote; None when absent or null."""
-    value = body.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise invalid(field, "must be a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise invalid(field, "must be a finite number")
-    # NOTE: repr() of a parsed float is the shortest text that parses back: what the client sent.
+    NOTE: repr() of a parsed float is the shortest text that parses back: what the client sent."""
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def whole(value: Decimal, scale: int, field: str, unit: str) -> int:
-    scaled = value * scale
+def whole(value: float | Decimal, scale: int, field: str, unit: str) -> int:
+    scaled = (value if isinstance(value, Decimal) else exact(value)) * scale
     if scaled != scaled.to_integral_value():
         raise invalid(field, f"must be in steps of {unit}")
     return int(scaled)
 
 
-def price_field(body: dict[str, Any], field: str) -> int | None:
-    """A price or level in cents (0.01 to MAX_PRICE, to the cent); None when absent or null."""
-    value = decimal_field(body, field)
-    if value is None:
-        return None
-    if not Decimal("0.01") <= value <= MAX_PRICE:
-        raise invalid(field, f"must be between 0.01 and {MAX_PRICE}")
+def cents(value: float, field: str) -> int:
+    """A price or level (its range judged at the edge) in cents, to the cent."""
     return whole(value, 100, field, "0.01")
-
-
-def required_price_field(body: dict[str, Any], field: str) -> int:
-    cents = price_field(body, field)
-    if cents is None:
-        raise invalid(field, "is required")
-    return cents
-
-
-def request_id_field(value: Any, field: str = "clientRequestId") -> str:
-    if not isinstance(value, str) or not CLIENT_REQUEST_ID.match(value):
-        raise invalid(field, "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")
-    return value
-
-
-def uuid_field(value: Any, field: str) -> UUID:
-    if isinstance(value, str):
-        try:
-            return UUID(value)
-        except ValueError:
-            pass
-    raise invalid(field, "must be a UUID")
 
 
 def fingerprint(*parts: object) -> str:
@@ -149,33 +102,31 @@ class OpenOrder:
     take_profit_cents: int | None
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> OpenOrder:
-        reject_unknown_fields(body, OPEN_FIELDS)
-        direction = body.get("direction")
-        if not isinstance(direction, str) or direction not in DIRECTIONS:
-            raise invalid("direction", "must be long or short")
-        lots = decimal_field(body, "lotSize")
-        if lots is None:
-            raise invalid("lotSize", "is required")
-        if not Decimal("0.01") <= lots <= Decimal(100):
-            raise invalid("lotSize", "must be between 0.01 and 100.00")
-        tolerance = decimal_field(body, "slippageTolerancePct")
-        if tolerance is None:
-            tolerance_ppm = rules.SLIPPAGE_TOLERANCE_DEFAULT_PPM
-        elif not 0 <= tolerance <= Decimal("0.05"):
-            raise invalid("slippageTolerancePct", "must be between 0 and 0.05")
-        else:
-            # NOTE: a tolerance finer than a millionth rounds down (tighter), never refused.
-            tolerance_ppm = int(tolerance * rules.PPM)
+    def of(
+        cls,
+        *,
+        instrument_id: UUID,
+        direction: int,
+        lot_size: float,
+        client_request_id: str,
+        client_price: float,
+        slippage_tolerance: float | None,
+        stop_loss: float | None,
+        take_profit: float | None,
+    ) -> OpenOrder:
+        """An order from a body that web/schemas.py has typed and range-checked."""
         return cls(
-            instrument_id=uuid_field(body.get("instrumentId"), "instrumentId"),
-            direction=DIRECTIONS[direction],
-            lots_centis=whole(lots, 100, "lotSize", "0.01"),
-            client_request_id=request_id_field(body.get("clientRequestId")),
-            client_price_cents=required_price_field(body, "clientPrice"),
-            tolerance_ppm=tolerance_ppm,
-            stop_loss_cents=price_field(body, "stopLoss"),
-            take_profit_cents=price_field(body, "takeProfit"),
+            instrument_id=instrument_id,
+            direction=direction,
+            lots_centis=whole(lot_size, 100, "lotSize", "0.01"),
+            client_request_id=client_request_id,
+            client_price_cents=cents(client_price, "clientPrice"),
+            # NOTE: a tolerance finer than a millionth rounds down (tighter), never refused.
+            tolerance_ppm=rules.SLIPPAGE_TOLERANCE_DEFAULT_PPM
+            if slippage_tolerance is None
+            else int(exact(slippage_tolerance) * rules.PPM),
+            stop_loss_cents=None if stop_loss is None else cents(stop_loss, "stopLoss"),
+            take_profit_cents=None if take_profit is None else cents(take_profit, "takeProfit"),
         )
 
     def fingerprint(self) -> str:
@@ -201,14 +152,6 @@ class Levels:
 
     stop_loss: int | Keep | None
     take_profit: int | Keep | None
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Levels:
-        reject_unknown_fields(body, MODIFY_FIELDS)
-        return cls(
-            stop_loss=price_field(body, "stopLoss") if "stopLoss" in body else KEEP,
-            take_profit=price_field(body, "takeProfit") if "takeProfit" in body else KEEP,
-        )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@
 --   exposure:{userId} hash (instrumentId -> Σ lotsCentis × direction), stops:below:{instrumentId} / stops:above:{instrumentId} zsets,
 --   ticklog:{instrumentId} zset, prices hash, outbox stream, board:overall, board:district:{d},
 --   board:arrivals;
---   holders:{instrumentId} set (user ids with exposure on it: the margin evaluator's index);
+--   holders:{instrumentId} set (user ids with an open position on it, hedged ones included: the
+--   margin evaluator's and the full-time close-out's index);
 --   channels price:{instrumentId}, portfolio:{userId}.
 -- Position hash fields: userId, instrumentId, idx, direction (1 | -1), lotsCentis, entryCents,
 --   marginCents, stopLossCents?, takeProfitCents?, status (open | closed), openedAtMs, openSeq,
@@ -340,17 +341,29 @@ function E.tick(iid, source, now, outbox, lots)
   return {iid = iid, seq = seq, price = price, json = json}
 end
 
--- A position's lots (× direction) on its instrument (its cost, entry × lots × direction, is the
--- caller's to add to the wallet's costCents).
-function E.add_exposure(uid, iid, lots)
+-- Whether one of the user's open positions (the `positions:{userId}` set) is on `iid`.
+local function holds_on(uid, iid)
+  for _, pid in ipairs(redis.call('SMEMBERS', E.k_open(uid))) do
+    if redis.call('HGET', E.k_position(pid), 'instrumentId') == iid then return true end
+  end
+  return false
+end
+
+-- A position's lots (× direction) on its instrument, added when it opens (`opening`) or loads,
+-- taken away when it closes (its cost, entry × lots × direction, is the caller's to add to the
+-- wallet's costCents). Keeps the instrument -> holders index that the margin evaluator and the
+-- full-time close-out read: a holder is a user with an open position on the instrument.
+function E.add_exposure(uid, iid, lots, opening)
   local key = E.k_exposure(uid)
   local q = redis.call('HINCRBY', key, iid, E.int(lots))
-  if q == 0 then
-    redis.call('HDEL', key, iid)
-    redis.call('SREM', E.k_holders(iid), uid)
-  else
-    -- NOTE: the instrument -> holders index the after-tick margin evaluator reads.
+  if q == 0 then redis.call('HDEL', key, iid) end
+  if opening then
     redis.call('SADD', E.k_holders(iid), uid)
+  elseif q == 0 and not holds_on(uid, iid) then
+    -- NOTE: a hedged user (a long and a short of equal lots) has no net exposure but still
+    -- holds positions that full time must close, so net zero alone never drops a holder.
+    -- PERF: the scan (at most MAX_OPEN_POSITIONS) runs only when a close leaves net zero.
+    redis.call('SREM', E.k_holders(iid), uid)
   end
 end
 

@@ -5,19 +5,26 @@ its own process group so a SIGKILL reaches its children too."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
+import itertools
+import json
 import os
 import pwd
+import random
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -113,15 +120,20 @@ class PrivatePostgres:
 class PrivateRedis:
     """A redis-server of our own (noeviction, no persistence: SPEC §2) that the test may kill."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ftl-crash-redis-"))
+        self.options = list(options)  # more redis-server options, on every start
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def address(self) -> tuple[str, str]:
+        return "127.0.0.1", str(self.port)
 
     def start(self, *, appendonly: bool = False) -> None:
         """Start on the same port and directory: with `appendonly`, reload the AOF written there
@@ -133,7 +145,7 @@ class PrivateRedis:
         )
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *aof, "--maxmemory-policy", "noeviction", "--dir", str(self.dir)],
+             *aof, "--maxmemory-policy", "noeviction", "--dir", str(self.dir), *self.options],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url)
@@ -240,3 +252,294 @@ def _healthy(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+TRADERS = 8
+LOTS = 0.1
+RETRY_PAUSE_S = 0.1  # between retries of an unanswered request
+THINK_S = 0.05  # between one trader's requests
+STEP_ANSWERS = 40  # answered requests the load makes between two steps of a case
+
+
+@dataclass
+class Trader:
+    user_id: str
+    headers: dict[str, str]
+    open_ids: list[str] = field(default_factory=list)
+
+
+class Load:
+    """TRADERS clients opening and closing small positions over HTTP. A request without an
+    answer (connection refused, 5xx) is retried with the same clientRequestId until it gets
+    one; a 2xx is acknowledged and recorded."""
+
+    def __init__(self, base_url: str, traders: list[Trader], instruments: list[dict[str, Any]]):
+        self.base_url = base_url
+        self.traders = traders
+        self.instruments = instruments
+        self.acknowledged: dict[str, dict[str, str]] = {}  # position id -> the audit's JSON line
+        self.answers = 0
+        self.unanswered = 0  # attempts that got no answer or a 5xx (retried)
+        self.refused = 0  # of which a 503 with Retry-After
+        self.statuses: dict[int, int] = {}
+        self.in_flight = 0
+        self.running = threading.Event()
+        self.stopping = False
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self.running.set()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.running.set()
+        self._thread.join(timeout=60)
+
+    def pause(self) -> None:
+        """No new requests; those in flight are retried until answered."""
+        self.running.clear()
+        wait_until(lambda: self.in_flight == 0, "the load's requests in flight to be answered", 60)
+
+    def resume(self) -> None:
+        self.running.set()
+
+    def wait_answers(self, count: int = STEP_ANSWERS) -> None:
+        target = self.answers + count
+        wait_until(lambda: self.answers >= target, f"{count} more answers", 60)
+
+    def acknowledged_lines(self) -> str:
+        with self._lock:
+            return "\n".join(json.dumps(a) for a in self.acknowledged.values())
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
+            await asyncio.gather(*(self._trade(client, t) for t in self.traders))
+
+    async def _trade(self, client: httpx.AsyncClient, trader: Trader) -> None:
+        while not self.stopping:
+            if not self.running.is_set():
+                await asyncio.sleep(0.02)
+                continue
+            self.in_flight += 1
+            try:
+                if len(trader.open_ids) >= 2:
+                    await self._close(client, trader)
+                else:
+                    await self._open(client, trader)
+            finally:
+                self.in_flight -= 1
+            await asyncio.sleep(THINK_S)
+
+    async def _answered(self, client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> Any:
+        while True:
+            try:
+                response = await client.request(method, url, **kw)
+                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+                if response.status_code < 500:
+                    self.answers += 1
+                    return response
+                if response.status_code == 503 and "Retry-After" in response.headers:
+                    self.refused += 1
+            except httpx.TransportError:
+                pass
+            self.unanswered += 1
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _open(self, client: httpx.AsyncClient, trader: Trader) -> None:
+        instrument = random.choice(self.instruments)
+        request_id = f"o-{next(self._ids)}"
+        body = {
+            "instrumentId": instrument["id"],
+            "direction": random.choice(["long", "short"]),
+            "lotSize": LOTS,
+            "clientRequestId": request_id,
+            "clientPrice": instrument["price"],
+            "slippageTolerancePct": 0.05,
+        }
+        response = await self._answered(
+            client, "POST", "/api/positions/open", json=body, headers=trader.headers
+        )
+        if response.status_code // 100 == 2:
+            position = response.json()["position"]
+            instrument["price"] = position["entryPrice"]
+            trader.open_ids.append(position["id"])
+            with self._lock:
+                self.acknowledged[position["id"]] = {
+                    "userId": trader.user_id,
+                    "positionId": position["id"],
+                    "openRequestId": request_id,
+                }
+        elif response.json()["error"]["code"] == "slippage_exceeded":
+            quote = await self._answered(client, "GET", f"/api/instruments/{instrument['id']}")
+            instrument["price"] = quote.json()["price"]
+
+    async def _close(self, client: httpx.AsyncClient, trader: Trader) -> None:
+        position_id = trader.open_ids[0]
+        request_id = f"c-{next(self._ids)}"
+        response = await self._answered(
+            client,
+            "DELETE",
+            f"/api/positions/{position_id}",
+            params={"clientRequestId": request_id},
+            headers=trader.headers,
+        )
+        code = None if response.status_code // 100 == 2 else response.json()["error"]["code"]
+        if code is None:
+            with self._lock:
+                self.acknowledged[position_id]["closeRequestId"] = request_id
+        if code in (None, "position_closed"):  # closed by us, or by full time / a washout
+            trader.open_ids.remove(position_id)
+
+
+def settle_and_audit_load(stack: Stack, load: Load, tmp: Path) -> None:
+    """Stop new requests, let every retry get its answer, then `ftl audit` with the
+    acknowledged trades; and Postgres holds exactly the positions the clients were answered
+    for (none doubled by a retry, none the clients never heard of)."""
+    load.pause()
+    try:
+        acknowledged = tmp / "acknowledged.jsonl"
+        acknowledged.write_text(load.acknowledged_lines())
+        audited = stack.ftl("audit", "--wait-flush", "30", "--acknowledged", str(acknowledged))
+        assert audited.returncode == 0, audited.stdout + audited.stderr
+        with psycopg.connect(stack.pg.libpq(), autocommit=True) as conn:
+            stored = {
+                (str(r[0]), str(r[1]), r[2])
+                for r in conn.execute(
+                    "SELECT p.id, p.user_id, p.open_request_id FROM cfd_positions p"
+                    " JOIN users u ON u.id = p.user_id WHERE u.display_name LIKE 'crash-%%'"
+                )
+            }
+        answered = {
+            (a["positionId"], a["userId"], a["openRequestId"]) for a in load.acknowledged.values()
+        }
+        assert stored == answered
+    finally:
+        load.resume()
+
+
+def start_trading(stack: Stack) -> tuple[Load, UUID, list[dict[str, Any]]]:
+    """TRADERS new users trading two instruments of each of the first two fixtures, until the
+    first STEP_ANSWERS answers; the load, the first fixture and its two instruments."""
+    with psycopg.connect(stack.pg.libpq(), autocommit=True) as conn:
+        row = conn.execute("SELECT id FROM fixtures ORDER BY kickoff_at, id LIMIT 2").fetchall()
+    fixture_id, other_fixture = row[0][0], row[1][0]
+    batch = httpx.post(
+        f"{stack.web_url}/api/auth/dev/batch",
+        json={"count": TRADERS, "prefix": "crash-"},
+        timeout=30,
+    )
+    assert batch.status_code == 200, batch.text
+    traders = [
+        Trader(u["user"]["id"], {"Authorization": f"Bearer {u['accessToken']}"})
+        for u in batch.json()["users"]
+    ]
+    chosen = []
+    for fixture in (fixture_id, other_fixture):
+        listed = httpx.get(
+            f"{stack.web_url}/api/instruments", params={"fixtureId": str(fixture)}, timeout=10
+        ).json()["instruments"]
+        chosen.append([{"id": i["id"], "idx": i["idx"], "price": i["price"]} for i in listed[:2]])
+    load = Load(stack.web_url, traders, chosen[0] + chosen[1])
+    load.start()
+    load.wait_answers()
+    return load, fixture_id, chosen[0]
+
+
+MASTER_NAME = "ftl"
+SENTINELS = 3
+DOWN_AFTER_MS = 1_000  # a primary silent this long is down for a sentinel
+FAILOVER_TIMEOUT_MS = 5_000
+# NOTE: as production runs (docs/operations.md): a primary without a replica refuses writes.
+# A node that comes back syncs at once (Redis 7 waits 5 s for more replicas by default).
+REPLICATED = [
+    "--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
+    "--repl-diskless-sync-delay", "0",
+]  # fmt: skip
+
+
+class SentinelRedis:
+    """A primary, its replica and three sentinels (quorum 2) watching them, on free ports."""
+
+    def __init__(self) -> None:
+        self.nodes = [PrivateRedis(REPLICATED)]
+        self.nodes.append(PrivateRedis([*REPLICATED, "--replicaof", *self.nodes[0].address]))
+        self.sentinel_ports = [free_port() for _ in range(SENTINELS)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="ftl-sentinels-"))
+        wait_until(lambda: self.replicas_of(self.nodes[0]) == 1, "the replica to sync")
+        host, port = self.nodes[0].address
+        for n, sentinel_port in enumerate(self.sentinel_ports):
+            conf = self.dir / f"sentinel-{n}.conf"  # NOTE: a sentinel rewrites its own file
+            conf.write_text(
+                f"port {sentinel_port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor {MASTER_NAME} {host} {port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL
+                )
+            )
+        wait_until(
+            self._sentinels_see_each_other, "the sentinels to find each other and the replica"
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            # NOTE: nothing listens there: a client that ignored the sentinels would fail at once.
+            "REDIS_URL": "redis://127.0.0.1:9/0",
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports),
+            "REDIS_MASTER_NAME": MASTER_NAME,
+            "REDIS_WAIT_REPLICAS": "1",
+            "REDIS_WAIT_TIMEOUT_MS": "500",
+        }
+
+    def sentinel(self, n: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[n], decode_responses=True, socket_timeout=1)
+
+    def primary(self) -> tuple[str, int] | None:
+        """The primary as the first sentinel names it now."""
+        with self.sentinel() as client:
+            address = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+        return None if address is None else (str(address[0]), int(address[1]))
+
+    def node_at(self, address: tuple[str, int]) -> PrivateRedis:
+        return next(node for node in self.nodes if node.port == address[1])
+
+    @staticmethod
+    def replicas_of(node: PrivateRedis) -> int:
+        try:
+            with redis.Redis(port=node.port, decode_responses=True, socket_timeout=1) as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return 0
+        online = [
+            value
+            for name, value in info.items()
+            if name.startswith("slave") and isinstance(value, dict)
+        ]
+        return sum(1 for replica in online if replica.get("state") == "online")
+
+    def _sentinels_see_each_other(self) -> bool:
+        for n in range(SENTINELS):
+            try:
+                with self.sentinel(n) as client:
+                    state = client.sentinel_master(MASTER_NAME)
+            except redis.RedisError:
+                return False
+            if state["num-other-sentinels"] < SENTINELS - 1 or state["num-slaves"] < 1:
+                return False
+        return True
+
+    def destroy(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait(timeout=10)
+        for node in self.nodes:
+            node.destroy()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -195,17 +195,17 @@ class Restored:
 async def open_flushed(services: Services, user: UUID, instrument: UUID, request_id: str) -> str:
     """Open 0.1 lot long at about 100 and flush it to the primary (a position row, one tick);
     the position's id."""
-    body = {
-        "instrumentId": str(instrument),
-        "direction": "long",
-        "lotSize": 0.1,
-        "clientRequestId": request_id,
-        "clientPrice": 100,
-        "slippageTolerancePct": 0.05,
-    }
-    opened = await trades.open_position(
-        services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
+    order = trades.OpenOrder.of(
+        instrument_id=instrument,
+        direction=1,
+        lot_size=0.1,
+        client_request_id=request_id,
+        client_price=100,
+        slippage_tolerance=0.05,
+        stop_loss=None,
+        take_profit=None,
     )
+    opened = await trades.open_position(services, trades.Caller(user, "j"), order)
     await Flusher(services, "pg-tests").flush()
     position_id: str = json.loads(opened)["position"]["id"]
     return position_id

@@ -12,14 +12,11 @@ NOTE: the waits block the test's thread on purpose; the load runs in its own thr
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
-import random
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -33,154 +30,24 @@ from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import connect
 
 from ftl.store import keys
-from tests.e2e.crash_stack import PrivatePostgres, PrivateRedis, Stack, pg_bindir, wait_until
+from tests.e2e.crash_stack import (
+    Load,
+    PrivatePostgres,
+    PrivateRedis,
+    Stack,
+    pg_bindir,
+    settle_and_audit_load,
+    start_trading,
+    wait_until,
+)
 from workers.broker import NAMESPACE
 from workers.fulltime import full_time
 from workers.margin import backstop_sweep
 
 pytestmark = pytest.mark.e2e
 
-TRADERS = 8
-LOTS = 0.1
-RETRY_PAUSE_S = 0.1  # between retries of an unanswered request
-THINK_S = 0.05  # between one trader's requests
-STEP_ANSWERS = 40  # answered requests the load makes between two steps of a case
 SWEEP_ATTEMPTS = 5
 KILL_PAUSE_MS = 5_000  # writes paused around a kill at most this long (unpaused right after)
-
-
-@dataclass
-class Trader:
-    user_id: str
-    headers: dict[str, str]
-    open_ids: list[str] = field(default_factory=list)
-
-
-class Load:
-    """TRADERS clients opening and closing small positions over HTTP. A request without an
-    answer (connection refused, 5xx) is retried with the same clientRequestId until it gets
-    one; a 2xx is acknowledged and recorded."""
-
-    def __init__(self, base_url: str, traders: list[Trader], instruments: list[dict[str, Any]]):
-        self.base_url = base_url
-        self.traders = traders
-        self.instruments = instruments
-        self.acknowledged: dict[str, dict[str, str]] = {}  # position id -> the audit's JSON line
-        self.answers = 0
-        self.unanswered = 0  # attempts that got no answer or a 5xx (retried)
-        self.statuses: dict[int, int] = {}  # every answer by status, the retried 5xx included
-        self.without_retry_after = 0  # 503s that did not say when to come back
-        self.in_flight = 0
-        self.running = threading.Event()
-        self.stopping = False
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def start(self) -> None:
-        self.running.set()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.running.set()
-        self._thread.join(timeout=60)
-
-    def pause(self) -> None:
-        """No new requests; those in flight are retried until answered."""
-        self.running.clear()
-        wait_until(lambda: self.in_flight == 0, "the load's requests in flight to be answered", 60)
-
-    def resume(self) -> None:
-        self.running.set()
-
-    def wait_answers(self, count: int = STEP_ANSWERS) -> None:
-        target = self.answers + count
-        wait_until(lambda: self.answers >= target, f"{count} more answers", 60)
-
-    def acknowledged_lines(self) -> str:
-        with self._lock:
-            return "\n".join(json.dumps(a) for a in self.acknowledged.values())
-
-    async def _run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
-            await asyncio.gather(*(self._trade(client, t) for t in self.traders))
-
-    async def _trade(self, client: httpx.AsyncClient, trader: Trader) -> None:
-        while not self.stopping:
-            if not self.running.is_set():
-                await asyncio.sleep(0.02)
-                continue
-            self.in_flight += 1
-            try:
-                if len(trader.open_ids) >= 2:
-                    await self._close(client, trader)
-                else:
-                    await self._open(client, trader)
-            finally:
-                self.in_flight -= 1
-            await asyncio.sleep(THINK_S)
-
-    async def _answered(self, client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> Any:
-        while True:
-            try:
-                response = await client.request(method, url, **kw)
-                status = response.status_code
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                if status < 500:
-                    self.answers += 1
-                    return response
-                if status == 503 and "Retry-After" not in response.headers:
-                    self.without_retry_after += 1
-            except httpx.TransportError:
-                pass
-            self.unanswered += 1
-            await asyncio.sleep(RETRY_PAUSE_S)
-
-    async def _open(self, client: httpx.AsyncClient, trader: Trader) -> None:
-        instrument = random.choice(self.instruments)
-        request_id = f"o-{next(self._ids)}"
-        body = {
-            "instrumentId": instrument["id"],
-            "direction": random.choice(["long", "short"]),
-            "lotSize": LOTS,
-            "clientRequestId": request_id,
-            "clientPrice": instrument["price"],
-            "slippageTolerancePct": 0.05,
-        }
-        response = await self._answered(
-            client, "POST", "/api/positions/open", json=body, headers=trader.headers
-        )
-        if response.status_code // 100 == 2:
-            position = response.json()["position"]
-            instrument["price"] = position["entryPrice"]
-            trader.open_ids.append(position["id"])
-            with self._lock:
-                self.acknowledged[position["id"]] = {
-                    "userId": trader.user_id,
-                    "positionId": position["id"],
-                    "openRequestId": request_id,
-                }
-        elif response.json()["error"]["code"] == "slippage_exceeded":
-            quote = await self._answered(client, "GET", f"/api/instruments/{instrument['id']}")
-            instrument["price"] = quote.json()["price"]
-
-    async def _close(self, client: httpx.AsyncClient, trader: Trader) -> None:
-        position_id = trader.open_ids[0]
-        request_id = f"c-{next(self._ids)}"
-        response = await self._answered(
-            client,
-            "DELETE",
-            f"/api/positions/{position_id}",
-            params={"clientRequestId": request_id},
-            headers=trader.headers,
-        )
-        code = None if response.status_code // 100 == 2 else response.json()["error"]["code"]
-        if code is None:
-            with self._lock:
-                self.acknowledged[position_id]["closeRequestId"] = request_id
-        if code in (None, "position_closed"):  # closed by us, or by full time / a washout
-            trader.open_ids.remove(position_id)
 
 
 @dataclass
@@ -228,31 +95,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             assert done.returncode == 0, done.stderr
         for name in ("web", "ws", "worker", "flusher", "clock"):
             stack.start(name)
-        with psycopg.connect(pg.libpq(), autocommit=True) as conn:
-            row = conn.execute("SELECT id FROM fixtures ORDER BY kickoff_at, id LIMIT 2").fetchall()
-        fixture_id, other_fixture = row[0][0], row[1][0]
-        batch = httpx.post(
-            f"{stack.web_url}/api/auth/dev/batch",
-            json={"count": TRADERS, "prefix": "crash-"},
-            timeout=30,
+        load, fixture_id, fixture_instruments = start_trading(stack)
+        yield Deployment(
+            stack, load, fixture_id, fixture_instruments, tmp_path_factory.mktemp("crash")
         )
-        assert batch.status_code == 200, batch.text
-        traders = [
-            Trader(u["user"]["id"], {"Authorization": f"Bearer {u['accessToken']}"})
-            for u in batch.json()["users"]
-        ]
-        chosen = []
-        for fixture in (fixture_id, other_fixture):
-            listed = httpx.get(
-                f"{stack.web_url}/api/instruments", params={"fixtureId": str(fixture)}, timeout=10
-            ).json()["instruments"]
-            chosen.append(
-                [{"id": i["id"], "idx": i["idx"], "price": i["price"]} for i in listed[:2]]
-            )
-        load = Load(stack.web_url, traders, chosen[0] + chosen[1])
-        load.start()
-        load.wait_answers()
-        yield Deployment(stack, load, fixture_id, chosen[0], tmp_path_factory.mktemp("crash"))
     finally:
         if load is not None:
             load.stop()
@@ -262,29 +108,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def settle_and_audit(d: Deployment) -> None:
-    """Stop new requests, let every retry get its answer, then `ftl audit` with the
-    acknowledged trades; and Postgres holds exactly the positions the clients were answered
-    for (none doubled by a retry, none the clients never heard of)."""
-    d.load.pause()
-    try:
-        acknowledged = d.tmp / "acknowledged.jsonl"
-        acknowledged.write_text(d.load.acknowledged_lines())
-        audited = d.stack.ftl("audit", "--wait-flush", "30", "--acknowledged", str(acknowledged))
-        assert audited.returncode == 0, audited.stdout + audited.stderr
-        with d.pg() as conn:
-            stored = {
-                (str(r[0]), str(r[1]), r[2])
-                for r in conn.execute(
-                    "SELECT p.id, p.user_id, p.open_request_id FROM cfd_positions p"
-                    " JOIN users u ON u.id = p.user_id WHERE u.display_name LIKE 'crash-%%'"
-                )
-            }
-        answered = {
-            (a["positionId"], a["userId"], a["openRequestId"]) for a in d.load.acknowledged.values()
-        }
-        assert stored == answered
-    finally:
-        d.load.resume()
+    settle_and_audit_load(d.stack, d.load, d.tmp)
 
 
 def test_web_killed_under_load(deployment: Deployment) -> None:
@@ -376,13 +200,28 @@ def test_worker_killed_during_full_time(deployment: Deployment) -> None:
     assert row is not None and row[0] > 0
 
 
+def wait_for_event(events: Any, event: str, what: str, timeout_s: float = 60) -> None:
+    """Until a keyspace notification `event` arrives on the subscribed `events`."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        message = events.get_message(timeout=left)
+        if message is not None and message["data"] == event:
+            return
+    raise AssertionError(f"gave up waiting for {what}")
+
+
 def test_worker_killed_during_a_margin_sweep(deployment: Deployment) -> None:
     d = deployment
     lease = keys.lease(keys.MARGIN_BACKSTOP_LEASE)
-    with d.redis() as hot:
+    with d.redis() as hot, hot.pubsub(ignore_subscribe_messages=True) as events:
+        # NOTE: a short sweep can take and drop its lease between two reads (a loaded machine
+        # runs the sweep while the test waits for the CPU); the lease's keyspace events say it
+        # was taken all the same.
+        hot.config_set("notify-keyspace-events", "K$g")
+        events.subscribe(f"__keyspace@0__:{lease}")
         for _ in range(SWEEP_ATTEMPTS):
             d.enqueue(backstop_sweep.message())
-            wait_until(lambda: bool(hot.exists(lease)), "the sweep to take its lease", poll_s=0)
+            wait_for_event(events, "set", "the sweep to take its lease")
             # NOTE: writes paused, the sweep can neither commit nor release its lease: if it
             # still holds it now, the kill lands inside the sweep.
             hot.client_pause(KILL_PAUSE_MS, all=False)

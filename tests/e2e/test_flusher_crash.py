@@ -25,6 +25,8 @@ from ftl.store.db.engine import libpq_url
 from ftl.store.services import Services
 from ftl.trading import trades
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 from workers.flush import flush
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +83,9 @@ async def trade(services: Services, pg: psycopg.Connection) -> tuple[UUID, int]:
         }
         opened = json.loads(
             await trades.open_position(
-                services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
+                services,
+                trades.Caller(user, "j"),
+                decode(json.dumps(body).encode(), OpenPositionBody).order(),
             )
         )
         opens += 1

@@ -13,8 +13,9 @@ from falcon import testing
 from ftl.core import logs
 from ftl.core.config import Settings
 from ftl.ops.dev_google import DevGoogleIssuer
+from ftl.ops.scenarios import load_scenario
 from ftl.ops.seed import seed
-from ftl.ops.simulator import Simulator, load_scenario, serve_in_thread
+from ftl.ops.simulator import Simulator, serve_in_thread
 from ftl.store.services import Services
 from tests.integration.simulated_match import SCENARIO, SPEED, Clock
 from web.app import create_app

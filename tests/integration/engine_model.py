@@ -160,10 +160,13 @@ class Engine:
         self.instruments[instrument].live = live
         self.settle(instrument, self.tick(instrument))
 
-    def update_k_mod(self, instrument: str, k_mod: int) -> None:
-        """An admin's kMod change: a tick of the new curve, which settles the levels it reaches."""
+    def update_k_mod(self, instrument: str, k_mod: int) -> int:
+        """An admin's kMod change: a tick of the new curve, which settles the levels it reaches.
+        The price of that tick (the levels it closes tick again after it)."""
         self.instruments[instrument].k_mod = k_mod
-        self.settle(instrument, self.tick(instrument))
+        price = self.tick(instrument)
+        self.settle(instrument, price)
+        return price
 
     def tick(self, instrument: str) -> int:
         inst = self.instruments[instrument]

@@ -17,7 +17,7 @@ from ftl.store import keys
 from ftl.store.services import Services
 from ftl.store.ticks import TickSource
 from ftl.trading import trades
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator, outbox
 
 # NOTE: the replay defers ticks of the cut's own millisecond to the next run; waiting out one
 # millisecond before a final evaluation makes it see every tick made so far (not a timing assert).
@@ -64,18 +64,16 @@ async def move(services: Services, instrument: UUID, live_base_cents: int) -> in
     return tick.seq
 
 
-async def evaluate(
-    services: Services, user: UUID, *, quick: bool = True
-) -> margin_service.Evaluation:
+async def evaluate(services: Services, user: UUID, *, quick: bool = True) -> evaluator.Evaluation:
     """A final evaluation that sees every tick made so far."""
     await asyncio.sleep(CLOCK_STEP_S)
-    return await margin_service.evaluate_user(services, user, quick=quick)
+    return await evaluator.evaluate_user(services, user, quick=quick)
 
 
 async def persist(services: Services) -> None:
     """What the flusher and the margin actors do in the background: Postgres catches up."""
     await Flusher(services, consumer="test").flush()
-    await margin_service.drain_events(services)
+    await outbox.drain_events(services)
 
 
 async def position(services: Services, position_id: UUID) -> dict[str, str]:
@@ -87,14 +85,6 @@ def margin_events(pg: psycopg.Connection, user: UUID) -> list[tuple[Any, ...]]:
     return pg.execute(
         "SELECT kind::text, instrument_id, seq, position_id, price, equity, margin_level"
         " FROM margin_events WHERE user_id = %s ORDER BY seq, kind, position_id",
-        (user,),
-    ).fetchall()
-
-
-def closed_rows(pg: psycopg.Connection, user: UUID) -> list[tuple[Any, ...]]:
-    return pg.execute(
-        "SELECT id, status::text, closed_by::text, exit_price, realized_pnl FROM cfd_positions"
-        " WHERE user_id = %s ORDER BY opened_at, id",
         (user,),
     ).fetchall()
 

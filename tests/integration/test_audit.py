@@ -19,10 +19,12 @@ from ftl.ops.flush import Flusher
 from ftl.store import keys
 from ftl.store.services import Services
 from ftl.trading import trades
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator, safe_boxes, snapshots
 from ftl.trading.margin.replay import SafeBox
 from tests.e2e.conftest import run_ftl
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 @dataclass
@@ -44,7 +46,9 @@ async def _open(services: Services, user: UUID, instrument: UUID, request_id: st
         "slippageTolerancePct": 0.05,
     }
     answer = await trades.open_position(
-        services, trades.Caller(user, "j"), trades.OpenOrder.from_body(body)
+        services,
+        trades.Caller(user, "j"),
+        decode(json.dumps(body).encode(), OpenPositionBody).order(),
     )
     position_id: str = json.loads(answer)["position"]["id"]
     return position_id
@@ -92,21 +96,19 @@ async def _pg(pg: psycopg.Connection, sql: str, *params: object) -> None:
 
 async def _widen_box(services: Services, user: UUID) -> None:
     """The user's safe box with a cent more slack than his wallet has."""
-    await margin_service.evaluate_pass(services, [user])
-    (box,) = await margin_service.boxes(services, [user])
-    state = await margin_service.snapshot(services, user)
+    await evaluator.evaluate_pass(services, [user])
+    (box,) = await safe_boxes.boxes(services, [user])
+    state = await snapshots.snapshot(services, user)
     assert box is not None and state is not None
     wide = SafeBox(box.below, box.slack + 1, box.headroom, box.instruments)
-    await services.redis.set(
-        keys.margin_box(user), margin_service.box_text(state.fingerprint, wide)
-    )
+    await services.redis.set(keys.margin_box(user), safe_boxes.box_text(state.fingerprint, wide))
 
 
 async def test_the_safe_boxes_the_evaluator_makes_keep_their_promise(
     services: Services, market: Market
 ) -> None:
-    await margin_service.evaluate_pass(services, market.users)
-    assert all(await margin_service.boxes(services, market.users))
+    await evaluator.evaluate_pass(services, market.users)
+    assert all(await safe_boxes.boxes(services, market.users))
     assert (await audit(services, market.acknowledged)).violations == []
 
 

@@ -43,12 +43,10 @@ EXPECTED_MIDDLEWARE = [
 
 def test_middleware_is_chosen_explicitly(settings: Settings) -> None:
     # NOTE: a fresh broker, because a running Worker appends Dramatiq's own worker middleware.
-    assert [type(m).__name__ for m in build_broker(settings.redis_url).middleware] == (
-        EXPECTED_MIDDLEWARE
-    )
+    assert [type(m).__name__ for m in build_broker(settings).middleware] == (EXPECTED_MIDDLEWARE)
     assert dramatiq.get_broker() is broker
     # Dramatiq's Prometheus middleware only where `python -m workers` set up its directory.
-    with_metrics = build_broker(settings.redis_url, metrics=True)
+    with_metrics = build_broker(settings, metrics=True)
     assert [type(m).__name__ for m in with_metrics.middleware] == [
         *EXPECTED_MIDDLEWARE,
         "WorkerMetrics",

@@ -10,7 +10,7 @@ import psycopg
 
 from ftl.market import rules
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator
 from tests.integration.fills_helpers import Trader, full_time
 from tests.integration.margin_helpers import CLOCK_STEP_S
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -149,7 +149,7 @@ async def test_a_washout_forced_by_ones_own_second_account_fills_along_the_curve
     short = await pusher.open(rules.SHORT, 2_000)
     assert short is not None and short["entryPrice"] == 40
     await asyncio.sleep(CLOCK_STEP_S)
-    await margin_service.evaluate_user(services, victim.caller.user_id)
+    await evaluator.evaluate_user(services, victim.caller.user_id)
     washed = await victim.position(long["id"])
     assert (washed["closedBy"], washed["exitCents"]) == ("washout", "1500")
     closed = await pusher.close(short["id"])  # buys 20 lots from netLots −20: 30.00

@@ -18,6 +18,8 @@ from ftl.store.services import Services
 from ftl.store.ticks import TickSource
 from ftl.trading import trades
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trades.OpenOrder:
@@ -30,7 +32,7 @@ def open_body(instrument: UUID, request_id: str, **overrides: Any) -> trades.Ope
         "slippageTolerancePct": 0.05,
         **overrides,
     }
-    return trades.OpenOrder.from_body(body)
+    return decode(json.dumps(body).encode(), OpenPositionBody).order()
 
 
 async def trade_a_little(services: Services, pg: psycopg.Connection) -> tuple[UUID, list[UUID]]:

@@ -5,7 +5,8 @@ close-out is enqueued once, at 8 FT_PEN."""
 from __future__ import annotations
 
 from ftl.market.poller import poll_once
-from ftl.ops.simulator import Simulator, generate_scenario, serve_in_thread
+from ftl.ops.scenarios import generate_scenario
+from ftl.ops.simulator import Simulator, serve_in_thread
 from ftl.sportmonks.breaker import SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.store.services import Services

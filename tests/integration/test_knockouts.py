@@ -27,7 +27,7 @@ from tests.integration.test_fulltime import instrument_of, open_position, positi
 from tests.integration.test_sportmonks_feed import degraded_players
 from tests.integration.trading_helpers import make_user
 
-ARG_FRA, MEX_POR = 19000003, 19000001  # group fixtures of the demo data
+ARG_FRA = 19000003  # a group fixture of the demo data
 LAUTARO = 184020  # ARG
 KICK_OFF = datetime(2026, 6, 28, 19, 0, tzinfo=UTC)
 

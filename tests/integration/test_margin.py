@@ -14,7 +14,7 @@ import psycopg
 
 from ftl.store import keys
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import backstop, evaluator, follow_ups, outbox, snapshots
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
     balance,
@@ -106,7 +106,7 @@ async def test_reruns_and_concurrent_runs_close_nothing_twice(
     await move(services, instrument, 8_000)
     await asyncio.sleep(CLOCK_STEP_S)
 
-    runs = await asyncio.gather(*(margin_service.evaluate_user(services, user) for _ in range(4)))
+    runs = await asyncio.gather(*(evaluator.evaluate_user(services, user) for _ in range(4)))
     rerun = await evaluate(services, user)
 
     assert sorted(r.closed for r in runs) == [0, 0, 0, 1]
@@ -127,9 +127,9 @@ async def test_a_plan_read_before_another_run_committed_is_refused_as_stale(
     user, instrument, pid = await one_position_at_risk(services, pg_admin)
     await move(services, instrument, 8_000)
     await asyncio.sleep(CLOCK_STEP_S)
-    state = await margin_service.snapshot(services, user)
+    state = await snapshots.snapshot(services, user)
     assert state is not None
-    await margin_service.evaluate_user(services, user)  # another worker commits first
+    await evaluator.evaluate_user(services, user)  # another worker commits first
 
     plan = json.dumps(
         {
@@ -176,7 +176,7 @@ async def test_an_event_waits_until_the_flusher_wrote_its_position(
     await move(services, instrument, 8_000)
     await evaluate(services, user)
 
-    await margin_service.drain_events(services)  # the position is not in Postgres yet
+    await outbox.drain_events(services)  # the position is not in Postgres yet
     assert [row[0] for row in margin_events(pg_admin, user)] == ["warning"]
     await persist(services)
     assert [row[0] for row in margin_events(pg_admin, user)] == ["warning", "washout"]
@@ -192,9 +192,7 @@ async def test_no_positions_means_nothing_to_evaluate(
     assert outcome.closed == 0 and outcome.replay is not None
     assert outcome.replay.washouts == () and outcome.replay.warnings == ()
     stranger = make_user(pg_admin)
-    assert await margin_service.evaluate_user(services, stranger) == margin_service.Evaluation(
-        None, 0
-    )
+    assert await evaluator.evaluate_user(services, stranger) == evaluator.Evaluation(None, 0)
 
 
 async def test_the_holders_index_follows_exposure(
@@ -202,13 +200,13 @@ async def test_the_holders_index_follows_exposure(
 ) -> None:
     user, instrument, _ = await one_position_at_risk(services, pg_admin)
     other = await make_instrument(services, pg_admin, k_mod=FLAT)
-    assert await margin_service.holders_of(services, [instrument, other]) == {user}
+    assert await evaluator.holders_of(services, [instrument, other]) == {user}
     second = await open_position(services, user, instrument, "long", 10, 10_000)
     await move(services, instrument, 8_000)
     await evaluate(services, user)  # both positions on the instrument wash out
     assert (await position(services, second))["closedBy"] == "washout"
-    assert await margin_service.holders_of(services, [instrument, other]) == set()
-    assert await margin_service.holders_of(services, []) == set()
+    assert await evaluator.holders_of(services, [instrument, other]) == set()
+    assert await evaluator.holders_of(services, []) == set()
 
 
 async def test_the_full_time_close_closes_at_the_given_price_once(
@@ -249,7 +247,7 @@ async def test_two_sweeps_started_at_once_one_runs_the_other_skips(
 ) -> None:
     users = await users_at_risk(services, pg_admin, 3)
     swept = await asyncio.gather(
-        margin_service.backstop_sweep(services), margin_service.backstop_sweep(services)
+        backstop.backstop_sweep(services), backstop.backstop_sweep(services)
     )
     assert sorted(swept, key=lambda n: -1 if n is None else n) == [None, 3]
     for user in users:
@@ -266,14 +264,14 @@ async def test_a_sweep_killed_midway_and_rerun_closes_nothing_twice(
     users = await users_at_risk(services, pg_admin, 12)
     lease = keys.lease(keys.MARGIN_BACKSTOP_LEASE)
     await services.redis.set(lease, "dead-worker", px=30_000)
-    order = await margin_service.users_with_open_positions(services)
+    order = await backstop.users_with_open_positions(services)
     for user in order[:6]:
-        await margin_service.evaluate_user(services, user)
+        await evaluator.evaluate_user(services, user)
 
-    assert await margin_service.backstop_sweep(services) is None
+    assert await backstop.backstop_sweep(services) is None
     await services.redis.delete(lease)  # its 30 s TTL runs out
-    assert await margin_service.backstop_sweep(services) == len(users) - 6
-    assert await margin_service.backstop_sweep(services) == 0
+    assert await backstop.backstop_sweep(services) == len(users) - 6
+    assert await backstop.backstop_sweep(services) == 0
     await persist(services)
 
     closes = pg_admin.execute(
@@ -304,7 +302,7 @@ async def test_an_uneventful_replay_moves_the_watermark_only_after_enough_ticks(
     await evaluate(services, user)
     assert await services.redis.exists(watermark) == 0  # nothing happened: nothing written
 
-    for step in range(margin_service.WATERMARK_LAG_TICKS):
+    for step in range(evaluator.WATERMARK_LAG_TICKS):
         await move(services, instrument, 10_000 + step % 2)
     await evaluate(services, user)
 
@@ -324,7 +322,7 @@ async def test_since_places_the_start_only_where_there_is_no_watermark(
     await asyncio.sleep(CLOCK_STEP_S)
     await move(services, instrument, 11_000)
 
-    quiet = await margin_service.evaluate_user(services, user, since=since)
+    quiet = await evaluator.evaluate_user(services, user, since=since)
     assert quiet.closed == 0 and quiet.replay is not None and quiet.replay.warnings == ()
 
     other, elsewhere, washed = await one_position_at_risk(services, pg_admin)
@@ -333,7 +331,7 @@ async def test_since_places_the_start_only_where_there_is_no_watermark(
     breach = await move(services, elsewhere, 8_000)
     await move(services, elsewhere, 11_000)
     await asyncio.sleep(CLOCK_STEP_S)
-    late = await margin_service.evaluate_user(services, other, since=datetime.now(UTC))
+    late = await evaluator.evaluate_user(services, other, since=datetime.now(UTC))
     assert late.closed == 1 and late.replay is not None
     assert [(w.seq, w.price_cents) for w in late.replay.washouts] == [(breach, 8_000)]
     assert (await position(services, washed))["exitCents"] == "8000"
@@ -345,10 +343,10 @@ async def test_a_follow_up_is_owed_once_per_instrument_until_a_pass_pays_it(
 ) -> None:
     one, other = sorted((uuid4(), uuid4()), key=str)
 
-    assert await margin_service.owe_follow_up(services, [other, one]) == [one, other]
-    assert await margin_service.owe_follow_up(services, [one]) == []  # a pass is still to come
-    await margin_service.pay_follow_up(services, [one])  # that pass starts
-    assert await margin_service.owe_follow_up(services, [one, other]) == [one]
+    assert await follow_ups.owe_follow_up(services, [other, one]) == [one, other]
+    assert await follow_ups.owe_follow_up(services, [one]) == []  # a pass is still to come
+    await follow_ups.pay_follow_up(services, [one])  # that pass starts
+    assert await follow_ups.owe_follow_up(services, [one, other]) == [one]
 
 
 async def test_a_trade_follow_up_pending_never_holds_back_a_washout_follow_up(
@@ -357,9 +355,9 @@ async def test_a_trade_follow_up_pending_never_holds_back_a_washout_follow_up(
     """A trade pass waits a second before it runs (decision 0047); a washout's chain must not."""
     one = uuid4()
 
-    assert await margin_service.owe_follow_up(services, [one], after_trades=True) == [one]
-    assert await margin_service.owe_follow_up(services, [one], after_trades=True) == []
-    assert await margin_service.owe_follow_up(services, [one]) == [one]  # its own mark
-    await margin_service.pay_follow_up(services, [one])  # a pass starts: it covers both
-    assert await margin_service.owe_follow_up(services, [one], after_trades=True) == [one]
-    assert await margin_service.owe_follow_up(services, [one]) == [one]
+    assert await follow_ups.owe_follow_up(services, [one], after_trades=True) == [one]
+    assert await follow_ups.owe_follow_up(services, [one], after_trades=True) == []
+    assert await follow_ups.owe_follow_up(services, [one]) == [one]  # its own mark
+    await follow_ups.pay_follow_up(services, [one])  # a pass starts: it covers both
+    assert await follow_ups.owe_follow_up(services, [one], after_trades=True) == [one]
+    assert await follow_ups.owe_follow_up(services, [one]) == [one]

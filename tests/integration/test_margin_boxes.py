@@ -13,7 +13,7 @@ import psycopg
 
 from ftl.store import keys
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator, safe_boxes, tick_logs
 from ftl.trading.margin.replay import HeldInstrument, PriceRange, SafeBox
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
@@ -26,10 +26,10 @@ from tests.integration.trading_helpers import make_instrument, make_user
 FLAT = Decimal(0)  # kMod 0: prices are exactly the live base prices
 
 
-async def targeted_pass(services: Services, users: list[UUID]) -> margin_service.Pass:
+async def targeted_pass(services: Services, users: list[UUID]) -> evaluator.Pass:
     """An after-tick pass that sees every tick made so far."""
     await asyncio.sleep(CLOCK_STEP_S)
-    return await margin_service.evaluate_pass(services, users, targeted=True)
+    return await evaluator.evaluate_pass(services, users, targeted=True)
 
 
 async def test_inside_his_box_a_user_is_left_out_and_outside_it_washed_out_at_the_breach(
@@ -43,7 +43,7 @@ async def test_inside_his_box_a_user_is_left_out_and_outside_it_washed_out_at_th
     first = await targeted_pass(services, [user])  # no box yet: evaluated, and a box made
 
     assert first.evaluated == 1
-    assert await margin_service.boxes(services, [user]) == [
+    assert await safe_boxes.boxes(services, [user]) == [
         SafeBox(False, 50_000, 0, {instrument: HeldInstrument(1, 10_000, 100)})
     ]
     await move(services, instrument, 9_600)
@@ -57,7 +57,7 @@ async def test_inside_his_box_a_user_is_left_out_and_outside_it_washed_out_at_th
     assert (outcome.evaluated, outcome.closed) == (1, 1)
     closed = await position(services, pid)
     assert (closed["closedBy"], closed["exitCents"]) == ("washout", "9000")
-    assert await margin_service.boxes(services, [user]) == [None]  # the wallet changed
+    assert await safe_boxes.boxes(services, [user]) == [None]  # the wallet changed
     events: list[tuple[str, dict[str, str]]] = await services.redis.xrange(keys.MARGIN_OUTBOX)  # type: ignore[assignment]
     assert f'"seq":{breach}' in events[-1][1]["event"]
 
@@ -74,9 +74,9 @@ async def test_a_trade_of_his_own_voids_his_box(
 
     await open_position(services, user, other, "short", 100, 10_000)
 
-    assert await margin_service.boxes(services, [user]) == [None]
+    assert await safe_boxes.boxes(services, [user]) == [None]
     assert (await targeted_pass(services, [user])).evaluated == 1
-    (box,) = await margin_service.boxes(services, [user])
+    (box,) = await safe_boxes.boxes(services, [user])
     assert box is not None and set(box.instruments) == {one, other}
 
 
@@ -98,12 +98,12 @@ async def test_the_ticks_of_every_instrument_held_count_and_strained_users_go_fi
 
     await move(services, other, 9_400)  # 600.00 spent: outside; its own pass has not run yet
     await asyncio.sleep(CLOCK_STEP_S)
-    logs = await margin_service.TickLogs.begin(services)
+    logs = await tick_logs.TickLogs.begin(services)
 
     # NOTE: the pass after `one`'s tick weighs the ticks of `other` too.
-    assert await margin_service.outside_boxes(services, logs, [calm, user]) == [calm, user]
+    assert await safe_boxes.outside_boxes(services, logs, [calm, user]) == [calm, user]
     await services.redis.delete(keys.margin_box(calm))  # no box: first of all
-    assert await margin_service.outside_boxes(services, logs, [user, calm]) == [calm, user]
+    assert await safe_boxes.outside_boxes(services, logs, [user, calm]) == [calm, user]
 
 
 async def test_a_pass_moves_its_cut_on_to_see_the_ticks_made_since(
@@ -113,7 +113,7 @@ async def test_a_pass_moves_its_cut_on_to_see_the_ticks_made_since(
     instrument = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=FLAT)
     await open_position(services, user, instrument, "long", 100, 10_000)
     await asyncio.sleep(CLOCK_STEP_S)
-    logs = await margin_service.TickLogs.begin(services)
+    logs = await tick_logs.TickLogs.begin(services)
     await logs.fetch({instrument: 1})
     assert logs.range_after(instrument, 0) == PriceRange(10_000, 10_000, 1, 1)
     made = await move(services, instrument, 9_000)  # e.g. a washout's trade tick, mid-pass

@@ -22,7 +22,7 @@ from ftl.market import prices, rules
 from ftl.store import keys
 from ftl.store.services import Services
 from ftl.store.ticks import Tick, TickSource
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import follow_ups
 from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -257,9 +257,9 @@ async def test_many_trades_on_an_instrument_ask_for_one_pending_pass(
     # NOTE: sent a second late, so one pass covers every trade of that second (decision 0047).
     (message,) = asked
     delay_ms = message["options"]["eta"] - message["message_timestamp"]
-    assert delay_ms == margin_service.TRADE_FOLLOW_UP_DELAY_MS
+    assert delay_ms == follow_ups.TRADE_FOLLOW_UP_DELAY_MS
 
-    await margin_service.pay_follow_up(services, [instrument])  # that pass starts
+    await follow_ups.pay_follow_up(services, [instrument])  # that pass starts
     await open_position(services, make_user(pg_admin), instrument, "short", 100, 10_100)
     await flusher.flush()
     assert len(margin_messages()) == 2

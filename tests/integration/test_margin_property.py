@@ -25,7 +25,7 @@ from ftl.market import rules
 from ftl.ops.flush import Flusher
 from ftl.store import keys
 from ftl.store.services import Services
-from ftl.trading.margin import service as margin_service
+from ftl.trading.margin import evaluator
 from tests.conftest import TABLES
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
@@ -104,12 +104,12 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
             await asyncio.sleep(CLOCK_STEP_S)
             await move(services, instruments[index], price)
             if mode in ("after_tick", "boxed"):
-                holders = await margin_service.holders_of(services, [instruments[index]])
-                await margin_service.evaluate_pass(services, holders, targeted=mode == "boxed")
+                holders = await evaluator.holders_of(services, [instruments[index]])
+                await evaluator.evaluate_pass(services, holders, targeted=mode == "boxed")
             elif mode == "chunks" and step in scenario.cuts:
-                await margin_service.evaluate_user(services, user)
+                await evaluator.evaluate_user(services, user)
             elif mode == "walked":
-                await margin_service.evaluate_user(services, user, quick=False)
+                await evaluator.evaluate_user(services, user, quick=False)
         if mode == "offline":
             await Flusher(services, consumer="test").flush()
             for instrument in instruments:
@@ -117,8 +117,8 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
         if mode == "boxed":
             # NOTE: no full evaluation at the end: a targeted pass, as after any tick.
             await asyncio.sleep(CLOCK_STEP_S)
-            holders = await margin_service.holders_of(services, instruments)
-            await margin_service.evaluate_pass(services, holders, targeted=True)
+            holders = await evaluator.holders_of(services, instruments)
+            await evaluator.evaluate_pass(services, holders, targeted=True)
         else:
             await evaluate(services, user, quick=mode != "walked")
         await persist(services)

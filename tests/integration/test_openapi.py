@@ -18,6 +18,7 @@ from falcon import testing
 from falcon.routing import CompiledRouter
 from falcon.routing.compiled import CompiledRouterNode
 from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
 
 from ftl.core.config import Settings
 from ftl.market.scoring import DEFAULT_WEIGHTS
@@ -75,6 +76,11 @@ def test_every_schema_in_the_document_is_valid_json_schema_2020_12() -> None:
             schemas += [param["schema"] for param in operation.get("parameters", [])]
     for schema in schemas:
         Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("production", [False, True])
+def test_openapi_spec_validator_accepts_the_document(production: bool) -> None:
+    validate(document(production))
 
 
 @pytest.mark.parametrize("production", [False, True])

@@ -199,3 +199,48 @@ async def test_a_unix_socket_url_and_its_database(unix_socket_redis: str) -> Non
     check = redis.Redis.from_url(unix_socket_redis, decode_responses=True)
     assert check.get("pipe:unix") == "yes"
     check.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "0" * 40, 0),  # NOSCRIPT: the path that reloads the scripts
+        ("LPUSH", "pipe:string", "y"),  # WRONGTYPE
+        ("NO-SUCH-COMMAND",),
+        ("FCALL", "no_such_function", 0),  # how a lost Functions library shows
+    ],
+)
+async def test_reply_errors_are_the_class_and_message_redis_py_gives(
+    pipeline: PipelinedConnection, settings: Settings, command: tuple[str | int, ...]
+) -> None:
+    """Guards decision 0152: our own reply-error mapping must stay what redis-py raises, so a
+    redis-py upgrade that changes its mapping fails here, not in production."""
+    await pipeline.execute("SET", "pipe:string", "x")
+    client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        with pytest.raises(ResponseError) as by_redis_py:
+            await client.execute_command(*command)  # type: ignore[no-untyped-call]
+    finally:
+        await client.aclose()
+    with pytest.raises(ResponseError) as ours:
+        await pipeline.execute(*command)
+
+    assert type(ours.value) is type(by_redis_py.value)
+    assert str(ours.value) == str(by_redis_py.value)
+
+
+async def test_concurrent_writes_share_one_wait_on_their_own_connection(
+    pipeline: PipelinedConnection, redis_admin: redis.Redis
+) -> None:
+    """Decision 0151's group commit: callers whose replies came while a WAIT is pending join it
+    instead of each sending its own (the tests' Redis has no replica: every WAIT runs out)."""
+    redis_admin.config_resetstat()
+    callers = 50
+
+    answers = await asyncio.gather(
+        *(pipeline.execute_replicated(1, 50, "SET", f"pipe:w{n}", n) for n in range(callers))
+    )
+
+    assert answers == [("OK", 0)] * callers
+    waits = int(redis_admin.info("commandstats")["cmdstat_wait"]["calls"])
+    assert 1 <= waits < callers

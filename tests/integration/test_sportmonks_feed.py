@@ -13,8 +13,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ftl.market import instruments
+from ftl.ops.scenarios import load_scenario
 from ftl.ops.seed import seed
-from ftl.ops.simulator import Simulator, load_scenario, serve_in_thread
+from ftl.ops.simulator import Simulator, serve_in_thread
 from ftl.sportmonks.breaker import OPEN_FOR_MS, BreakerOpen, BreakerState, SharedBreaker
 from ftl.sportmonks.client import SportmonksClient
 from ftl.sportmonks.failures import FailureKind, SportmonksFailure

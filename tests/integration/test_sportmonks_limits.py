@@ -14,7 +14,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from ftl.market.poller import poll_once
-from ftl.ops.simulator import RATE_LIMIT_WAIT_S, Simulator, generate_scenario, serve_in_thread
+from ftl.ops.scenarios import generate_scenario
+from ftl.ops.simulator import RATE_LIMIT_WAIT_S, Simulator, serve_in_thread
 from ftl.sportmonks import budget
 from ftl.sportmonks.breaker import FAILURES_TO_OPEN, BreakerState, SharedBreaker
 from ftl.sportmonks.budget import RateLimit, RateLimited

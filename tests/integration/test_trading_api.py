@@ -4,6 +4,7 @@ trading, each leaving Redis and Postgres exactly as they were."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,13 +16,16 @@ import redis
 from falcon import testing
 
 from ftl.core.config import Settings
+from ftl.core.errors import NotReplicated
 from ftl.market import leaderboard, prices
 from ftl.ops.flush import Flusher
 from ftl.store import keys
 from ftl.store.auth.tokens import TokenType
+from ftl.store.scripts import Scripts
 from ftl.store.services import Services
 from ftl.store.ticks import TickSource
-from ftl.trading import wallets
+from ftl.trading import trades, wallets
+from ftl.trading.trades import Caller, OpenOrder
 from tests.conftest import TABLES
 from tests.integration.trading_helpers import access_token, make_instrument, make_user
 from web.app import create_app
@@ -533,4 +537,77 @@ async def test_oversized_or_non_json_bodies_are_refused_before_anything(
         headers={**world["as_alice"].headers, "Content-Type": content_type},
     )
     assert_error(result, status, code)
+    assert stores(pg_admin, raw_redis) == before
+
+
+# A trade waits for a replica (REDIS_WAIT_REPLICAS) and a primary without replicas refuses
+# writes (min-replicas-to-write): 503 with Retry-After and a stable code, never a 500, and the
+# retry with the same clientRequestId is safe (decision 0151). The tests' Redis has no replica.
+WAIT_MS = 50  # no replica will answer: the WAIT runs out after this
+
+
+@pytest.fixture
+def lone_primary(redis_admin: redis.Redis) -> Iterator[None]:
+    """The tests' Redis refusing writes, as a primary that lost its replica does."""
+    redis_admin.config_set("min-replicas-to-write", 1)
+    try:
+        yield
+    finally:
+        redis_admin.config_set("min-replicas-to-write", 0)
+
+
+async def test_a_trade_no_replica_confirmed_is_503_not_replicated_and_its_retry_replays_it(
+    world: dict[str, Any], settings: Settings
+) -> None:
+    waiting = dataclasses.replace(settings, redis_wait_replicas=1, redis_wait_timeout_ms=WAIT_MS)
+    body = open_body(world["instrument"], "unconfirmed")
+    async with testing.ASGIConductor(create_app(waiting)) as conductor:
+        unconfirmed = await conductor.simulate_post(
+            "/api/positions/open", json=body, headers=world["as_alice"].headers
+        )
+
+    assert_error(unconfirmed, 503, "not_replicated")
+    assert unconfirmed.headers["retry-after"] == "1"
+    # The write stands on the primary: the same request answers it, once.
+    again = await world["as_alice"].open(body)
+    assert again.status_code == 201, again.text
+    assert again.json["replayed"] is True
+
+
+async def test_without_the_pipelined_connection_the_trade_waits_all_the_same(
+    world: dict[str, Any], services: Services
+) -> None:
+    """The TLS path: the function call and its WAIT go through one redis-py pipeline."""
+    unpipelined = dataclasses.replace(
+        services, scripts=Scripts(services.redis, wait_replicas=1, wait_timeout_ms=WAIT_MS)
+    )
+    caller = Caller.from_claims(services.tokens.issue(TokenType.ACCESS, str(world["alice"]))[1])
+    order = OpenOrder(
+        instrument_id=world["instrument"],
+        direction=1,
+        lots_centis=100,
+        client_request_id="pool-path",
+        client_price_cents=10_000,
+        tolerance_ppm=50_000,
+        stop_loss_cents=None,
+        take_profit_cents=None,
+    )
+
+    with pytest.raises(NotReplicated):
+        await trades.open_position(unpipelined, caller, order)
+    replayed = json.loads(await trades.open_position(services, caller, order))
+    assert replayed["replayed"] is True
+
+
+async def test_a_write_refused_for_want_of_replicas_is_503_unavailable_and_changes_nothing(
+    world: dict[str, Any],
+    lone_primary: None,
+    pg_admin: psycopg.Connection,
+    raw_redis: redis.Redis,
+) -> None:
+    before = stores(pg_admin, raw_redis)
+    result = await world["as_alice"].open(open_body(world["instrument"], "refused"))
+
+    assert_error(result, 503, "unavailable")
+    assert result.headers["retry-after"] == "1"
     assert stores(pg_admin, raw_redis) == before

@@ -17,6 +17,8 @@ from ftl.store.services import Services
 from ftl.store.ticks import Tick, TickSource
 from ftl.trading import referral_payout, trades
 from tests.integration.trading_helpers import make_instrument, make_user
+from web.body import decode
+from web.schemas import OpenPositionBody
 
 
 def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trades.OpenOrder:
@@ -29,7 +31,7 @@ def order(instrument_id: UUID, request_id: str, **overrides: Any) -> trades.Open
         "slippageTolerancePct": 0.05,
     }
     body.update(overrides)
-    return trades.OpenOrder.from_body(body)
+    return decode(json.dumps(body).encode(), OpenPositionBody).order()
 
 
 @pytest.mark.parametrize(

@@ -255,10 +255,10 @@ class Run:
             assert tick.live_base_price_cents == op.live_base_cents
         elif isinstance(op, KMod):
             iid = self.instruments[op.instrument]
-            model.update_k_mod(str(iid), op.k_mod_micros)
+            price = model.update_k_mod(str(iid), op.k_mod_micros)
             tick = await prices.set_k_mod(self.services, iid, op.k_mod_micros)
             assert tick.k_mod_micros == op.k_mod_micros
-            assert tick.price_cents == model.instruments[str(iid)].price
+            assert tick.price_cents == price
         elif self.last is not None:
             kind, user, args, first = self.last
             if kind == "open":
@@ -335,6 +335,16 @@ async def run_example(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(setups=instrument_setups, ops=operations)
+@example(  # found by hypothesis: the kMod tick itself reaches a take-profit, which ticks again
+    setups=[(100, 0), (100, 0)],
+    ops=[
+        Open(0, 0, rules.LONG, 1, 0, 0, None, None),
+        Open(0, 0, rules.LONG, 1, 0, 0, None, None),
+        Open(0, 0, rules.LONG, 1, 0, 0, None, None),
+        Open(0, 0, rules.LONG, 7, 0, 0, None, 100),
+        KMod(0, 50_000),
+    ],
+)
 @example(  # a take-profit and a stop-loss pushed through by trades, and a kMod change between
     setups=[(10_000, 50_000), (10_000, 1_000_000)],
     ops=[

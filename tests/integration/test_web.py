@@ -10,20 +10,26 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+import msgspec
 import pytest
 from falcon import testing
 
 from ftl.core.config import Settings
 from ftl.store.services import Services
 from web.app import create_app
-from web.body import MAX_BODY_BYTES, read_json
+from web.body import MAX_BODY_BYTES, read_body
+
+
+class EchoBody(msgspec.Struct, omit_defaults=True):
+    a: int | None = None
+    pad: str | None = None
 
 
 class Echo:
     """A test-only route that reads a JSON body through the product's reader."""
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"received": await read_json(req)}
+        resp.media = {"received": msgspec.to_builtins(await read_body(req, EchoBody))}
 
 
 class Broken:

@@ -15,8 +15,6 @@ from ftl.market.instruments import InstrumentState
 from ftl.store.auth.tokens import TokenType
 from ftl.store.services import Services
 
-DISTRICT_NAMES = [f"District {n}" for n in range(1, 15)]
-
 
 def make_user(pg: psycopg.Connection, *, district_id: int = 1, balance: str = "10000.00") -> UUID:
     pg.execute(

@@ -126,3 +126,35 @@ def test_the_read_replica_is_off_unless_named_and_its_lag_settings_must_be_posit
     for name in ("DATABASE_READ_MAX_LAG_MS", "DATABASE_READ_CHECK_MS"):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({**DEVELOPMENT, name: "0"})
+
+
+def test_sentinels_are_host_port_pairs_and_name_the_primary() -> None:
+    settings = Settings.from_env(
+        {
+            **DEVELOPMENT,
+            "REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380,",
+            "REDIS_MASTER_NAME": "hot",
+            "REDIS_WAIT_REPLICAS": "1",
+            "REDIS_WAIT_TIMEOUT_MS": "250",
+        }
+    )
+    assert settings.redis_sentinels == (("10.0.0.1", 26379), ("sentinel-b", 26380))
+    assert settings.redis_master_name == "hot"
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (1, 250)
+
+
+def test_without_sentinels_redis_is_the_url_and_no_trade_waits_for_a_replica() -> None:
+    settings = Settings.from_env(DEVELOPMENT)
+    assert settings.redis_sentinels == ()
+    assert settings.redis_wait_replicas == 0
+
+
+@pytest.mark.parametrize("value", ["sentinel", "host:", ":26379", "host:port", "host:70000"])
+def test_a_sentinel_without_host_and_port_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS must list host:port pairs"):
+        Settings.from_env({**DEVELOPMENT, "REDIS_SENTINELS": value})
+
+
+def test_a_negative_replica_count_is_refused() -> None:
+    with pytest.raises(ConfigError, match="REDIS_WAIT_REPLICAS must be 0 or more"):
+        Settings.from_env({**DEVELOPMENT, "REDIS_WAIT_REPLICAS": "-1"})

@@ -7,12 +7,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from uuid import UUID
 
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from ftl.market.rules import LONG, SHORT, margin_cents, margin_level_basis
 from ftl.store.ticks import Tick, TickSource
 from ftl.trading.margin.replay import (
+    EQUITY_HALF_BASIS,
+    WARNING_HALF_BASIS,
+    WARNING_LEVEL_BASIS,
+    WASHOUT_HALF_BASIS,
+    WASHOUT_LEVEL_BASIS,
     HeldPosition,
     PriceRange,
     Replay,
@@ -362,3 +367,18 @@ def test_the_quick_check_agrees_with_the_full_replay_whenever_it_answers(
         assert quiet == full
     if full.warnings or full.washouts:
         assert quiet is None
+
+
+@given(st.integers(-(10**12), 10**12), st.integers(1, 10**12))
+@example(10_001, 20_000)  # 50.005 %: rounds to 50.01 %, no washout
+@example(10_000, 20_000)  # 50.00 %: a washout
+@example(19_999, 20_000)  # 99.995 %: rounds to 100.00 %, no warning
+@example(19_998, 20_000)  # 99.99 %: a warning
+def test_the_half_basis_lines_are_the_rounded_levels(equity: int, used: int) -> None:
+    """The replay compares levels without dividing; the lines agree with margin_level_basis."""
+    level = margin_level_basis(equity, used)
+    assert level is not None
+    washout_line = EQUITY_HALF_BASIS * equity < WASHOUT_HALF_BASIS * used
+    warning_line = EQUITY_HALF_BASIS * equity < WARNING_HALF_BASIS * used
+    assert washout_line == (level <= WASHOUT_LEVEL_BASIS)
+    assert warning_line == (level < WARNING_LEVEL_BASIS)

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ftl.ops.seed import load_demo_data
-from ftl.ops.simulator import (
+from ftl.ops.scenarios import (
     Scenario,
     ScenarioError,
-    Simulator,
     generate_scenario,
     load_scenario,
     match_clock,
     resume_state,
     scenario_minutes,
 )
+from ftl.ops.seed import load_demo_data
+from ftl.ops.simulator import Simulator
 from ftl.sportmonks.payload import LIVE_STATE_IDS, MatchPhase, match_phase, parse_fixtures
 
 

@@ -6,14 +6,15 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+from msgspec import UNSET
 
 from ftl.accounts import referrals, users
-from ftl.core.errors import InvalidInput
 from ftl.store.flags import flag_name
 from ftl.store.services import Services
 from ftl.trading import portfolio
 from web.auth import authenticate, presented_token, require_admin
-from web.body import read_json, refuse_unknown_fields
+from web.body import read_body
+from web.schemas import FlagBody, InviteBody
 
 
 class Me:
@@ -54,19 +55,9 @@ class AdminFlag:
 
     async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, name: str) -> None:
         await require_admin(req, self.services)
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"enabled", "isPublic"}))
-        enabled, is_public = body.get("enabled"), body.get("isPublic")
-        if not isinstance(enabled, bool):
-            raise InvalidInput(
-                "validation_error", "enabled must be true or false.", {"field": "enabled"}
-            )
-        # NOTE: absent keeps the flag's visibility; null is not a boolean (the document agrees).
-        if "isPublic" in body and not isinstance(is_public, bool):
-            raise InvalidInput(
-                "validation_error", "isPublic must be true or false.", {"field": "isPublic"}
-            )
-        resp.media = await self.services.flags.set(flag_name(name), enabled, is_public)
+        body = await read_body(req, FlagBody)
+        is_public = None if body.is_public is UNSET else body.is_public
+        resp.media = await self.services.flags.set(flag_name(name), body.enabled, is_public)
 
 
 class Districts:
@@ -104,9 +95,7 @@ class ReferralInvites:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         claims = await authenticate(req, self.services)
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"label"}))
-        label = referrals.invite_label(body.get("label"))
+        label = referrals.invite_label((await read_body(req, InviteBody)).label)
         resp.media = await referrals.create_invite(self.services.engine, claims.user_id, label)
         resp.status = falcon.HTTP_201
 

@@ -14,12 +14,10 @@ import falcon.asgi
 from ftl.accounts.users import get_account
 from ftl.core.errors import InvalidInput, NotFound
 from ftl.store.services import Services
-from ftl.trading.trades import uuid_field
 from web.auth import require_admin
-from web.body import read_json, refuse_unknown_fields
+from web.body import read_body
+from web.schemas import ReplayBody
 from workers import margin
-
-FIELDS = frozenset({"userId", "since"})
 
 
 def since_field(value: Any) -> datetime | None:
@@ -41,10 +39,8 @@ class AdminReplay:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         await require_admin(req, self.services)
-        body = await read_json(req)
-        refuse_unknown_fields(body, FIELDS)
-        user_id = uuid_field(body.get("userId"), "userId")
-        since = since_field(body.get("since"))
+        body = await read_body(req, ReplayBody)
+        user_id, since = body.user_id, since_field(body.since)
         if await get_account(self.services.engine, user_id) is None:
             raise NotFound("not_found", "No such user.", {"userId": str(user_id)})
         since_iso = since.isoformat() if since else None

@@ -11,7 +11,8 @@ from ftl.core.errors import InvalidInput
 from ftl.market.weights import read_weights, write_weights
 from ftl.store.services import Services
 from web.auth import require_admin
-from web.body import read_json, refuse_unknown_fields
+from web.body import read_body
+from web.schemas import SettingsBody
 
 SCORING_WEIGHTS = "scoringWeights"
 
@@ -27,14 +28,9 @@ class AdminSettings:
 
     async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         await require_admin(req, self.services)
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({SCORING_WEIGHTS}))
-        if SCORING_WEIGHTS not in body:
-            raise InvalidInput(
-                "validation_error", "Send scoringWeights.", {"field": SCORING_WEIGHTS}
-            )
+        body = await read_body(req, SettingsBody)
         try:
-            weights = await write_weights(self.services.engine, body[SCORING_WEIGHTS])
+            weights = await write_weights(self.services.engine, body.scoring_weights)
         except InvalidInput as refused:
             where = refused.details.get("field", "$")
             field = SCORING_WEIGHTS if where == "$" else f"{SCORING_WEIGHTS}.{where}"

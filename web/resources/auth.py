@@ -8,10 +8,10 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+from msgspec import UNSET
 
 from ftl.accounts import registration, sessions, users
 from ftl.core.errors import InvalidInput, Unauthorized
-from ftl.core.json_input import whole_number
 from ftl.core.text import human_text
 from ftl.store.auth import google
 from ftl.store.auth.tokens import TTL_S, Claims, TokenType
@@ -23,26 +23,24 @@ from web.auth import (
     presented_token,
     set_session_cookies,
 )
-from web.body import read_json, refuse_unknown_fields
+from web.body import read_body, read_optional_body
+from web.schemas import (
+    DevBatchBody,
+    DevLoginBody,
+    GoogleSignInBody,
+    ProfileBody,
+    RefreshTokenBody,
+    RegistrationTicketBody,
+    VerifyOtpBody,
+)
 from workers import email as email_actor
 
 DEV_BATCH_PREFIX = "bot-"
 
 
-async def optional_json(req: falcon.asgi.Request) -> dict[str, Any]:
-    """The JSON body when the client sent one (cookie-only clients send none)."""
-    if not req.content_length and not req.content_type:
-        return {}
-    return await read_json(req)
-
-
-def refresh_token_of(req: falcon.asgi.Request, body: dict[str, Any]) -> str | None:
-    token = body.get("refreshToken")
-    # NOTE: absent falls back to the cookie; null is not text (the document agrees).
-    if "refreshToken" in body and not isinstance(token, str):
-        raise InvalidInput(
-            "validation_error", "refreshToken must be text.", {"field": "refreshToken"}
-        )
+def refresh_token_of(req: falcon.asgi.Request, body: RefreshTokenBody) -> str | None:
+    # NOTE: absent falls back to the cookie (so does an empty one).
+    token = None if body.refresh_token is UNSET else body.refresh_token
     cookies = req.get_cookie_values(REFRESH_COOKIE)
     return token or (cookies[0] if cookies else None)
 
@@ -60,12 +58,11 @@ class GoogleSignIn:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"idToken", "nonce"}))
-        id_token = body.get("idToken")
+        body = await read_body(req, GoogleSignInBody)
+        id_token = body.id_token
         if not isinstance(id_token, str) or not id_token:
             raise InvalidInput("validation_error", "idToken is required.", {"field": "idToken"})
-        nonce = google.nonce_of(body.get("nonce"))
+        nonce = google.nonce_of(body.nonce)
         identity = await google.verify_id_token(
             self.services.google_keys,
             self.services.redis,
@@ -92,11 +89,8 @@ class VerifyOtp:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"registrationTicket", "otp"}))
-        await registration.verify_code(
-            self.services, body.get("registrationTicket"), body.get("otp")
-        )
+        body = await read_body(req, VerifyOtpBody)
+        await registration.verify_code(self.services, body.registration_ticket, body.otp)
         resp.media = {"verified": True}
 
 
@@ -105,9 +99,8 @@ class ResendOtp:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"registrationTicket"}))
-        await send_email(await registration.resend(self.services, body.get("registrationTicket")))
+        body = await read_body(req, RegistrationTicketBody)
+        await send_email(await registration.resend(self.services, body.registration_ticket))
         resp.media = {"sent": True}
 
 
@@ -116,9 +109,8 @@ class CompleteRegistration:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req)
-        refuse_unknown_fields(body, registration.PROFILE_FIELDS)
-        completed = await registration.complete(self.services, body)
+        body = await read_body(req, ProfileBody)
+        completed = await registration.complete(self.services, body.fields())
         await send_email(completed.welcome_outbox_id)
         session = await sessions.start(self.services, completed.account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
@@ -131,9 +123,7 @@ class Refresh:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await optional_json(req)
-        refuse_unknown_fields(body, frozenset({"refreshToken"}))
-        token = refresh_token_of(req, body)
+        token = refresh_token_of(req, await read_optional_body(req, RefreshTokenBody))
         if token is None:
             raise Unauthorized("unauthorized", "No refresh token.")
         session = await sessions.rotate(self.services, token)
@@ -155,8 +145,7 @@ class Logout:
             return []
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await optional_json(req)
-        refuse_unknown_fields(body, frozenset({"refreshToken"}))
+        body = await read_optional_body(req, RefreshTokenBody)
         claims = self._claims(presented_token(req), TokenType.ACCESS) + self._claims(
             refresh_token_of(req, body), TokenType.REFRESH
         )
@@ -172,9 +161,7 @@ class DevLogin:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"displayName"}))
-        name = users.display_name_of(body.get("displayName"))
+        name = users.display_name_of((await read_body(req, DevLoginBody)).display_name)
         (account,) = await users.synthetic_accounts(self.services.engine, [name])
         session = await sessions.start(self.services, account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
@@ -189,19 +176,19 @@ class DevBatch:
         self.services = services
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        body = await read_json(req)
-        refuse_unknown_fields(body, frozenset({"count", "prefix"}))
-        count = whole_number(body.get("count"))
-        if count is None or not 1 <= count <= users.DEV_BATCH_MAX:
+        body = await read_body(req, DevBatchBody)
+        if not body.count.is_integer():
             raise InvalidInput(
                 "validation_error",
                 f"count must be a whole number from 1 to {users.DEV_BATCH_MAX}.",
                 {"field": "count"},
             )
         prefix = human_text(
-            body.get("prefix", DEV_BATCH_PREFIX), "prefix", users.DEV_BATCH_PREFIX_MAX_CHARS
+            DEV_BATCH_PREFIX if body.prefix is UNSET else body.prefix,
+            "prefix",
+            users.DEV_BATCH_PREFIX_MAX_CHARS,
         )
-        names = [f"{prefix}{number:04d}" for number in range(1, count + 1)]
+        names = [f"{prefix}{number:04d}" for number in range(1, int(body.count) + 1)]
         created = await users.synthetic_accounts(self.services.engine, names)
         resp.media = {
             "users": [

@@ -12,7 +12,6 @@ from ftl.ops.health import OK, readiness
 from ftl.store.services import Services
 
 log = logging.getLogger(__name__)
-FAILING = "failing"
 
 
 class Health:

@@ -16,7 +16,8 @@ from ftl.core.cursors import PositionsCursor
 from ftl.store.services import Services
 from ftl.trading import positions, trades
 from web.auth import authenticate
-from web.body import read_json
+from web.body import read_body
+from web.schemas import LevelsBody, OpenPositionBody, client_request_id
 
 
 def _json(resp: falcon.asgi.Response, text: str, status: str = falcon.HTTP_200) -> None:
@@ -37,7 +38,7 @@ class OpenPosition:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         caller = await _caller(req, self.services)
-        order = trades.OpenOrder.from_body(await read_json(req))
+        order = (await read_body(req, OpenPositionBody)).order()
         _json(resp, await trades.open_position(self.services, caller, order), falcon.HTTP_201)
 
 
@@ -70,14 +71,14 @@ class Position:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, position_id: UUID
     ) -> None:
         caller = await _caller(req, self.services)
-        levels = trades.Levels.from_body(await read_json(req))
+        levels = (await read_body(req, LevelsBody)).levels()
         _json(resp, await trades.modify_position(self.services, caller, position_id, levels))
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, position_id: UUID
     ) -> None:
         caller = await _caller(req, self.services)
-        request_id = trades.request_id_field(req.get_param("clientRequestId"))
+        request_id = client_request_id(req.get_param("clientRequestId"))
         _json(resp, await trades.close_position(self.services, caller, position_id, request_id))
 
 

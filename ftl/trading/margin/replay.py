@@ -23,6 +23,13 @@ from ftl.store.ticks import Tick
 
 WARNING_LEVEL_BASIS = 10_000  # below 100.00 %: a warning, once per crossing
 WASHOUT_LEVEL_BASIS = 5_000  # at or below 50.00 %: close the largest loser, repeat
+# Levels are compared without dividing. margin_level_basis rounds 10_000 × equity / used half away
+# from zero, so the level is at most L exactly when 20_000 × equity < (2L + 1) × used, and below L
+# exactly when 20_000 × equity < (2L - 1) × used: equity counts in half basis points of the used
+# margin, and each line sits half a basis point off its level.
+EQUITY_HALF_BASIS = 2 * 10_000  # 20_000: 100.00 % in half basis points
+WASHOUT_HALF_BASIS = 2 * WASHOUT_LEVEL_BASIS + 1  # 10_001: 20_000 × equity under 10_001 × used
+WARNING_HALF_BASIS = 2 * WARNING_LEVEL_BASIS - 1  # 19_999: 20_000 × equity under 19_999 × used
 
 
 @dataclass(frozen=True)
@@ -350,7 +357,7 @@ def replay_if_quiet(
         ]
         margin = position.margin_cents
         worst, best = min(pnls) - margin, max(pnls) - margin
-        at_breach = 20_000 * min(pnls) - 10_001 * margin
+        at_breach = EQUITY_HALF_BASIS * min(pnls) - WASHOUT_HALF_BASIS * margin
         if in_play:
             any_in_play = True
             floor, ceiling, breach_floor = floor + worst, ceiling + best, breach_floor + at_breach
@@ -362,8 +369,10 @@ def replay_if_quiet(
     elif (
         start.below_warning
         and any_in_play
-        and 20_000 * (balance_cents + ceiling) + total_margin < 0
-        and 20_000 * balance_cents + breach_floor >= 0
+        and EQUITY_HALF_BASIS * (balance_cents + ceiling)
+        + (EQUITY_HALF_BASIS - WARNING_HALF_BASIS) * total_margin
+        < 0
+        and EQUITY_HALF_BASIS * balance_cents + breach_floor >= 0
     ):
         below = True
     else:
@@ -433,7 +442,7 @@ class SafeBox:
         for iid, held in self.instruments.items():
             down, up = held.swing(windows.get(iid))
             lost, gained = lost + down, gained + up
-        return (20_000 * lost, 20_000 * gained) if self.below else (lost, 0)
+        return (EQUITY_HALF_BASIS * lost, EQUITY_HALF_BASIS * gained) if self.below else (lost, 0)
 
     def holds(self, windows: Mapping[UUID, PriceRange | None]) -> bool:
         """Whether no tick of the windows can have raised a warning or a washout."""
@@ -476,8 +485,8 @@ def safe_box(
     }
     if equity >= used:
         return SafeBox(False, equity - used, 0, held)
-    slack = 20_000 * equity - 10_001 * used
-    headroom = 19_999 * used - 1 - 20_000 * equity
+    slack = EQUITY_HALF_BASIS * equity - WASHOUT_HALF_BASIS * used
+    headroom = WARNING_HALF_BASIS * used - 1 - EQUITY_HALF_BASIS * equity
     if end.below_warning and slack >= 0 and headroom >= 0:
         return SafeBox(True, slack, headroom, held)
     return None
@@ -512,6 +521,6 @@ def box_keeps_its_promise(
     if not box.below:
         return 0 <= box.slack <= equity - used
     return (
-        0 <= box.slack <= 20_000 * equity - 10_001 * used
-        and 0 <= box.headroom <= 19_999 * used - 1 - 20_000 * equity
+        0 <= box.slack <= EQUITY_HALF_BASIS * equity - WASHOUT_HALF_BASIS * used
+        and 0 <= box.headroom <= WARNING_HALF_BASIS * used - 1 - EQUITY_HALF_BASIS * equity
     )

@@ -1,0 +1,73 @@
+"""What one margin evaluation starts from: each user's balance, watermark and open positions,
+read for a chunk of users at one cut in one `margin_snapshot.lua` call (SPEC §1.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from ftl.store import keys
+from ftl.store.services import Services
+from ftl.trading.margin.replay import HeldPosition, Watermark
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a replay starts from, read in one step (lua/margin_snapshot.lua)."""
+
+    cut_ms: int
+    balance_cents: int
+    watermark: Watermark
+    version: str
+    positions: tuple[HeldPosition, ...]
+    fingerprint: str = ""  # of the wallet, as lua/margin_snapshot.lua builds it
+
+
+async def snapshots(services: Services, user_ids: Sequence[UUID]) -> list[Snapshot | None]:
+    """Each user's state at one cut, in one script call; None for a user whose wallet is not in
+    hot state (nothing is open)."""
+    reply: list[Any] = await services.scripts.call(
+        "margin_snapshot",
+        keys=[
+            key
+            for user_id in user_ids
+            for key in (
+                keys.wallet(user_id),
+                keys.open_positions(user_id),
+                keys.margin_watermark(user_id),
+            )
+        ],
+    )
+    cut = int(reply[0])
+    return [_snapshot(cut, *user) for user in reply[1]]
+
+
+async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
+    """One user's state at the cut (see snapshots)."""
+    return (await snapshots(services, [user_id]))[0]
+
+
+def _snapshot(
+    cut: int, balance: str | None, flat: list[str], rows: list[list[str]], fingerprint: str
+) -> Snapshot | None:
+    if balance is None:
+        return None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    version = fields.pop("v", "0")
+    below = fields.pop("below", "0") == "1"
+    positions = tuple(
+        HeldPosition(
+            id=UUID(pid),
+            instrument_id=UUID(iid),
+            direction=int(direction),
+            lots_centis=int(lots),
+            entry_cents=int(entry),
+            margin_cents=int(margin),
+            open_seq=int(open_seq),
+        )
+        for pid, iid, direction, lots, entry, margin, open_seq in rows
+    )
+    seqs = {UUID(iid): int(seq) for iid, seq in fields.items()}
+    return Snapshot(cut, int(balance), Watermark(seqs, below), version, positions, fingerprint)
