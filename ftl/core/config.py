@@ -73,6 +73,9 @@ def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
 class Settings:
     env: str = PRODUCTION
     database_url: str = "postgresql+psycopg://ftl@127.0.0.1:5432/ftl"
+    database_read_url: str = ""  # a streaming replica for read-only queries; empty: the primary
+    database_read_max_lag_ms: int = 1_000  # a replica further behind than this is not read
+    database_read_check_ms: int = 250  # the replica's lag is asked at most this often per process
     redis_url: str = "redis://127.0.0.1:6379/0"
     # With sentinels, they name the primary (REDIS_MASTER_NAME) and REDIS_URL gives only the
     # database, password and scheme (ftl/store/hotstore.py, decision 0150).
@@ -141,6 +144,13 @@ class Settings:
         return cls(
             env=name,
             database_url=get("DATABASE_URL", defaults.database_url),
+            database_read_url=get("DATABASE_READ_URL", "").strip(),
+            database_read_max_lag_ms=_positive(
+                env, "DATABASE_READ_MAX_LAG_MS", defaults.database_read_max_lag_ms
+            ),
+            database_read_check_ms=_positive(
+                env, "DATABASE_READ_CHECK_MS", defaults.database_read_check_ms
+            ),
             redis_url=get("REDIS_URL", defaults.redis_url),
             redis_sentinels=_sentinels(env),
             redis_master_name=get("REDIS_MASTER_NAME", "").strip() or defaults.redis_master_name,

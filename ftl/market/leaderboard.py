@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ftl.core.errors import invalid
 from ftl.core.money import from_cents, json_number
@@ -69,12 +69,12 @@ async def leaderboard(
         board, offset, offset + limit - 1, withscores=True
     )
     user_ids = [UUID(user_of(member)) for member, _ in members]
-    async with AsyncSession(services.engine) as session:
-        rows = (
-            await session.execute(
-                select(User.id, User.display_name, User.district_id).where(User.id.in_(user_ids))
-            )
-        ).all()
+
+    async def names(conn: AsyncConnection) -> list[Any]:
+        query = select(User.id, User.display_name, User.district_id).where(User.id.in_(user_ids))
+        return list((await conn.execute(query)).all())
+
+    rows = await services.reads.read(names)
     people = {row.id: row for row in rows}
     entries = [
         {

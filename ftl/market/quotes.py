@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ftl.core.errors import NotFound, invalid
 from ftl.core.instants import iso
@@ -72,8 +72,12 @@ async def price_history(
             raise invalid("since", "must carry a time zone")
         query = query.where(PriceTick.at >= moment)
     await get_instrument(services, instrument_id)
-    async with AsyncSession(services.engine) as session:
-        ticks = (await session.scalars(query.order_by(PriceTick.seq).limit(limit))).all()
+
+    async def page(conn: AsyncConnection) -> list[PriceTick]:
+        async with AsyncSession(conn) as session:
+            return list((await session.scalars(query.order_by(PriceTick.seq).limit(limit))).all())
+
+    ticks = await services.reads.read(page)
     return [
         {
             "seq": t.seq,

@@ -1,4 +1,5 @@
-"""The adapters one process holds open: Redis with its loaded scripts, and the Postgres engine."""
+"""The adapters one process holds open: Redis with its loaded scripts, and the Postgres engines
+(the primary, and where read-only queries go)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ftl.core.config import Settings
 from ftl.store import hotstore
 from ftl.store.auth.google import GoogleKeys
 from ftl.store.auth.tokens import Tokens
-from ftl.store.db.engine import create_engine
+from ftl.store.db.engine import ReadRoute, create_engine
 from ftl.store.flags import Flags
 from ftl.store.scripts import Scripts
 
@@ -27,6 +28,7 @@ class Services:
     redis: Redis
     engine: AsyncEngine
     scripts: Scripts
+    reads: ReadRoute
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -38,7 +40,8 @@ class Services:
             wait_replicas=settings.redis_wait_replicas,
             wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
-        return cls(settings, redis, create_engine(settings), scripts)
+        engine = create_engine(settings)
+        return cls(settings, redis, engine, scripts, ReadRoute.create(settings, engine))
 
     @cached_property
     def tokens(self) -> Tokens:
@@ -63,3 +66,4 @@ class Services:
             await self.scripts.pipeline.aclose()
         await self.redis.aclose()
         await self.engine.dispose()
+        await self.reads.dispose()

@@ -2,18 +2,20 @@
 
 The `position:{id}` hash (fields: lua/lib/engine.lua) holds open positions and closed ones until
 the flusher has persisted them; Postgres holds every position, trailing hot state by at most one
-flush. Lists and fills read Postgres; one position reads Redis first.
+flush. Lists and fills read Postgres (the read replica when it holds the user's last flushed
+trade, docs/decisions/0155); one position reads Redis first.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, cast
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar, cast
 from uuid import UUID
 
 import msgspec
 from msgspec import Meta
 from sqlalchemy import select, text, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ftl.core.cursors import FillsCursor, PositionsCursor
 from ftl.core.errors import InvalidInput, NotFound
@@ -21,11 +23,13 @@ from ftl.core.instants import iso, iso_ms
 from ftl.core.money import json_number, to_cents
 from ftl.core.text import is_small_whole_number
 from ftl.store import keys
-from ftl.store.db.models import CfdPosition, Instrument, PositionStatus
+from ftl.store.db.models import CfdPosition, Instrument, PositionStatus, Wallet
 from ftl.store.services import Services
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 100  # the `limit` of every list is 1 to 100 (SPEC §3.2, OpenAPI)
+
+T = TypeVar("T")
 
 
 Points = Annotated[float, Meta(description="Points, exact to the cent.")]
@@ -135,6 +139,24 @@ async def get(services: Services, user_id: UUID, position_id: UUID) -> dict[str,
     return from_row(found[0], found[1])
 
 
+async def read_own(
+    services: Services, user_id: UUID, work: Callable[[AsyncConnection], Awaitable[T]]
+) -> T:
+    """`work` on the read replica when it holds every trade of the user that the flusher has
+    persisted, else on the primary: a user never misses a trade of their own that an earlier list
+    showed. The wallet's `version` counts the user's trades in Redis and, as of the last flush,
+    in Postgres (flushed in the same transaction as the positions)."""
+    hot_version = await services.redis.hget(keys.wallet(user_id), "version")
+
+    async def holds_the_users_trades(conn: AsyncConnection) -> bool:
+        if hot_version is None:  # nothing in hot state: every trade is long flushed
+            return True
+        version = await conn.scalar(select(Wallet.version).where(Wallet.user_id == user_id))
+        return version is not None and version >= int(hot_version)
+
+    return await services.reads.read(work, caught_up=holds_the_users_trades)
+
+
 def limit_param(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE
@@ -177,8 +199,12 @@ async def list_positions(
             < tuple_(after.opened_at, after.position_id)
         )
     query = query.order_by(CfdPosition.opened_at.desc(), CfdPosition.id.desc()).limit(limit + 1)
-    async with AsyncSession(services.engine) as session:
-        rows = list((await session.execute(query)).all())
+
+    async def page(conn: AsyncConnection) -> list[Any]:
+        async with AsyncSession(conn) as session:
+            return list((await session.execute(query)).all())
+
+    rows = await read_own(services, user_id, page)
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1][0] if rows else None
@@ -222,8 +248,11 @@ async def list_fills(
         "after_id": after.position_id if after else None,
         "after_kind": after.kind if after else None,
     }
-    async with services.engine.connect() as conn:
-        rows = list((await conn.execute(FILLS, params)).all())
+
+    async def page(conn: AsyncConnection) -> list[Any]:
+        return list((await conn.execute(FILLS, params)).all())
+
+    rows = await read_own(services, user_id, page)
     more = len(rows) > limit
     rows = rows[:limit]
     fills = [

@@ -111,6 +111,23 @@ def test_the_sportmonks_call_budget_is_read_and_must_be_positive() -> None:
         Settings.from_env({"ENV": "development", "SPORTMONKS_CALLS_PER_HOUR": "0"})
 
 
+def test_the_read_replica_is_off_unless_named_and_its_lag_settings_must_be_positive() -> None:
+    assert Settings.from_env(DEVELOPMENT).database_read_url == ""
+    settings = Settings.from_env(
+        {
+            **DEVELOPMENT,
+            "DATABASE_READ_URL": " postgresql://ftl@replica/ftl ",
+            "DATABASE_READ_MAX_LAG_MS": "500",
+            "DATABASE_READ_CHECK_MS": "100",
+        }
+    )
+    assert settings.database_read_url == "postgresql://ftl@replica/ftl"
+    assert (settings.database_read_max_lag_ms, settings.database_read_check_ms) == (500, 100)
+    for name in ("DATABASE_READ_MAX_LAG_MS", "DATABASE_READ_CHECK_MS"):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**DEVELOPMENT, name: "0"})
+
+
 def test_sentinels_are_host_port_pairs_and_name_the_primary() -> None:
     settings = Settings.from_env(
         {
