@@ -131,9 +131,13 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     # instead of inside every gunicorn worker.
     from ftl.core import multiproc
 
+    # NOTE: each copy of the Procfile kind on its own port (decision 0143); gunicorn's bind
+    # reads it from the settings, which read the environment.
+    port = multiproc.copy_port(settings.web_port)
+    os.environ["WEB_PORT"] = str(port)
     # NOTE: set before gunicorn imports prometheus_client, so every worker writes its figures
     # where GET /metrics merges them (decision 0060).
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc.fresh_dir("web", settings.web_port)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc.fresh_dir("web", port)
     argv = [
         sys.executable,
         "-m",
@@ -146,10 +150,12 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_ws(settings: Settings, args: argparse.Namespace) -> int:
+    from ftl.core import multiproc
     from ftl.store.auth.tokens import Tokens
 
     # NOTE: fail here in one line if the token key is unusable, before the server starts.
     Tokens(settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    os.environ["WS_PORT"] = str(multiproc.copy_port(settings.ws_port))  # decision 0143
     argv = [sys.executable, "-m", "web.ws"]
     os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the ws server
 

@@ -17,6 +17,10 @@ from pathlib import Path
 
 # `kind.N`: honcho's HONCHO_PROCESS_NAME, Heroku's DYNO (N counts from 1).
 COPY_NAME = re.compile(r"^[\w-]+\.(?P<copy>[1-9]\d*)$")
+# Copy N of `web` and `ws` listens on WEB_PORT / WS_PORT + 100 × (N − 1): 8080, 8180, … and
+# 8081, 8181, …, clear of each other, of the local stand-ins (8090, 8091) and of the metrics ports
+# (9200 onwards) (docs/decisions/0143).
+COPY_PORT_STRIDE = 100
 
 
 def fresh_dir(process: str, port: int) -> str:
@@ -42,3 +46,8 @@ def copy_number(env: Mapping[str, str] = os.environ) -> int:
         if matched:
             return int(matched["copy"])
     return 1
+
+
+def copy_port(base: int, env: Mapping[str, str] = os.environ) -> int:
+    """The port this copy of `web` or `ws` listens on, from its kind's base port."""
+    return base + COPY_PORT_STRIDE * (copy_number(env) - 1)

@@ -1,6 +1,7 @@
-"""Procfile counts (issue 21): `worker`, `flusher` and `poller` run two copies each under honcho
-(the runner of `make run`), and every copy serves its own /metrics at METRICS_PORT + copy - 1
-(docs/decisions/0141), each scraped here and its figures checked by value."""
+"""Procfile counts (issue 21): every kind runs two copies under honcho (the runner of `make run`).
+`worker`, `flusher` and `poller` copies serve their own /metrics at METRICS_PORT + copy - 1
+(docs/decisions/0141); `web` and `ws` copies listen at WEB_PORT / WS_PORT + 100 × (copy - 1)
+(docs/decisions/0143). Each copy is scraped here and its figures checked by value."""
 
 from __future__ import annotations
 
@@ -19,10 +20,19 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
+from ftl.core.multiproc import COPY_PORT_STRIDE
 from ftl.store import keys
-from tests.e2e.conftest import free_port
-from tests.e2e.test_metrics_processes import METRICS_TOKEN, SCRAPER, WAIT_S, scrape_until
+from tests.e2e.conftest import environment, free_port
+from tests.e2e.test_metrics_processes import (
+    METRICS_TOKEN,
+    SCRAPER,
+    WAIT_S,
+    samples,
+    scrape_until,
+)
 from workers import flush, margin
 from workers.queues import NAMESPACE
 
@@ -170,3 +180,99 @@ def wait_for_total(urls: list[str], key: Key, total: float) -> dict[str, float]:
             return counted
         assert time.monotonic() < deadline, f"{urls} counted {counted}, not {total}"
         time.sleep(0.2)
+
+
+WEB_KINDS = ("web", "ws")
+HEALTH_CHECKS = 3
+REFUSED_UPGRADES = 2
+
+
+def free_copy_ports(copies: int) -> int:
+    """A base port whose copy ports (base + COPY_PORT_STRIDE × n) are all free."""
+    while True:
+        base = free_port()
+        try:
+            for n in range(copies):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + COPY_PORT_STRIDE * n))
+        except (OSError, OverflowError):
+            continue
+        return base
+
+
+@pytest.fixture
+def two_webs_and_two_ws(schema: str, clean: None, tmp_path: Path) -> Iterator[dict[str, list[str]]]:
+    """honcho -c web=2,ws=2 on the Procfile's own `web` and `ws` lines: each copy's base URL."""
+    lines = [
+        line
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.split(":", 1)[0] in WEB_KINDS
+    ]
+    (tmp_path / "Procfile").write_text("\n".join(lines) + "\n")
+    bases = {"web": free_copy_ports(COPIES), "ws": free_copy_ports(COPIES)}
+    log_path = tmp_path / "honcho.log"
+    log = log_path.open("wb")
+    runner = [sys.executable, "scripts/procs.py", "start", "-f", str(tmp_path / "Procfile")]
+    env = environment(
+        {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "WEB_PORT": str(bases["web"]),
+            "WS_PORT": str(bases["ws"]),
+            "WEB_CONCURRENCY": "1",
+            **SCRAPED,
+        }
+    )
+    honcho = subprocess.Popen(
+        [*runner, "-d", str(ROOT), "-c", f"web={COPIES},ws={COPIES}", *WEB_KINDS],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        urls = {
+            kind: [f"http://127.0.0.1:{base + COPY_PORT_STRIDE * n}" for n in range(COPIES)]
+            for kind, base in bases.items()
+        }
+        for url in (url for each in urls.values() for url in each):
+            wait_until_served(f"{url}/metrics", honcho, log_path)
+        yield urls
+    finally:
+        honcho.terminate()
+        try:
+            honcho.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
+            raise
+        finally:
+            log.close()
+
+
+def figures(url: str) -> dict[Key, float]:
+    return samples(httpx.get(f"{url}/metrics", headers=SCRAPER, timeout=5).text)
+
+
+def test_two_copies_of_web_and_ws_each_serve_and_are_scraped(
+    two_webs_and_two_ws: dict[str, list[str]],
+) -> None:
+    webs, sockets = two_webs_and_two_ws["web"], two_webs_and_two_ws["ws"]
+    health = (
+        "ftl_http_request_duration_seconds_count",
+        (("method", "GET"), ("route", "/health"), ("status", "200")),
+    )
+    before = [figures(url).get(health, 0) for url in webs]
+    for _ in range(HEALTH_CHECKS):
+        assert httpx.get(f"{webs[1]}/health", timeout=5).status_code == 200
+    # Only the second copy served them: each copy's figures are its own.
+    assert [figures(url).get(health, 0) - was for url, was in zip(webs, before, strict=True)] == [
+        0,
+        HEALTH_CHECKS,
+    ]
+
+    refused = ("ftl_ws_handshake_rejections_total", (("code", "unauthorized"),))
+    for _ in range(REFUSED_UPGRADES):
+        with pytest.raises(InvalidStatus) as upgrade:
+            connect(f"{sockets[1].replace('http', 'ws', 1)}/ws/prices", open_timeout=5)
+        assert upgrade.value.response.status_code == 401
+    assert [figures(url).get(refused, 0) for url in sockets] == [0, REFUSED_UPGRADES]
