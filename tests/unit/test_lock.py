@@ -64,3 +64,21 @@ def test_a_pin_without_hashes_stops_the_install(tmp_path: Path) -> None:
     result = check(root)
     assert result.returncode == 1
     assert "requirements/dev.lock: falcon has no hash" in result.stderr
+
+
+def test_pips_own_packaging_reads_requirements_as_packaging_does() -> None:
+    """check_lock.py runs in a bare venv on the copy of `packaging` pip carries (an internal of
+    pip's, decision 0142): a pip whose copy moved or changed fails here, in its upgrade's run."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from pip._vendor.packaging.requirements import Requirement as PipsRequirement
+    from pip._vendor.packaging.utils import canonicalize_name as pips_canonicalize_name
+
+    for text in ("falcon>=4.0,<5", "redis[hiredis]>=5,<9", "SQLAlchemy[asyncio]>=2.0,<2.2"):
+        ours, pips = Requirement(text), PipsRequirement(text)
+        assert (pips.name, str(pips.specifier), pips.extras) == (
+            ours.name,
+            str(ours.specifier),
+            ours.extras,
+        )
+    assert str(pips_canonicalize_name("SQLAlchemy")) == str(canonicalize_name("SQLAlchemy"))
