@@ -151,6 +151,10 @@ function E.admit(jti_key, family_key, check, idem_key, fingerprint)
   if string.sub(stored, 1, sep - 1) ~= fingerprint then
     return E.refuse('idempotency_conflict')
   end
+  -- NOTE: a replay writes the same record again (value and expiry unchanged) so that it is a
+  -- write on this connection: the WAIT after it (decision 0151) then covers the original trade,
+  -- which the replication stream carries before it.
+  redis.call('SET', idem_key, stored, 'KEEPTTL')
   return {2, string.sub(stored, sep + 1)}
 end
 

@@ -177,6 +177,32 @@ async def test_a_retried_open_is_applied_once_and_replayed(
     assert await services.redis.hget(keys.instrument(world["instrument"]), "seq") == "1"
 
 
+async def test_a_replay_writes_its_record_again_unchanged_so_its_wait_covers_the_trade(
+    world: dict[str, Any], raw_redis: redis.Redis
+) -> None:
+    body = open_body(world["instrument"], "replay-waits")
+    await world["as_alice"].open(body)
+    record = keys.idempotency(world["alice"], "replay-waits")
+    value, ttl_ms = raw_redis.get(record), raw_redis.pttl(record)
+    raw_redis.config_set("notify-keyspace-events", "K$")
+    with raw_redis.pubsub(ignore_subscribe_messages=True) as events:
+        events.subscribe(
+            f"__keyspace@{raw_redis.connection_pool.connection_kwargs.get('db', 0)}__:{record}"
+        )
+        again = await world["as_alice"].open(body)
+        assert again.json["replayed"] is True
+        # NOTE: a write on the trade's connection (WAIT counts only those; decision 0151)
+        # NOTE: get_message answers None for the ignored subscribe confirmation too
+        deadline = asyncio.get_running_loop().time() + 5
+        message = None
+        while message is None and asyncio.get_running_loop().time() < deadline:
+            message = events.get_message(timeout=1)
+        assert message is not None and message["data"] == b"set"
+    raw_redis.config_set("notify-keyspace-events", "")
+    assert raw_redis.get(record) == value
+    assert 0 < raw_redis.pttl(record) <= ttl_ms  # the 24 hours still count from the trade
+
+
 async def test_a_reused_request_id_with_another_body_is_422(
     world: dict[str, Any], pg_admin: psycopg.Connection, raw_redis: redis.Redis
 ) -> None:
