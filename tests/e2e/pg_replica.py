@@ -100,9 +100,10 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 def archive_wal(pg: PrivatePostgres, *, timeout_s: int) -> Path:
     """Archive `pg`'s WAL through scripts/backup.sh into a new backup directory (a restart: the
-    archive mode is read at start); a finished segment is archived at most `timeout_s` late."""
-    backups = Path(tempfile.mkdtemp(prefix="ftl-backups-"))
-    (backups / "wal").mkdir()
+    archive mode is read at start); a finished segment is archived at most `timeout_s` late.
+    NOTE: the directory lives in the cluster's own, so it goes with the cluster's cleanup."""
+    backups = pg.dir / "backups"
+    (backups / "wal").mkdir(parents=True)
     if os.geteuid() == 0:
         for directory in (backups, backups / "wal"):
             shutil.chown(directory, PG_OS_USER)
