@@ -257,8 +257,11 @@ async def test_many_trades_on_an_instrument_ask_for_one_pending_pass(
     ]
     # NOTE: sent a second late, so one pass covers every trade of that second (decision 0047).
     (message,) = asked
-    delay_ms = message["options"]["eta"] - message["message_timestamp"]
-    assert delay_ms == follow_ups.TRADE_FOLLOW_UP_DELAY_MS
+    # NOTE: eta counts from the enqueue, the timestamp from the message's making just before it
+    # (the same millisecond, or the next ones on a busy machine).
+    late_ms = message["options"]["eta"] - message["message_timestamp"]
+    delay_ms = follow_ups.TRADE_FOLLOW_UP_DELAY_MS
+    assert delay_ms <= late_ms < 2 * delay_ms
 
     await follow_ups.pay_follow_up(services, [instrument])  # that pass starts
     await open_position(services, make_user(pg_admin), instrument, "short", 100, 10_100)
