@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ from workers.queues import NAMESPACE
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+RUNNER = (sys.executable, "scripts/procs.py", "start")
 KINDS = ("worker", "flusher", "poller")
 BIN = Path(sys.executable).parent
 SCRAPED = {"METRICS_TOKEN": METRICS_TOKEN}
@@ -53,17 +55,44 @@ BREAKER_FAILURES = 3
 Key = tuple[str, tuple[Any, ...]]
 
 
-def free_ports(count: int) -> int:
-    """A first port with `count` free ports from it on."""
+def free_ports(count: int, stride: int = 1) -> int:
+    """A first port with `count` free ports `stride` apart from it on."""
     while True:
         first = free_port()
         try:
-            for port in range(first, first + count):
+            for n in range(count):
                 with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
+                    probe.bind(("127.0.0.1", first + stride * n))
+        except (OSError, OverflowError):
             continue
         return first
+
+
+@contextlib.contextmanager
+def honcho(
+    procfile: Path, counts: str, kinds: tuple[str, ...], env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`scripts/procs.py start -c counts` (honcho, as `make run`) on `procfile`: the runner and
+    its log; stopped (killed if it hangs) on the way out."""
+    log_path = procfile.with_suffix(".log")
+    with log_path.open("wb") as log:
+        runner = subprocess.Popen(
+            [*RUNNER, "-f", str(procfile), "-d", str(ROOT), "-c", counts, *kinds],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield runner, log_path
+        finally:
+            runner.terminate()
+            try:
+                runner.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(runner.pid, signal.SIGKILL)
+                raise
 
 
 def procfile(path: Path) -> dict[str, int]:
@@ -86,35 +115,16 @@ def two_of_each(schema: str, clean: None, tmp_path: Path) -> Iterator[dict[str, 
     """honcho -c worker=2,flusher=2,poller=2 on the Procfile: each kind's /metrics URLs."""
     first_ports = procfile(tmp_path / "Procfile")
     counts = ",".join(f"{kind}={COPIES}" for kind in KINDS)
-    log_path = tmp_path / "honcho.log"
-    log = log_path.open("wb")
-    runner = [sys.executable, "scripts/procs.py", "start", "-f", str(tmp_path / "Procfile")]
-    honcho = subprocess.Popen(
-        [*runner, "-d", str(ROOT), "-c", counts, *KINDS],
-        cwd=ROOT,
-        # NOTE: the Procfile's `python` is this environment's, as `make run` puts it on PATH.
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **SCRAPED},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    # NOTE: the Procfile's `python` is this environment's, as `make run` puts it on PATH.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **SCRAPED}
+    with honcho(tmp_path / "Procfile", counts, KINDS, env) as (runner, log):
         urls = {
             kind: [f"http://127.0.0.1:{first + n}/metrics" for n in range(COPIES)]
             for kind, first in first_ports.items()
         }
         for url in (url for each in urls.values() for url in each):
-            wait_until_served(url, honcho, log_path)
+            wait_until_served(url, runner, log)
         yield urls
-    finally:
-        honcho.terminate()
-        try:
-            honcho.wait(timeout=STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            raise
-        finally:
-            log.close()
 
 
 def wait_until_served(url: str, honcho: subprocess.Popen[bytes], log: Path) -> None:
@@ -187,19 +197,6 @@ HEALTH_CHECKS = 3
 REFUSED_UPGRADES = 2
 
 
-def free_copy_ports(copies: int) -> int:
-    """A base port whose copy ports (base + COPY_PORT_STRIDE × n) are all free."""
-    while True:
-        base = free_port()
-        try:
-            for n in range(copies):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + COPY_PORT_STRIDE * n))
-        except (OSError, OverflowError):
-            continue
-        return base
-
-
 @pytest.fixture
 def two_webs_and_two_ws(schema: str, clean: None, tmp_path: Path) -> Iterator[dict[str, list[str]]]:
     """honcho -c web=2,ws=2 on the Procfile's own `web` and `ws` lines: each copy's base URL."""
@@ -209,10 +206,7 @@ def two_webs_and_two_ws(schema: str, clean: None, tmp_path: Path) -> Iterator[di
         if line.split(":", 1)[0] in WEB_KINDS
     ]
     (tmp_path / "Procfile").write_text("\n".join(lines) + "\n")
-    bases = {"web": free_copy_ports(COPIES), "ws": free_copy_ports(COPIES)}
-    log_path = tmp_path / "honcho.log"
-    log = log_path.open("wb")
-    runner = [sys.executable, "scripts/procs.py", "start", "-f", str(tmp_path / "Procfile")]
+    bases = {kind: free_ports(COPIES, COPY_PORT_STRIDE) for kind in WEB_KINDS}
     env = environment(
         {
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -222,31 +216,15 @@ def two_webs_and_two_ws(schema: str, clean: None, tmp_path: Path) -> Iterator[di
             **SCRAPED,
         }
     )
-    honcho = subprocess.Popen(
-        [*runner, "-d", str(ROOT), "-c", f"web={COPIES},ws={COPIES}", *WEB_KINDS],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    counts = ",".join(f"{kind}={COPIES}" for kind in WEB_KINDS)
+    with honcho(tmp_path / "Procfile", counts, WEB_KINDS, env) as (runner, log):
         urls = {
             kind: [f"http://127.0.0.1:{base + COPY_PORT_STRIDE * n}" for n in range(COPIES)]
             for kind, base in bases.items()
         }
         for url in (url for each in urls.values() for url in each):
-            wait_until_served(f"{url}/metrics", honcho, log_path)
+            wait_until_served(f"{url}/metrics", runner, log)
         yield urls
-    finally:
-        honcho.terminate()
-        try:
-            honcho.wait(timeout=STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            raise
-        finally:
-            log.close()
 
 
 def figures(url: str) -> dict[Key, float]:
