@@ -37,8 +37,9 @@ def restart(pg: PrivatePostgres) -> None:
     as_postgres(pg.bindir, "pg_ctl", "-D", str(pg.data), "-l", log, "-m", "fast", "-w", "restart")
 
 
-class Replica:
-    """A hot standby streaming from `primary` (pg_basebackup -R writes its primary_conninfo)."""
+class Replica(PrivatePostgres):
+    """A hot standby streaming from `primary` (pg_basebackup -R writes its primary_conninfo):
+    a private cluster made by copying the primary instead of initdb."""
 
     def __init__(self, primary: PrivatePostgres) -> None:
         self.bindir = primary.bindir
@@ -59,20 +60,9 @@ class Replica:
             )
         self.start()
 
-    def libpq(self, user: str = "ftl", database: str = "ftl") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://ftl@127.0.0.1:{self.port}/ftl"
-
     def start(self) -> None:
-        log = str(self.dir / "pg.log")
-        as_postgres(self.bindir, "pg_ctl", "-D", str(self.data), "-l", log, "-w", "start")
+        super().start()
         wait_until(self.streaming, "the replica to stream from its primary")
-
-    def stop(self) -> None:
-        as_postgres(self.bindir, "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def streaming(self) -> bool:
         try:
@@ -87,12 +77,6 @@ class Replica:
     def sql(self, statement: str) -> None:
         with psycopg.connect(self.libpq(), autocommit=True) as conn:
             conn.execute(statement)
-
-    def destroy(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
