@@ -45,22 +45,20 @@ async def _drain_and_mail(services: Services) -> None:
         await runtime.enqueue(send_email, str(outbox_id))
 
 
-async def follow_up(
-    services: Services, moved: Iterable[uuid.UUID], *, after_trades: bool = False
-) -> None:
-    """Trade ticks (of washouts, or of any trade the flusher wrote) can breach other holders of
-    those instruments: a pass over them, with at most one pending per instrument and kind
-    (docs/decisions/0044, 0045). A washout's is sent at once; the flusher's (`after_trades`)
-    TRADE_FOLLOW_UP_DELAY_MS late, so that one pass covers every trade of that second (0047)."""
-    owed = await follow_ups.owe_follow_up(services, moved, after_trades=after_trades)
+async def follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
+    """Washouts' trade ticks can breach other holders of those instruments: a pass over them at
+    once, with at most one pending per instrument (docs/decisions/0044)."""
+    owed = await follow_ups.owe_follow_up(services, moved)
     if owed:
-        delay = follow_ups.TRADE_FOLLOW_UP_DELAY_MS if after_trades else None
-        await runtime.enqueue(evaluate_instruments, [str(i) for i in owed], delay=delay)
+        await runtime.enqueue(evaluate_instruments, [str(i) for i in owed])
 
 
 async def follow_up_trades(services: Services, traded: Iterable[uuid.UUID]) -> None:
-    """The flusher's ask after a batch with trade ticks (its `after_ticks`)."""
-    await follow_up(services, traded, after_trades=True)
+    """The flusher's ask after a batch with trade ticks (its `after_ticks`): the one trade pass,
+    TRADE_FOLLOW_UP_DELAY_MS late, covers every instrument traded until it starts
+    (docs/decisions/0045, 0047, 0160)."""
+    if await follow_ups.owe_trade_pass(services, traded):
+        await runtime.enqueue(evaluate_traded, delay=follow_ups.TRADE_FOLLOW_UP_DELAY_MS)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_age=REPLAY_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
@@ -85,19 +83,33 @@ async def evaluate_instruments(
     `evaluate_holders` messages, so every worker process shares the batch (docs/benchmarks.md);
     each share checks its users' boxes again at its own cut."""
     async with services() as svc:
-        ids = [uuid.UUID(i) for i in instrument_ids]
-        # NOTE: before any share of this pass reads its cut, so the pass covers every washout
-        # tick that found a follow-up owed on these instruments.
-        await follow_ups.pay_follow_up(svc, ids)
-        holders = [str(u) for u in await evaluator.holders_to_evaluate(svc, ids)]
-        chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
-        for chunk in chunks[1:]:
-            await runtime.enqueue(evaluate_holders, chunk)
-        outcome = await evaluator.evaluate_pass(
-            svc, (uuid.UUID(u) for u in holders[:chunk_users]), targeted=True
-        )
-        await follow_up(svc, outcome.moved)
-        await _drain_and_mail(svc)
+        await _evaluate_instruments(svc, [uuid.UUID(i) for i in instrument_ids], chunk_users)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_age=EVALUATE_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
+async def evaluate_traded() -> None:
+    """The trade pass (docs/decisions/0160): evaluate_instruments over every instrument the
+    flushed trades moved since it was asked for. A lost message leaves its mark to lapse; the
+    next flushed trade asks again and that pass takes the instruments this one left."""
+    async with services() as svc:
+        ids = await follow_ups.take_trade_pass(svc)
+        if ids:
+            await _evaluate_instruments(svc, ids, EVALUATE_CHUNK_USERS)
+
+
+async def _evaluate_instruments(svc: Services, ids: list[uuid.UUID], chunk_users: int) -> None:
+    # NOTE: before any share of this pass reads its cut, so the pass covers every washout
+    # tick that found a follow-up owed on these instruments.
+    await follow_ups.pay_follow_up(svc, ids)
+    holders = [str(u) for u in await evaluator.holders_to_evaluate(svc, ids)]
+    chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
+    for chunk in chunks[1:]:
+        await runtime.enqueue(evaluate_holders, chunk)
+    outcome = await evaluator.evaluate_pass(
+        svc, (uuid.UUID(u) for u in holders[:chunk_users]), targeted=True
+    )
+    await follow_up(svc, outcome.moved)
+    await _drain_and_mail(svc)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_age=EVALUATE_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)

@@ -189,10 +189,12 @@ def margin_follow_up(instrument_id: UUID | str) -> str:
     return f"margin:followup:{instrument_id}"
 
 
-def margin_trade_follow_up(instrument_id: UUID | str) -> str:
-    """As margin_follow_up, for a pass owed because trades moved the price (the flusher's ask,
-    sent with a delay; docs/decisions/0047)."""
-    return f"margin:followup:trades:{instrument_id}"
+MARGIN_TRADE_FOLLOW_UP = "margin:followup:trades"
+"""Set while a trade pass is owed (the flusher's ask, sent a second late; docs/decisions/0047,
+0160); the pass deletes it, with MARGIN_TRADE_FOLLOW_UP_INSTRUMENTS, before reading its cut."""
+
+MARGIN_TRADE_FOLLOW_UP_INSTRUMENTS = "margin:followup:trades:instruments"
+"""The instruments trades moved since the owed trade pass was asked for (a set of ids)."""
 
 
 def margin_box(user_id: UUID | str) -> str:

@@ -143,6 +143,7 @@ def test_every_parameter_of_every_actor_has_an_argument_rule() -> None:
         "replay_user",
         "evaluate_instruments",
         "evaluate_holders",
+        "evaluate_traded",
         "backstop_sweep",
         "send_email",
         "full_time",

@@ -349,15 +349,40 @@ async def test_a_follow_up_is_owed_once_per_instrument_until_a_pass_pays_it(
     assert await follow_ups.owe_follow_up(services, [one, other]) == [one]
 
 
-async def test_a_trade_follow_up_pending_never_holds_back_a_washout_follow_up(
+async def test_a_trade_pass_pending_never_holds_back_a_washout_follow_up(
     services: Services,
 ) -> None:
     """A trade pass waits a second before it runs (decision 0047); a washout's chain must not."""
     one = uuid4()
 
-    assert await follow_ups.owe_follow_up(services, [one], after_trades=True) == [one]
-    assert await follow_ups.owe_follow_up(services, [one], after_trades=True) == []
+    assert await follow_ups.owe_trade_pass(services, [one]) is True
     assert await follow_ups.owe_follow_up(services, [one]) == [one]  # its own mark
-    await follow_ups.pay_follow_up(services, [one])  # a pass starts: it covers both
-    assert await follow_ups.owe_follow_up(services, [one], after_trades=True) == [one]
+    await follow_ups.pay_follow_up(services, [one])  # a washout's pass starts
     assert await follow_ups.owe_follow_up(services, [one]) == [one]
+    assert await follow_ups.owe_trade_pass(services, [one]) is False  # still owed
+
+
+async def test_one_trade_pass_is_owed_for_every_instrument_traded_until_it_starts(
+    services: Services,
+) -> None:
+    """Decision 0160: trades on many instruments owe one pass, which takes them all; trades
+    after it started owe the next one."""
+    one, other, third = sorted((uuid4(), uuid4(), uuid4()), key=str)
+
+    assert await follow_ups.owe_trade_pass(services, [other]) is True
+    assert await follow_ups.owe_trade_pass(services, [one, other]) is False
+    assert await follow_ups.owe_trade_pass(services, []) is False
+    assert await follow_ups.take_trade_pass(services) == [one, other]
+    assert await follow_ups.take_trade_pass(services) == []  # nothing owed twice
+    assert await follow_ups.owe_trade_pass(services, [third]) is True
+    assert await follow_ups.take_trade_pass(services) == [third]
+
+
+async def test_a_lost_trade_pass_lapses_and_the_next_takes_its_instruments(
+    services: Services,
+) -> None:
+    one, other = sorted((uuid4(), uuid4()), key=str)
+    assert await follow_ups.owe_trade_pass(services, [one]) is True
+    await services.redis.delete(keys.MARGIN_TRADE_FOLLOW_UP)  # its message lost: the mark lapses
+    assert await follow_ups.owe_trade_pass(services, [other]) is True
+    assert await follow_ups.take_trade_pass(services) == [one, other]

@@ -237,24 +237,25 @@ def margin_messages() -> list[dict[str, Any]]:
     return [json.loads(m) for m in queued]
 
 
-async def test_many_trades_on_an_instrument_ask_for_one_pending_pass(
+async def test_many_trades_on_many_instruments_ask_for_one_pending_pass(
     services: Services, pg_admin: psycopg.Connection
 ) -> None:
-    """No worker runs: the passes asked for stay queued, one per instrument until it starts."""
-    instrument = await make_instrument(services, pg_admin)
+    """No worker runs: the trade pass asked for stays queued, one in all until it starts
+    (decisions 0047, 0160): before, each instrument owed its own, and traders holding many
+    instruments were replayed by several passes a second, racing each other."""
+    instruments = [await make_instrument(services, pg_admin) for _ in range(2)]
     flusher = flush.build(services, consumer="test")
-    await prices.apply_base_price(services, instrument, 10_100, TickSource.LIVE)
+    for instrument in instruments:
+        await prices.apply_base_price(services, instrument, 10_100, TickSource.LIVE)
     await flusher.flush()
     assert margin_messages() == []  # the poller asks for live batches itself
 
-    for n in range(3):
+    for n in range(4):
         user = make_user(pg_admin)
-        await open_position(services, user, instrument, "long", 100 + n, 10_100)
-        await flusher.flush()  # a batch each
+        await open_position(services, user, instruments[n % 2], "long", 100 + n, 10_100)
+        await flusher.flush()  # a batch each, on either instrument
     asked = margin_messages()
-    assert [(m["actor_name"], m["args"]) for m in asked] == [
-        ("evaluate_instruments", [[str(instrument)]])
-    ]
+    assert [(m["actor_name"], m["args"]) for m in asked] == [("evaluate_traded", [])]
     # NOTE: sent a second late, so one pass covers every trade of that second (decision 0047).
     (message,) = asked
     # NOTE: eta counts from the enqueue, the timestamp from the message's making just before it
@@ -262,8 +263,8 @@ async def test_many_trades_on_an_instrument_ask_for_one_pending_pass(
     late_ms = message["options"]["eta"] - message["message_timestamp"]
     delay_ms = follow_ups.TRADE_FOLLOW_UP_DELAY_MS
     assert delay_ms <= late_ms < 2 * delay_ms
-
-    await follow_ups.pay_follow_up(services, [instrument])  # that pass starts
-    await open_position(services, make_user(pg_admin), instrument, "short", 100, 10_100)
+    # The pass starts: it takes both instruments; the next trade owes the next pass.
+    assert await follow_ups.take_trade_pass(services) == sorted(instruments, key=str)
+    await open_position(services, make_user(pg_admin), instruments[0], "short", 100, 10_100)
     await flusher.flush()
     assert len(margin_messages()) == 2
