@@ -214,8 +214,11 @@ class Stack:
             while "=" in words[0]:
                 variable, _, value = words.pop(0).partition("=")
                 env[variable] = str(free_port()) if variable.endswith("_PORT") else value
-            executable = Path(sys.executable).with_name(words[0])
-            words[0] = str(executable) if executable.exists() else words[0]
+            # NOTE: background kinds run under `nice -n N` (docs/decisions/0161): the
+            # executable to resolve is the word after it.
+            at = 3 if words[0] == "nice" else 0
+            executable = Path(sys.executable).with_name(words[at])
+            words[at] = str(executable) if executable.exists() else words[at]
             return words, env
         raise AssertionError(f"no {name} in the Procfile")
 
