@@ -1,11 +1,13 @@
 """The ticks a margin evaluation replays: the recent tick logs in Redis, Postgres `price_ticks`
-where a log no longer reaches, parsed once per pass and shared by every user it evaluates."""
+where a log no longer reaches, parsed once per process and shared by every user a pass
+evaluates."""
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from uuid import UUID
 
 from sqlalchemy import select
@@ -19,6 +21,11 @@ from ftl.trading.margin.replay import Curve, PriceRange, WindowRanges
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
+# PERF: every pass reads the logs again from its users' oldest box or watermark, mostly ticks an
+# earlier pass parsed: a logged tick's JSON is parsed once per process (a tick never changes; the
+# logs hold 2,000 a instrument; docs/decisions/0162).
+TICK_PARSE_CACHE = 100_000
+_logged_tick = lru_cache(maxsize=TICK_PARSE_CACHE)(Tick.from_json)
 
 
 def _ms(moment: datetime) -> int:
@@ -81,7 +88,7 @@ async def ticks_from(
         logged: list[list[str]] = await pipe.execute()
     found = {}
     for (iid, first), raws in zip(firsts.items(), logged, strict=True):
-        ticks = [Tick.from_json(raw) for raw in raws]
+        ticks = [_logged_tick(raw) for raw in raws]
         if not ticks or ticks[0].seq > first:
             before = ticks[0].seq if ticks else befores.get(iid)
             ticks = await _ticks_from_postgres(services, iid, first, before) + ticks
@@ -140,7 +147,7 @@ class TickLogs:
                 pipe.zrangebyscore(keys.tick_log(iid), nexts[iid], "+inf")
             logged: list[list[str]] = await pipe.execute()
         for iid, raws in zip(ids, logged, strict=True):
-            newer = [Tick.from_json(raw) for raw in raws]
+            newer = [_logged_tick(raw) for raw in raws]
             if newer and newer[0].seq != nexts[iid]:
                 # NOTE: more ticks than the log keeps were made since the last fetch.
                 newer = (await ticks_from(self.services, {iid: nexts[iid]}))[iid]
@@ -185,7 +192,7 @@ async def last_seq_at(services: Services, instrument_id: UUID, moment: datetime)
     tick; the log covers the last seconds the flusher has not written yet)."""
     cutoff = _ms(moment)
     logged: list[str] = await services.redis.zrange(keys.tick_log(instrument_id), 0, -1)  # type: ignore[assignment]
-    in_log = [t.seq for t in map(Tick.from_json, logged) if t.at_ms <= cutoff]
+    in_log = [t.seq for t in map(_logged_tick, logged) if t.at_ms <= cutoff]
     async with services.engine.connect() as conn:
         in_db = (
             await conn.execute(
