@@ -11,6 +11,7 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import psycopg
+import pytest
 
 from ftl.store import keys
 from ftl.store.services import Services
@@ -386,3 +387,34 @@ async def test_a_lost_trade_pass_lapses_and_the_next_takes_its_instruments(
     await services.redis.delete(keys.MARGIN_TRADE_FOLLOW_UP)  # its message lost: the mark lapses
     assert await follow_ups.owe_trade_pass(services, [other]) is True
     assert await follow_ups.take_trade_pass(services) == [one, other]
+
+
+async def test_a_chunk_of_snapshots_reads_every_user_in_calls_of_a_bounded_size(
+    services: Services, pg_admin: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decision 0162: one margin_snapshot.lua call stops at its budget of positions (Redis is
+    held for a bounded time), and the users after it are read by the next calls, in order."""
+    instrument = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=FLAT)
+    users = [make_user(pg_admin, balance="100000.00") for _ in range(4)]
+    held = {}
+    for n, user in enumerate(users):
+        held[user] = {
+            # NOTE: lots differ so that each open has its own clientRequestId
+            await open_position(services, user, instrument, "long", 100 + k, 10_000)
+            for k in range(n + 1)
+        }
+    nobody = uuid4()  # no wallet in hot state
+    monkeypatch.setattr(snapshots, "SNAPSHOT_POSITIONS", 3)
+
+    async def script_calls() -> int:
+        stats = await services.redis.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "fcall"))
+
+    before = await script_calls()
+    states = await snapshots.snapshots(services, [*users, nobody])
+    # INFO itself is no script call; nothing else runs scripts on this Redis meanwhile
+    calls = await script_calls() - before
+
+    assert calls == 4  # 1 + 2 positions, then 3, then 4, then the empty wallet
+    assert states[-1] is None
+    assert [{p.id for p in s.positions} for s in states[:-1] if s] == [held[u] for u in users]

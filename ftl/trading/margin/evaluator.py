@@ -60,7 +60,7 @@ STALE_RETRIES = 5  # a run that keeps losing the watermark race gives way to the
 WATERMARK_LAG_TICKS = 200
 WATERMARK_LAG_WALKED_TICKS = 20
 EVALUATION_CONCURRENCY = 16  # users committing at once in one pass (Redis runs scripts one by one)
-SNAPSHOT_CHUNK_USERS = 50  # users read by one margin_snapshot.lua call (< 1 ms of Redis time)
+SNAPSHOT_CHUNK_USERS = 50  # users a pass snapshots between two cuts (SNAPSHOT_POSITIONS a call)
 
 
 @dataclass(frozen=True)

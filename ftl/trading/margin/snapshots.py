@@ -12,6 +12,8 @@ from ftl.store import keys
 from ftl.store.services import Services
 from ftl.trading.margin.replay import HeldPosition, Watermark
 
+SNAPSHOT_POSITIONS = 200  # positions one margin_snapshot.lua call reads at most (and a user)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -26,22 +28,30 @@ class Snapshot:
 
 
 async def snapshots(services: Services, user_ids: Sequence[UUID]) -> list[Snapshot | None]:
-    """Each user's state at one cut, in one script call; None for a user whose wallet is not in
-    hot state (nothing is open)."""
-    reply: list[Any] = await services.scripts.call(
-        "margin_snapshot",
-        keys=[
-            key
-            for user_id in user_ids
-            for key in (
-                keys.wallet(user_id),
-                keys.open_positions(user_id),
-                keys.margin_watermark(user_id),
-            )
-        ],
-    )
-    cut = int(reply[0])
-    return [_snapshot(cut, *user) for user in reply[1]]
+    """Each user's state at one cut per script call; None for a user whose wallet is not in hot
+    state (nothing is open).
+
+    PERF: a call reads users until SNAPSHOT_POSITIONS positions, so Redis is never held much
+    longer than half a millisecond (50 users of 20 positions held it 2 ms; decision 0162); the
+    users after it get a call (and a cut) of their own."""
+    found: list[Snapshot | None] = []
+    while len(found) < len(user_ids):
+        reply: list[Any] = await services.scripts.call(
+            "margin_snapshot",
+            keys=[
+                key
+                for user_id in user_ids[len(found) :]
+                for key in (
+                    keys.wallet(user_id),
+                    keys.open_positions(user_id),
+                    keys.margin_watermark(user_id),
+                )
+            ],
+            args=[SNAPSHOT_POSITIONS],
+        )
+        cut = int(reply[0])
+        found += [_snapshot(cut, *user) for user in reply[1]]
+    return found
 
 
 async def snapshot(services: Services, user_id: UUID) -> Snapshot | None:
