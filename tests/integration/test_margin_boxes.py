@@ -10,6 +10,7 @@ from decimal import Decimal
 from uuid import UUID
 
 import psycopg
+import pytest
 
 from ftl.store import keys
 from ftl.store.services import Services
@@ -96,7 +97,9 @@ async def test_the_ticks_of_every_instrument_held_count_and_strained_users_go_fi
     await move(services, one, 10_100)  # 100.00 back: still inside the box
     assert (await targeted_pass(services, [user, calm])).evaluated == 0
 
-    await move(services, other, 9_400)  # 600.00 spent: outside; its own pass has not run yet
+    # 700.00 spent, 100.00 back on `one`: the level under 100 %, outside the box (moved on to
+    # the last pass's ticks, decision 0163, or not); `other`'s own pass has not run yet
+    await move(services, other, 9_300)
     await asyncio.sleep(CLOCK_STEP_S)
     logs = await tick_logs.TickLogs.begin(services)
 
@@ -123,3 +126,29 @@ async def test_a_pass_moves_its_cut_on_to_see_the_ticks_made_since(
 
     assert [t.seq for t in logs.after(instrument, 1, logs.cut_ms)] == [made]
     assert logs.range_after(instrument, 0) == PriceRange(9_000, 10_000, made, 2)
+
+
+async def test_a_box_a_pass_held_is_moved_on_and_still_lapses_from_where_it_was_made(
+    services: Services, pg_admin: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decision 0163: a gain on one instrument since the last pass is equity the next pass counts
+    exactly (the stored box counts only the worst of each window); its age still counts from
+    the stored box."""
+    # 2,500.00 points, a long lot on each of two instruments: 500.00 of slack
+    user = make_user(pg_admin, balance="2500.00")
+    one = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=FLAT)
+    other = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=FLAT)
+    await open_position(services, user, one, "long", 100, 10_000)
+    await open_position(services, user, other, "long", 100, 10_000)
+    assert (await targeted_pass(services, [user])).evaluated == 1  # the box is made
+    stored = await safe_boxes.boxes(services, [user])
+    await move(services, one, 10_300)  # 300.00 gained
+    assert (await targeted_pass(services, [user])).evaluated == 0  # moved on: 800.00 of slack
+
+    await move(services, other, 9_300)  # 700.00 lost: the stored box alone would not hold
+
+    assert (await targeted_pass(services, [user])).evaluated == 0  # equity − used: 100.00
+    assert await safe_boxes.boxes(services, [user]) == stored  # Redis keeps the stored box
+    monkeypatch.setattr(safe_boxes, "BOX_MAX_TICKS", 1)
+    await move(services, other, 9_350)  # 2 ticks of `other` since the stored box: over 1
+    assert (await targeted_pass(services, [user])).evaluated == 1  # lapsed: replayed

@@ -130,3 +130,53 @@ def test_the_audit_check_finds_a_box_promising_more_than_the_wallet() -> None:
     )
     lighter = {**box.instruments, I1: HeldInstrument(5, ENTRY, 50)}
     assert not box_keeps_its_promise(220_000, [a, b], SafeBox(False, box.slack, 0, lighter))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    portfolio=st.lists(
+        st.tuples(
+            st.sampled_from([I1, I2, I3]), st.sampled_from([LONG, SHORT]), st.integers(1, 300)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    balance=st.integers(0, 800_000),
+    prices=st.tuples(*(st.integers(5_000, 15_000) for _ in range(3))),
+    below=st.booleans(),
+    moves=st.lists(
+        st.tuples(st.sampled_from([I1, I2, I3]), st.integers(-3_000, 3_000)), max_size=12
+    ),
+)
+def test_a_box_moved_on_after_ticks_it_held_through_is_the_box_made_there(
+    portfolio: list[tuple[UUID, int, int]],
+    balance: int,
+    prices: tuple[int, int, int],
+    below: bool,
+    moves: list[tuple[UUID, int]],
+) -> None:
+    """Decision 0163: a box that held through a window, moved on to the window's last prices,
+    promises exactly what a replay ending there would (safe_box at those prices), so passes may
+    range over the ticks since the last pass instead of since the box was made."""
+    positions = [position(i, d, lots, open_seq=1) for i, d, lots in portfolio]
+    held = {p.instrument_id for p in positions}
+    at_start = {i: p for i, p in zip((I1, I2, I3), prices, strict=True) if i in held}
+    box = safe_box(balance, positions, Watermark({i: 1 for i in held}, below), at_start)
+    if box is None:
+        event("no box")
+        return
+    path = Path()
+    for instrument, step in moves:
+        if instrument in held:
+            path.tick(instrument, max(1, at_start[instrument] + step))
+    ticks = path.by_instrument()
+    windows = {i: window(*(t.price_cents for t in each)) for i, each in ticks.items()}
+    if not box.holds(windows):
+        event("strained: not moved on")
+        return
+    ends = {i: (each[-1].seq, each[-1].price_cents) for i, each in ticks.items()}
+    moved = box.moved_on(ends)
+    at_end = {**at_start, **{i: price for i, (_, price) in ends.items()}}
+    end = Watermark({i: ends[i][0] if i in ends else 1 for i in held}, below)
+    assert moved == safe_box(balance, positions, end, at_end)
+    event(f"moved on {len(ends)} of {len(held)} instruments")

@@ -472,6 +472,28 @@ class SafeBox:
         lost, gained = self._spent(windows)
         return max(_share(lost, self.slack), _share(gained, self.headroom))
 
+    def moved_on(self, ends: Mapping[UUID, tuple[int, int]]) -> SafeBox | None:
+        """The same promise made again from later ticks (docs/decisions/0163): `ends` gives, for
+        some instruments, the (seq, price) of a tick up to which every tick since the box's seq
+        is one the box held through. Equity is linear in each price, so at those prices it is
+        exactly Σ net × (price − box price) away from the box's, and the slack (and headroom)
+        move by that much; None if either would fall below 0 (the box did not hold)."""
+        moved = 0
+        instruments = dict(self.instruments)
+        for iid, (seq, price) in ends.items():
+            held = instruments[iid]
+            moved += held.net_lots_centis * (price - held.price_cents)
+            instruments[iid] = HeldInstrument(seq, price, held.net_lots_centis)
+        slack, headroom = self.slack + moved, self.headroom
+        if self.below:
+            slack, headroom = (
+                self.slack + EQUITY_HALF_BASIS * moved,
+                self.headroom - EQUITY_HALF_BASIS * moved,
+            )
+        if slack < 0 or headroom < 0:
+            return None
+        return SafeBox(self.below, slack, headroom, instruments)
+
 
 def _share(spent: int, available: int) -> float:
     if available > 0:
