@@ -1,8 +1,9 @@
 -- wallet_load.lua: put a user's wallet and open positions into hot state from Postgres rows,
 -- unless the wallet is already there (hot state is newer than Postgres until the flusher ran).
 --
--- KEYS: [1] wallet:{userId}  [2] positions:{userId}  [3] exposure:{userId}
---       (and position:{id}, stops:below|above:{instrumentId} of each position).
+-- KEYS: [1] wallet:{userId}  [2] positions:{userId}  [3] exposure:{userId}  [4] held:{userId}
+--       (and position:{id}, stops:below|above:{instrumentId}, holders:{instrumentId} of each
+--       position).
 -- ARGV: [1] userId  [2] wallet fields JSON (name -> string)
 --       [3] open positions JSON: [{"id": ..., "fields": {name -> string}}, ...].
 -- Returns: 1 when loaded, 0 when the wallet was already in hot state (nothing written).
@@ -31,7 +32,7 @@ for _, row in ipairs(rows) do
   end
 end
 redis.call('HSET', KEYS[1], unpack(wallet))
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 local cost = 0
 for _, row in ipairs(rows) do
   local f = row.fields

@@ -1,7 +1,8 @@
 -- wallets_restore.lua: `ftl recover` (SPEC §2): replace the hot state of a chunk of wallets with
--- their Postgres rows: wallet:{userId}, positions:{userId}, exposure:{userId} and each open
--- position:{id}, as trading and wallet_load.lua write them. (The holders index and the SL/TP
--- sets are per instrument: ftl/ops/recover.py writes them whole.)
+-- their Postgres rows: wallet:{userId}, positions:{userId}, exposure:{userId}, held:{userId}
+-- (counted here from the positions) and each open position:{id}, as trading and wallet_load.lua
+-- write them. (The holders index and the SL/TP sets are per instrument: ftl/ops/recover.py
+-- writes them whole.)
 --
 -- KEYS: none: every key derives from the user and position ids, as in lua/lib/engine.lua.
 -- ARGV: [1] JSON array of wallets, each [userId, the WALLET fields in order,
@@ -41,7 +42,9 @@ local function malformed(user)
   local net, positions = user[#WALLET + 2], user[#WALLET + 3]
   if type(net) ~= 'table' or #net % 2 == 1 or type(positions) ~= 'table' then return true end
   for _, row in ipairs(positions) do
-    if type(row) ~= 'table' or type(row[1]) ~= 'string' then return true end
+    if type(row) ~= 'table' or type(row[1]) ~= 'string' or type(row[2]) ~= 'string' then
+      return true
+    end
   end
   return false
 end
@@ -52,8 +55,9 @@ for _, user in ipairs(users) do
 end
 for _, user in ipairs(users) do
   local uid = user[1]
-  local wallet, open, exposure = E.k_wallet(uid), E.k_open(uid), E.k_exposure(uid)
-  redis.call('DEL', wallet, open, exposure)
+  local wallet, open, exposure, held = E.k_wallet(uid), E.k_open(uid), E.k_exposure(uid),
+    E.k_held(uid)
+  redis.call('DEL', wallet, open, exposure, held)
   local fields = pairs_of(WALLET, user)
   if members[uid] then
     fields[#fields + 1] = 'boardMember'
@@ -63,12 +67,19 @@ for _, user in ipairs(users) do
   local net = user[#WALLET + 2]
   if #net > 0 then redis.call('HSET', exposure, unpack(net)) end
   local positions = user[#WALLET + 3]
-  local ids = {}
+  local ids, counts = {}, {}
   for n, row in ipairs(positions) do
     ids[n] = row[1]
+    counts[row[2]] = (counts[row[2]] or 0) + 1
     local position = pairs_of(POSITION, row)
     redis.call('HSET', E.k_position(row[1]), 'userId', uid, 'status', 'open', unpack(position))
   end
   if #ids > 0 then redis.call('SADD', open, unpack(ids)) end
+  local per_instrument = {}
+  for iid, count in pairs(counts) do
+    per_instrument[#per_instrument + 1] = iid
+    per_instrument[#per_instrument + 1] = E.int(count)
+  end
+  if #per_instrument > 0 then redis.call('HSET', held, unpack(per_instrument)) end
 end
 return #users

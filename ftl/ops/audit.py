@@ -14,6 +14,10 @@ Hot against durable (meaningful once the flusher has drained the outbox: docs/de
   once, with score = Σ realized PnL; nobody else is on them;
 - `open_and_closed`: no position is open on one side and closed (or gone) on the other;
   `not_durable`: no open position in Redis is missing from Postgres.
+Hot against itself (docs/decisions/0094):
+- `held`: a hot wallet's `held` hash counts, per instrument, its user's open position hashes;
+- `holders`: an instrument's holders index holds every user with an open position hash on it
+  whose wallet is in hot state, and nobody without one.
 Acknowledged trades (`acknowledged`): each open or close a client got a 2xx for is in Postgres
 once, with its request ids and, for a close, status closed.
 Margin hints (`margin_box`): a safe box made for the wallet as it is now keeps its promise over
@@ -46,7 +50,8 @@ from ftl.trading.margin import safe_boxes, snapshots
 from ftl.trading.margin.replay import box_keeps_its_promise
 
 STARTING_BALANCE_CENTS = to_cents(STARTING_BALANCE)
-REDIS_BATCH = 2_000  # PERF: keys per lua/audit_read.lua call; even: a user's two keys stay together
+# PERF: keys per lua/audit_read.lua call; a multiple of 3: a user's three keys stay together
+REDIS_BATCH = 2_100
 SCAN_COUNT = 10_000  # PERF: keys SCAN looks at per round trip
 DRAIN_POLL_S = 0.1
 
@@ -87,12 +92,14 @@ class HotWallet:
     realized_cents: int
     bonus_cents: int
     open_ids: frozenset[str]
+    held: dict[str, int]  # instrument -> how many of the user's positions are open on it
 
 
 @dataclass(frozen=True)
 class HotPosition:
     user_id: str
     status: str
+    instrument_id: str
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,7 @@ class Hot:
     wallets: dict[str, HotWallet] = field(default_factory=dict)
     positions: dict[str, HotPosition] = field(default_factory=dict)
     net_lots: dict[str, int] = field(default_factory=dict)
+    holders: dict[str, frozenset[str]] = field(default_factory=dict)  # instrument -> user ids
     boards: dict[str, dict[str, int]] = field(default_factory=dict)  # board key -> member: score
 
 
@@ -220,6 +228,7 @@ def _check_hot(durable: Durable, hot: Hot, open_lots: dict[str, int], report: Re
 
     _check_boards(durable, hot, report)
     _check_positions(durable, hot, report)
+    _check_holders(hot, report)
 
 
 def _check_boards(durable: Durable, hot: Hot, report: Report) -> None:
@@ -267,6 +276,27 @@ def _check_positions(durable: Durable, hot: Hot, report: Report) -> None:
         # NOTE: a wallet not in hot state is loaded with its open positions on first use.
         if holder is not None and pid not in holder.open_ids:
             report("open_and_closed", pid, userId=row.user_id, durable="open", hot="not open")
+
+
+def _check_holders(hot: Hot, report: Report) -> None:
+    open_on: dict[str, Counter[str]] = defaultdict(Counter)  # user -> instrument -> open hashes
+    for p in hot.positions.values():
+        if p.status == "open":
+            open_on[p.user_id][p.instrument_id] += 1
+    for uid, w in hot.wallets.items():
+        counted = dict(open_on.get(uid, {}))
+        if w.held != counted:
+            report("held", uid, hot=w.held, openPositions=counted)
+    holding: dict[str, set[str]] = defaultdict(set)  # instrument -> users with an open hash on it
+    for uid, counts in open_on.items():
+        for iid in counts:
+            holding[iid].add(uid)
+    for iid, members in hot.holders.items():
+        for uid in sorted(members - holding[iid]):
+            report("holders", uid, instrumentId=iid, problem="in the index, no open position")
+        for uid in sorted(holding[iid] - members):
+            if uid in hot.wallets:
+                report("holders", uid, instrumentId=iid, problem="missing from the index")
 
 
 def _check_acknowledged(
@@ -402,19 +432,23 @@ async def load_hot(
     redis = services.redis
     hot = Hot(present=bool(await redis.exists(keys.INSTRUMENT_IDX)))
     users, instruments = list(user_ids), list(instrument_ids)
-    wallet_keys = [k for u in users for k in (keys.wallet(u), keys.open_positions(u))]
-    for uid, (balance, realized, bonus, open_ids) in zip(
+    wallet_keys = [k for u in users for k in (keys.wallet(u), keys.open_positions(u), keys.held(u))]
+    for uid, (balance, realized, bonus, open_ids, held) in zip(
         users, await _read(services, "wallets", wallet_keys), strict=True
     ):
         if balance is not None:
+            counts = {_text(held[n]): int(held[n + 1]) for n in range(0, len(held), 2)}
             hot.wallets[uid] = HotWallet(
-                int(balance), int(realized), int(bonus), frozenset(map(_text, open_ids))
+                int(balance), int(realized), int(bonus), frozenset(map(_text, open_ids)), counts
             )
     async with redis.pipeline(transaction=False) as pipe:
         for iid in instruments:
             pipe.hget(keys.instrument(iid), "netLotsCentis")
-        nets = await pipe.execute()
+            pipe.smembers(keys.holders(iid))
+        replies = await pipe.execute()
+    nets, members = replies[::2], replies[1::2]
     hot.net_lots = {i: int(n) for i, n in zip(instruments, nets, strict=True) if n is not None}
+    hot.holders = {i: frozenset(map(_text, m)) for i, m in zip(instruments, members, strict=True)}
 
     prefix = keys.position("")
     position_keys = [_text(k) async for k in redis.scan_iter(match=f"{prefix}*", count=SCAN_COUNT)]
@@ -422,7 +456,9 @@ async def load_hot(
         position_keys, await _read(services, "positions", position_keys), strict=True
     ):
         if found and found[1] is not None:
-            hot.positions[key[len(prefix) :]] = HotPosition(_text(found[0]), _text(found[1]))
+            hot.positions[key[len(prefix) :]] = HotPosition(
+                _text(found[0]), _text(found[1]), _text(found[2] or "")
+            )
 
     boards = [keys.BOARD_OVERALL] + [keys.board_district(d) for d in DISTRICTS]
     async with redis.pipeline(transaction=False) as pipe:

@@ -1,10 +1,11 @@
 """`ftl recover`: rebuild Redis hot state from Postgres after Redis was lost (SPEC §2).
 
 Rebuilt: instrument hashes, `instruments`, `instrument_idx`, `prices`, every wallet with its open
-positions, exposure, holders and stop sets (lua/wallets_restore.lua), the leaderboards with
-`board:arrivals`, the margin watermarks of users whose balance changed while they held positions,
-the recent tick log of every instrument and the feature-flag hot copy; the margin safe boxes (a
-hint for the evaluator, docs/decisions/0046) are cleared. Referral payouts credited
+positions, exposure, open positions per instrument (`held`), holders and stop sets
+(lua/wallets_restore.lua), the leaderboards with `board:arrivals`, the margin watermarks of users
+whose balance changed while they held positions, the recent tick log of every instrument and the
+feature-flag hot copy; the margin safe boxes (a hint for the evaluator, docs/decisions/0046) are
+cleared. Referral payouts credited
 in the ledger but not yet marked paid are marked paid first, so none is paid twice.
 Not rebuilt (docs/decisions/0050-recover.md): idempotency keys, leases, rate-limit counters and
 sessions' own keys.
@@ -88,8 +89,8 @@ JOIN (SELECT user_id, max(closed_at) AS at FROM cfd_positions WHERE status = 'cl
       GROUP BY user_id) last_close ON last_close.user_id = w.user_id
 ORDER BY last_close.at, w.user_id
 """
-# Net lots per (user, instrument) of the open positions, non-zero only: exposure:{userId} and the
-# holders index (lua/lib/engine.lua E.add_exposure keeps the same rule).
+# Net lots per (user, instrument) of the open positions, non-zero only: exposure:{userId}
+# (lua/lib/engine.lua E.add_exposure keeps the same rule).
 EXPOSURE = """
 SELECT user_id, instrument_id,
        sum(CASE WHEN direction = 'long' THEN 1 ELSE -1 END * (lot_size * 100)::bigint) AS net
@@ -140,7 +141,8 @@ LEFT JOIN (SELECT DISTINCT ON (referred_id) referred_id, id FROM referrals
     ON unpaid.referred_id = w.user_id
 """  # noqa: S608
 # NOTE: a holder has an open position on the instrument, even a hedged one with no net exposure
-# (lua/lib/engine.lua, E.add_exposure): full time closes his positions too.
+# (lua/lib/engine.lua, E.add_exposure; lua/wallets_restore.lua counts them into held:{userId}):
+# full time closes his positions too.
 HOLDERS = """
 SELECT instrument_id::text, array_agg(DISTINCT user_id::text)
 FROM cfd_positions WHERE status = 'open' GROUP BY 1

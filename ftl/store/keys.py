@@ -172,8 +172,16 @@ FLUSH_LAG_SAMPLES_CAP = 10_000
 
 
 def holders(instrument_id: UUID | str) -> str:
-    """Set of the user ids with open exposure on the instrument, kept by lua/lib/engine.lua."""
+    """Set of the user ids with an open position on the instrument (a hedged one with no net
+    lots included), kept by lua/lib/engine.lua from `held` (docs/decisions/0094)."""
     return f"holders:{instrument_id}"
+
+
+def held(user_id: UUID | str) -> str:
+    """Hash of how many of the user's positions are open on each instrument: field instrumentId
+    = count (absent when 0). The holders index follows it: he joins an instrument's index when
+    his count leaves 0 and leaves it when the count returns to 0, with no scan of his positions."""
+    return f"held:{user_id}"
 
 
 def margin_watermark(user_id: UUID | str) -> str:

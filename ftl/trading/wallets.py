@@ -147,6 +147,11 @@ def load_call(
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of lua/wallet_load.lua; positions as [{"id", "fields"}]."""
     return (
-        [keys.wallet(user_id), keys.open_positions(user_id), keys.exposure(user_id)],
+        [
+            keys.wallet(user_id),
+            keys.open_positions(user_id),
+            keys.exposure(user_id),
+            keys.held(user_id),
+        ],
         [str(user_id), json.dumps(wallet), json.dumps(positions)],
     )

@@ -8,6 +8,7 @@
 --   exposure:{userId} hash (instrumentId -> Σ lotsCentis × direction), stops:below:{instrumentId} / stops:above:{instrumentId} zsets,
 --   ticklog:{instrumentId} zset, prices hash, outbox stream, board:overall, board:district:{d},
 --   board:arrivals;
+--   held:{userId} hash (instrumentId -> how many of his positions on it are open, absent when 0);
 --   holders:{instrumentId} set (user ids with an open position on it, hedged ones included: the
 --   margin evaluator's and the full-time close-out's index);
 --   channels price:{instrumentId}, portfolio:{userId}.
@@ -39,6 +40,7 @@ function E.k_above(id) return 'stops:above:' .. id end
 function E.k_ticklog(id) return 'ticklog:' .. id end
 function E.k_district(id) return 'board:district:' .. id end
 function E.k_holders(id) return 'holders:' .. id end
+function E.k_held(id) return 'held:' .. id end
 
 -- NOTE: tostring() of a Lua 5.1 number keeps 14 digits; integers go to Redis through this.
 function E.int(x) return string.format('%d', x) end
@@ -348,28 +350,22 @@ function E.tick(iid, source, now, outbox, lots, hangs_on)
   return {iid = iid, seq = seq, price = price, json = json}
 end
 
--- Whether one of the user's open positions (the `positions:{userId}` set) is on `iid`.
-local function holds_on(uid, iid)
-  for _, pid in ipairs(redis.call('SMEMBERS', E.k_open(uid))) do
-    if redis.call('HGET', E.k_position(pid), 'instrumentId') == iid then return true end
-  end
-  return false
-end
-
 -- A position's lots (× direction) on its instrument, added when it opens (`opening`) or loads,
 -- taken away when it closes (its cost, entry × lots × direction, is the caller's to add to the
 -- wallet's costCents). Keeps the instrument -> holders index that the margin evaluator and the
--- full-time close-out read: a holder is a user with an open position on the instrument.
+-- full-time close-out read: a holder is a user with an open position on the instrument, counted
+-- in held:{userId}, so he joins when his count leaves 0 and leaves when it returns to 0.
+-- NOTE: a hedged user (a long and a short of equal lots) has no net exposure but still holds
+-- positions that full time must close, so net lots never decide (docs/decisions/0094).
 function E.add_exposure(uid, iid, lots, opening)
-  local key = E.k_exposure(uid)
-  local q = redis.call('HINCRBY', key, iid, E.int(lots))
-  if q == 0 then redis.call('HDEL', key, iid) end
+  local key, held = E.k_exposure(uid), E.k_held(uid)
+  if redis.call('HINCRBY', key, iid, E.int(lots)) == 0 then redis.call('HDEL', key, iid) end
   if opening then
-    redis.call('SADD', E.k_holders(iid), uid)
-  elseif q == 0 and not holds_on(uid, iid) then
-    -- NOTE: a hedged user (a long and a short of equal lots) has no net exposure but still
-    -- holds positions that full time must close, so net zero alone never drops a holder.
-    -- PERF: the scan (at most MAX_OPEN_POSITIONS) runs only when a close leaves net zero.
+    if redis.call('HINCRBY', held, iid, 1) == 1 then
+      redis.call('SADD', E.k_holders(iid), uid)
+    end
+  elseif redis.call('HINCRBY', held, iid, -1) == 0 then
+    redis.call('HDEL', held, iid)
     redis.call('SREM', E.k_holders(iid), uid)
   end
 end

@@ -176,6 +176,18 @@ BREAKAGES: dict[str, tuple[Breakage, set[str]]] = {
         lambda s, pg, m: s.redis.srem(keys.open_positions(m.users[2]), m.open_ids[2]),
         {"open_and_closed"},
     ),
+    "a count of open positions off by one in Redis": (
+        lambda s, pg, m: s.redis.hincrby(keys.held(m.users[0]), str(m.instrument), 1),
+        {"held"},
+    ),
+    "a holder missing from the holders index": (
+        lambda s, pg, m: s.redis.srem(keys.holders(m.instrument), str(m.users[1])),
+        {"holders"},
+    ),
+    "a user in the holders index with no open position": (
+        lambda s, pg, m: s.redis.sadd(keys.holders(m.instrument), str(uuid4())),
+        {"holders"},
+    ),
     "a margin safe box promising more than the wallet allows": (
         lambda s, pg, m: _widen_box(s, m.users[0]),
         {"margin_box"},

@@ -13,9 +13,11 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
+from ftl.market import rules
 from ftl.store import keys
 from ftl.store.services import Services
 from ftl.trading.margin import backstop, evaluator, follow_ups, outbox, snapshots
+from tests.integration.fills_helpers import Trader
 from tests.integration.margin_helpers import (
     CLOCK_STEP_S,
     balance,
@@ -208,6 +210,37 @@ async def test_the_holders_index_follows_exposure(
     assert (await position(services, second))["closedBy"] == "washout"
     assert await evaluator.holders_of(services, [instrument, other]) == set()
     assert await evaluator.holders_of(services, []) == set()
+
+
+async def test_a_holder_stays_one_until_his_last_position_on_the_instrument_closes(
+    services: Services, pg_admin: psycopg.Connection
+) -> None:
+    """The index follows how many of his positions are open, never his net lots: a close that
+    leaves net zero with positions still open keeps him (full time must close them), his last
+    close drops him; a wallet loaded from Postgres counts its positions again
+    (docs/decisions/0094)."""
+    instrument = await make_instrument(services, pg_admin, live_base_cents=10_000, k_mod=FLAT)
+    me = Trader(services, make_user(pg_admin), instrument)
+    user = me.caller.user_id
+    opened = [await me.open(side, 100) for side in (rules.LONG, rules.SHORT, rules.LONG)]
+    first_long, short, second_long = (p["id"] for p in opened if p is not None)
+    assert await services.redis.hgetall(keys.held(user)) == {str(instrument): "3"}
+
+    assert await me.close(first_long)
+    assert await services.redis.hget(keys.exposure(user), str(instrument)) is None, "net zero"
+    assert await evaluator.holders_of(services, [instrument]) == {user}
+
+    # Redis lost his wallet, his counts and his place in the index: his next trade loads them.
+    await persist(services)
+    await services.redis.delete(keys.wallet(user), keys.held(user))
+    await services.redis.srem(keys.holders(instrument), str(user))
+    assert await me.close(short)
+    assert await services.redis.hgetall(keys.held(user)) == {str(instrument): "1"}
+    assert await evaluator.holders_of(services, [instrument]) == {user}
+
+    assert await me.close(second_long)
+    assert await services.redis.hgetall(keys.held(user)) == {}
+    assert await evaluator.holders_of(services, [instrument]) == set()
 
 
 async def test_the_full_time_close_closes_at_the_given_price_once(

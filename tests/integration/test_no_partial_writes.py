@@ -170,7 +170,12 @@ async def test_a_wallet_load_with_a_malformed_position_row_writes_nothing(
     with pytest.raises(ResponseError, match="malformed position row"):
         await services.scripts.call(
             "wallet_load",
-            keys=[keys.wallet(user), keys.open_positions(user), keys.exposure(user)],
+            keys=[
+                keys.wallet(user),
+                keys.open_positions(user),
+                keys.exposure(user),
+                keys.held(user),
+            ],
             args=[str(user), json.dumps({"balanceCents": "1000000"}), json.dumps([good, bad])],
         )
 

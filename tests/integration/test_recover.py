@@ -95,6 +95,7 @@ async def snapshot(
         state[f"wallet {user}"] = wallet
         state[f"portfolio {user}"] = await portfolio(services, user)
         state[f"exposure {user}"] = await redis.hgetall(keys.exposure(user))
+        state[f"held {user}"] = await redis.hgetall(keys.held(user))
         open_ids: set[str] = await redis.smembers(keys.open_positions(user))  # type: ignore[assignment]
         state[f"positions {user}"] = open_ids
         for pid in open_ids:
@@ -136,8 +137,10 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     await as_bob.close(bob_long, "b1x")
     await as_bob.open(b, "b2", direction="short", lotSize=1.5, stopLoss=150)
     # NOTE: hedged (no net lots on a) yet a holder of a: full time must find him (0090's fills)
-    await as_carol.open(a, "c-long", lotSize=1)
-    await as_carol.open(a, "c-short", direction="short", lotSize=1)
+    carol_hedge = [
+        await as_carol.open(a, "c-long", lotSize=1),
+        await as_carol.open(a, "c-short", direction="short", lotSize=1),
+    ]
     await drain(services)
     await drain(services)  # NOTE: the referral payout the first flush made is flushed too
 
@@ -147,6 +150,7 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     assert len(before[keys.BOARD_OVERALL]) == 2
     assert before[keys.stops_below(a)] and before[keys.stops_above(b)]
     assert str(carol) in before[f"holders {a}"]
+    assert before[f"held {carol}"] == {str(a): "2", str(b): "1"}
 
     assert not await hot_state_lost(services)
     await services.redis.flushdb()
@@ -195,6 +199,14 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     assert seqs == list(range(1, last_seq + 3))
     board = await leaderboard.leaderboard(services, "overall", None, None, None, carol)
     assert len(board["entries"]) == 3 and board["me"] is not None  # one member per user
+
+    # The rebuilt counts keep the index: a close of one leg of the hedge (net lots back to ±1,
+    # then 0 with the other) leaves carol a holder until her last position on `a` closes.
+    await as_carol.close(carol_hedge[0], "c-long-x")
+    assert await services.redis.sismember(keys.holders(a), str(carol))
+    await as_carol.close(carol_hedge[1], "c-short-x")
+    assert not await services.redis.sismember(keys.holders(a), str(carol))
+    assert await services.redis.hgetall(keys.held(carol)) == {str(b): "1"}
 
 
 async def test_a_referral_credited_before_redis_was_lost_is_not_paid_again(

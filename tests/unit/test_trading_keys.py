@@ -32,6 +32,8 @@ def test_the_engine_names_keys_as_ftl_keys_does() -> None:
     assert lua_prefix("k_below") + "x" == keys.stops_below("x")
     assert lua_prefix("k_above") + "x" == keys.stops_above("x")
     assert lua_prefix("k_ticklog") + "x" == keys.tick_log("x")
+    assert lua_prefix("k_holders") + "x" == keys.holders("x")
+    assert lua_prefix("k_held") + "x" == keys.held("x")
     assert lua_prefix("k_district") + "7" == keys.board_district(7)
     assert lua_constant("OUTBOX") == keys.OUTBOX
     assert lua_constant("BOARD") == keys.BOARD_OVERALL

@@ -268,7 +268,7 @@ async def evaluate_user(
 
 
 async def holders_of(services: Services, instrument_ids: Iterable[UUID]) -> set[UUID]:
-    """Users with open exposure on any of the instruments (the holders index)."""
+    """Users with an open position on any of the instruments (the holders index)."""
     names = [keys.holders(i) for i in instrument_ids]
     if not names:
         return set()
