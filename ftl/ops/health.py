@@ -54,15 +54,17 @@ async def hot_state_lost(services: Services) -> bool:
     """True when Redis lacks what Postgres says it must hold, so a recover is due: the wallet of a
     holder of open positions (wallets load lazily, so only holders must be there), or the overall
     board once anyone has closed a position. A Redis that lost anything lost all of it, so a
-    sample of LOST_SAMPLE holders decides."""
+    sample of LOST_SAMPLE holders decides. Hot state written before a holder's count of open
+    positions per instrument existed (`held:{userId}`, decision 0094's addendum) counts as lost
+    too: the engine would keep the holders index wrong from it, and a recover rebuilds both."""
     async with services.engine.connect() as conn:
         holders, anyone_closed = (await conn.execute(LOST_QUERY, {"sample": LOST_SAMPLE})).one()
     async with services.redis.pipeline(transaction=False) as pipe:
         for user_id in holders:
-            pipe.exists(keys.wallet(user_id))
+            pipe.exists(keys.wallet(user_id), keys.held(user_id))
         pipe.exists(keys.BOARD_OVERALL)
         *held, board = await pipe.execute()
-    return not all(held) or bool(anyone_closed and not board)
+    return any(found < 2 for found in held) or bool(anyone_closed and not board)
 
 
 async def _hot_state(services: Services) -> str:
@@ -72,7 +74,8 @@ async def _hot_state(services: Services) -> str:
         lost = await hot_state_lost(services)
     except (SQLAlchemyError, OSError):
         return OK  # NOTE: Postgres is down: its own check says so, this one cannot tell
-    return "wallets or boards that Postgres holds are missing: run `ftl recover`" if lost else OK
+    missing = "wallets, counts or boards that Postgres holds are missing: run `ftl recover`"
+    return missing if lost else OK
 
 
 CHECKS: dict[str, Callable[[Services], Awaitable[str]]] = {

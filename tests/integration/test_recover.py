@@ -175,6 +175,13 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     await recover(services)
     assert (await client.simulate_get("/ready")).status_code == 200
 
+    # Hot state from before the holders' counts (decision 0094's addendum): a recover is due.
+    await services.redis.delete(*(keys.held(u) for u in users))
+    assert await hot_state_lost(services)
+    await recover(services)
+    assert await snapshot(services, users, instrument_ids) == before
+    assert not await hot_state_lost(services)
+
     last_seq = before[f"instrument {a}"].seq
     carol_long = await as_carol.open(a, "c2")
     await as_carol.close(carol_long, "c2x")
