@@ -237,9 +237,12 @@ def processes() -> dict[int, tuple[int, float, str]]:
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        try:
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone meanwhile, or not ours
-            continue
+            environ = b""
         name = ""
         if (at := environ.find(b"HONCHO_PROCESS_NAME=")) >= 0:
             name = environ[at + 20 : environ.find(b"\0", at)].decode().split(".")[0]
@@ -408,8 +411,8 @@ async def measure(run: Run) -> dict[str, Any]:
 def postmaster_pid(database_url: str) -> int:
     with psycopg.connect(libpq_url(database_url)) as pg:
         backend = pg.execute("SELECT pg_backend_pid()").fetchone()
-    assert backend is not None
-    return processes()[int(backend[0])][0]
+        assert backend is not None
+        return processes()[int(backend[0])][0]
 
 
 def main() -> None:
@@ -474,6 +477,7 @@ def main() -> None:
             honcho,
             log,
         )
+        os.environ.update(env)  # NOTE: the client processes read their settings from it
         ws_bench.connect_clients(
             workers,
             controls,
