@@ -21,6 +21,7 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -33,6 +34,23 @@ from ftl.store.services import Services
 INSTRUMENTS = 300
 POSITIONS_PER_USER = 3
 TICKS_PER_INSTRUMENT = 100
+
+
+COPY_POSITIONS = (
+    "COPY cfd_positions (id, user_id, instrument_id, direction, lot_size, entry_price, margin,"
+    " stop_loss, take_profit, status, exit_price, realized_pnl, closed_by, open_request_id,"
+    " open_seq, close_seq, opened_at, closed_at) FROM STDIN"
+)
+
+
+def copy_users(pg: psycopg.Connection[Any], user_ids: list[uuid.UUID]) -> None:
+    """Synthetic users (no wallet yet), in the 14 districts in turn."""
+    with pg.cursor().copy(
+        "COPY users (id, first_name, display_name, district_id, referral_code, is_synthetic)"
+        " FROM STDIN"
+    ) as copy:
+        for n, uid in enumerate(user_ids):
+            copy.write_row((uid, "Bench", f"Bench {n}", n % 14 + 1, f"{n:08x}", True))
 
 
 def build(database_url: str, users: int, rng: random.Random) -> None:
@@ -55,19 +73,11 @@ def build(database_url: str, users: int, rng: random.Random) -> None:
             for n, iid in enumerate(instrument_ids, start=1):
                 copy.write_row((iid, n, 800_000 + n, f"Player {n}", "BRA", "FWD", 100, 100))
         user_ids = [uuid.uuid4() for _ in range(users)]
-        with pg.cursor().copy(
-            "COPY users (id, first_name, display_name, district_id, referral_code) FROM STDIN"
-        ) as copy:
-            for n, uid in enumerate(user_ids):
-                copy.write_row((uid, "Bench", f"Bench {n}", n % 14 + 1, f"{n:08x}"))
+        copy_users(pg, user_ids)
         with pg.cursor().copy("COPY wallets (user_id, realized_pnl) FROM STDIN") as copy:
             for n, uid in enumerate(user_ids):
                 copy.write_row((uid, rng.randint(-500, 500) if n % 2 else 0))
-        with pg.cursor().copy(
-            "COPY cfd_positions (id, user_id, instrument_id, direction, lot_size, entry_price,"
-            " margin, stop_loss, take_profit, status, exit_price, realized_pnl, closed_by,"
-            " open_request_id, open_seq, close_seq, opened_at, closed_at) FROM STDIN"
-        ) as copy:
+        with pg.cursor().copy(COPY_POSITIONS) as copy:
             for n, uid in enumerate(user_ids):
                 for k in range(POSITIONS_PER_USER):
                     long = rng.random() < 0.5

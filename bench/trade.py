@@ -289,6 +289,68 @@ class Client:
                 await self.close(position_id)
 
 
+def trading_clients(
+    url: str, settings: Settings, users: list[str], instrument_ids: list[str]
+) -> list[Client]:
+    """One client per user, each on its own keep-alive connection to `url`."""
+    tokens = Tokens(
+        settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    server = urlsplit(url)
+    return [
+        Client(
+            Connection(server.hostname or "127.0.0.1", server.port or 80),
+            tokens.issue(TokenType.ACCESS, user)[0],
+            instrument_ids,
+        )
+        for user in users
+    ]
+
+
+async def trade_for(traders: list[Client], seconds: float, rate: float) -> float:
+    """Every trader opens and closes until `seconds` are over (paced to `rate` opens/s in all,
+    or closed loop with 0); the seconds it took."""
+    started = time.monotonic()
+    interval_s = len(traders) / rate if rate else 0.0
+    await asyncio.gather(
+        *(
+            t.run_until(started + seconds, interval_s, interval_s * n / len(traders))
+            for n, t in enumerate(traders)
+        )
+    )
+    return time.monotonic() - started
+
+
+def trading_figures(traders: list[Client], elapsed: float) -> dict[str, Any]:
+    """Opens, closes, their rates, latency percentiles (ms) and errors by code."""
+    open_ms = [x for t in traders for x in t.open_ms]
+    close_ms = [x for t in traders for x in t.close_ms]
+    errors: dict[str, int] = {}
+    for trader in traders:
+        for code, count in trader.errors.items():
+            errors[code] = errors.get(code, 0) + count
+    quantiles = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+    return {
+        "opens": len(open_ms),
+        "closes": len(close_ms),
+        "opens_per_s": round(len(open_ms) / elapsed, 1),
+        "requests_per_s": round(sum(t.requests for t in traders) / elapsed, 1),
+        "errors": errors,
+        "open_ms": {p: percentile(open_ms, q) for p, q in quantiles},
+        "close_ms": {p: percentile(close_ms, q) for p, q in quantiles},
+    }
+
+
+def flush_lag_figures(lags: list[float]) -> dict[str, float]:
+    """The flusher's lag samples (FLUSH_LAG_SAMPLES, ms): batches, p50, p99, max."""
+    return {
+        "batches": len(lags),
+        "p50": percentile(lags, 0.5),
+        "p99": percentile(lags, 0.99),
+        "max": max(lags, default=0.0),
+    }
+
+
 async def bench(
     url: str, settings: Settings, seconds: float, clients: int, rate: float
 ) -> dict[str, Any]:
@@ -296,19 +358,8 @@ async def bench(
     try:
         members: set[str] = await services.redis.smembers(keys.INSTRUMENT_IDS)  # type: ignore[assignment]
         instrument_ids = sorted(members)[: HOLDINGS + 1]
-        tokens = Tokens(
-            settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
         users = await make_traders(services, clients)
-        server = urlsplit(url)
-        traders = [
-            Client(
-                Connection(server.hostname or "127.0.0.1", server.port or 80),
-                tokens.issue(TokenType.ACCESS, user)[0],
-                instrument_ids,
-            )
-            for user in users
-        ]
+        traders = trading_clients(url, settings, users, instrument_ids)
 
         async def hold(trader: Client) -> None:
             for iid in instrument_ids[:HOLDINGS]:
@@ -320,61 +371,35 @@ async def bench(
             trader.requests = 0
         await services.redis.config_resetstat()
         await services.redis.delete(keys.FLUSH_LAG_SAMPLES)
-        started = time.monotonic()
         client_cpu_started = time.process_time()
-        interval_s = clients / rate if rate else 0.0
-        await asyncio.gather(
-            *(
-                t.run_until(started + seconds, interval_s, interval_s * n / clients)
-                for n, t in enumerate(traders)
-            )
-        )
-        elapsed = time.monotonic() - started
+        elapsed = await trade_for(traders, seconds, rate)
         client_cpu_s = time.process_time() - client_cpu_started
         await asyncio.sleep(1)  # the last batches reach Postgres
         stats = await services.redis.info("commandstats")
         lags = [float(x) for x in await services.redis.lrange(keys.FLUSH_LAG_SAMPLES, 0, -1)]
     finally:
         await services.close()
-    open_ms = [x for t in traders for x in t.open_ms]
-    close_ms = [x for t in traders for x in t.close_ms]
-    errors: dict[str, int] = {}
-    for trader in traders:
-        for code, count in trader.errors.items():
-            errors[code] = errors.get(code, 0) + count
     # NOTE: the trade scripts run as Redis Functions (FCALL), the others by EVALSHA.
     lua = [stats.get(f"cmdstat_{command}", {}) for command in ("evalsha", "fcall")]
     lua_calls = sum(int(c.get("calls", 0)) for c in lua)
     lua_usec = sum(float(c.get("usec", 0)) for c in lua)
+    figures = trading_figures(traders, elapsed)
     return {
         "bench": "trade",
         "clients": clients,
         "paced_opens_per_s": rate or None,
         "seconds": round(elapsed, 1),
         "open_positions_per_user": HOLDINGS + 1,
-        "opens": len(open_ms),
-        "closes": len(close_ms),
-        "opens_per_s": round(len(open_ms) / elapsed, 1),
-        "requests_per_s": round(sum(t.requests for t in traders) / elapsed, 1),
-        "errors": errors,
+        **{k: figures[k] for k in ("opens", "closes", "opens_per_s", "requests_per_s", "errors")},
         # NOTE: what the benchmark's own client costs the shared cores, per request.
         "client_cpu_us_per_request": round(
             client_cpu_s * 1e6 / max(1, sum(t.requests for t in traders)), 1
         ),
-        "open_ms": {
-            p: percentile(open_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-        },
-        "close_ms": {
-            p: percentile(close_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-        },
+        "open_ms": figures["open_ms"],
+        "close_ms": figures["close_ms"],
         "lua_usec_per_call": round(lua_usec / lua_calls, 2) if lua_calls else None,
         "lua_calls": lua_calls,
-        "flush_lag_ms": {
-            "batches": len(lags),
-            "p50": percentile(lags, 0.5),
-            "p99": percentile(lags, 0.99),
-            "max": max(lags, default=0.0),
-        },
+        "flush_lag_ms": flush_lag_figures(lags),
     }
 
 

@@ -33,8 +33,11 @@ import sys
 import time
 import uuid
 from array import array
+from collections import Counter
+from dataclasses import dataclass
 from decimal import Decimal
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import httpx
@@ -59,10 +62,15 @@ DRAIN_S = 3.0  # after the last tick, before counting
 CATCH_UP_S = 2.0  # a client reading nothing new for this long has read everything
 
 
-def subscribed_idxs(connection_number: int) -> list[int]:
-    """Five distinct instruments per client, spread evenly over the 44."""
+BENCH_IDXS = [FIRST_IDX + n for n in range(INSTRUMENTS)]
+# A tick as the clients and the ticking side both name it: (idx, seq).
+TickKey = tuple[int, int]
+
+
+def subscribed_idxs(connection_number: int, idxs: list[int]) -> list[int]:
+    """Five distinct instruments per client, spread evenly over `idxs`."""
     first = connection_number * SUBSCRIPTIONS_PER_CLIENT
-    return [FIRST_IDX + (first + n) % INSTRUMENTS for n in range(SUBSCRIPTIONS_PER_CLIENT)]
+    return [idxs[(first + n) % len(idxs)] for n in range(SUBSCRIPTIONS_PER_CLIENT)]
 
 
 # -- client processes
@@ -107,17 +115,19 @@ def split_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
 
 
 class Ticks:
-    """Every tick this process received: its seq, when its bytes reached the client's socket
-    (the kernel's receive timestamp) and when the client's code had them in hand."""
+    """Every tick this process received: its idx and seq, when its bytes reached the client's
+    socket (the kernel's receive timestamp) and when the client's code had them in hand."""
 
     def __init__(self) -> None:
-        self.seqs, self.arrived, self.handled = array("q"), array("d"), array("d")
+        self.idxs, self.seqs = array("q"), array("q")
+        self.arrived, self.handled = array("d"), array("d")
         self.frames = 0
 
     def record(self, payload: bytes, arrived: float, handled: float) -> None:
         self.frames += 1
         decoded = msgpack.unpackb(payload)
         for tick in decoded if isinstance(decoded, list) else [decoded]:
+            self.idxs.append(tick["i"])
             self.seqs.append(tick["q"])
             self.arrived.append(arrived)
             self.handled.append(handled)
@@ -221,12 +231,17 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def latencies_ms(seqs: array[int], at: array[float], sent_at: dict[int, float]) -> list[float]:
-    return sorted((when - sent_at[seq]) * 1000 for seq, when in zip(seqs, at, strict=True))
+def latencies_ms(ticks: Ticks, at: array[float], sent_at: dict[TickKey, float]) -> list[float]:
+    """From each tick's time to `at`, for the ticks received that `sent_at` knows."""
+    return sorted(
+        (when - sent_at[key]) * 1000
+        for key, when in zip(zip(ticks.idxs, ticks.seqs, strict=True), at, strict=True)
+        if key in sent_at
+    )
 
 
 async def _clients(
-    numbers: range, ports: list[int], settings: Settings, control: Connection
+    numbers: range, ports: list[int], idxs: list[int], settings: Settings, control: Connection
 ) -> None:
     tokens = Tokens(
         settings.jwt_private_key_b64, issuer=settings.jwt_issuer, audience=settings.jwt_audience
@@ -243,7 +258,7 @@ async def _clients(
             token, _ = tokens.issue(TokenType.WS, str(uuid.uuid4()))
             async with gate:
                 try:
-                    return await open_feed(port, token, subscribed_idxs(number), ticks)
+                    return await open_feed(port, token, subscribed_idxs(number, idxs), ticks)
                 except (ConnectionError, OSError):
                     if attempt == CONNECT_ATTEMPTS - 1:
                         raise
@@ -254,9 +269,10 @@ async def _clients(
     feeds = await asyncio.gather(*(one(number) for number in numbers))
     control.send("ready")
     cpu_before = _own_cpu_s()
-    sent_at: dict[int, float] = await loop.run_in_executor(None, control.recv)
+    sent_at: dict[TickKey, float] = await loop.run_in_executor(None, control.recv)
     # NOTE: a client at low priority may still be reading its backlog; it has until it stalls.
-    expected = len(numbers) * SUBSCRIPTIONS_PER_CLIENT * len(sent_at)
+    sent = Counter(idx for idx, _ in sent_at)
+    expected = sum(sent[idx] for number in numbers for idx in subscribed_idxs(number, idxs))
     while len(ticks.seqs) < expected:
         before = len(ticks.seqs)
         await asyncio.sleep(CATCH_UP_S)
@@ -269,8 +285,9 @@ async def _clients(
     control.send(
         {
             "frames": ticks.frames,
-            "arrived_ms": latencies_ms(ticks.seqs, ticks.arrived, sent_at),
-            "handled_ms": latencies_ms(ticks.seqs, ticks.handled, sent_at),
+            "expected": expected,
+            "arrived_ms": latencies_ms(ticks, ticks.arrived, sent_at),
+            "handled_ms": latencies_ms(ticks, ticks.handled, sent_at),
             "retries": retries,
             "lost": lost,
             "cpu_s": cpu_s,
@@ -279,16 +296,61 @@ async def _clients(
 
 
 def client_process(
-    numbers: range, ports: list[int], nofile: int, nice: int, control: Connection
+    numbers: range, ports: list[int], idxs: list[int], nofile: int, nice: int, control: Connection
 ) -> None:
     raise_file_limit(nofile)
     # NOTE: the clients yield the cores to the servers they measure; the kernel's receive
     # timestamp does not depend on when a client gets to read its socket.
     os.nice(nice)
     try:
-        uvloop.run(_clients(numbers, ports, get_settings(), control))
+        uvloop.run(_clients(numbers, ports, idxs, get_settings(), control))
     except Exception as exc:  # noqa: BLE001 - reported to the main process, which stops
         control.send(f"failed: {exc!r}")
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who the client processes connect: `connections` in all over `processes` processes, to the
+    ws `ports` in turn, each subscribed to 5 of `idxs`."""
+
+    connections: int
+    ports: list[int]
+    idxs: list[int]
+    processes: int
+
+
+def connect_clients(
+    workers: list[BaseProcess],
+    controls: list[Connection],
+    audience: Audience,
+    nofile: int,
+    nice: int,
+) -> None:
+    """Start the client processes (added to `workers` as they start, so the caller stops them
+    whatever happens) and wait until every connection is subscribed. Each process's control end
+    then takes the ticks sent ({(idx, seq): epoch s}) and answers with its figures."""
+    spawn = multiprocessing.get_context("spawn")
+    share = -(-audience.connections // audience.processes)
+    for start in range(0, audience.connections, share):
+        ours, theirs = spawn.Pipe()
+        numbers = range(start, min(start + share, audience.connections))
+        worker = spawn.Process(
+            target=client_process,
+            args=(numbers, audience.ports, audience.idxs, nofile, nice, theirs),
+        )
+        worker.start()
+        workers.append(worker)
+        controls.append(ours)
+    for control in controls:
+        if (answer := control.recv()) != "ready":
+            raise SystemExit(f"a client process {answer}")
+
+
+def stop_clients(workers: list[BaseProcess]) -> None:
+    for worker in workers:
+        worker.join(timeout=30)
+        if worker.is_alive():
+            worker.kill()
 
 
 # -- the servers
@@ -418,17 +480,18 @@ async def remove_instruments(settings: Settings, ids: list[uuid.UUID]) -> None:
     await redis.aclose()
 
 
-async def tick_all(settings: Settings, ids: list[uuid.UUID], rounds: int) -> dict[int, float]:
-    """Every instrument ticks once per round (seq = round); returns each round's tick time `t`
+async def tick_all(settings: Settings, ids: list[uuid.UUID], rounds: int) -> dict[TickKey, float]:
+    """Every instrument ticks once per round (seq = round); returns each tick's time `t`
     (epoch seconds, the clock the clients' receive times are on), taken before publishing."""
     redis = hotstore.connect(settings)
-    sent_at: dict[int, float] = {}
+    sent_at: dict[TickKey, float] = {}
     start = time.monotonic()
     for seq in range(1, rounds + 1):
         await asyncio.sleep(max(0.0, start + seq * TICK_INTERVAL_S - time.monotonic()))
-        sent_at[seq] = time.time()
+        at = time.time()
         async with redis.pipeline(transaction=False) as pipe:
             for n, instrument_id in enumerate(ids):
+                sent_at[FIRST_IDX + n, seq] = at
                 tick = Tick(
                     instrument_id,
                     FIRST_IDX + n,
@@ -437,7 +500,7 @@ async def tick_all(settings: Settings, ids: list[uuid.UUID], rounds: int) -> dic
                     23_000,
                     0,
                     TickSource.SYNTHETIC,
-                    int(sent_at[seq] * 1000),
+                    int(at * 1000),
                 )
                 pipe.zadd(keys.tick_log(instrument_id), {tick.to_json(): seq})
                 pipe.publish(keys.price_channel(instrument_id), tick.to_json())
@@ -465,25 +528,18 @@ def main() -> None:
     ids = asyncio.run(add_instruments(settings))
     ports = [free_port() for _ in range(args.replicas)]
     servers = [start_ws(port, args.nofile, dict(os.environ)) for port in ports]
-    spawn = multiprocessing.get_context("spawn")
     controls: list[Connection] = []
-    workers = []
+    workers: list[BaseProcess] = []
     try:
         idle_rss = [rss_bytes(server.pid) for server in servers]
-        share = -(-args.connections // args.client_processes)
         connect_started = time.monotonic()
-        for start in range(0, args.connections, share):
-            ours, theirs = spawn.Pipe()
-            numbers = range(start, min(start + share, args.connections))
-            worker = spawn.Process(
-                target=client_process, args=(numbers, ports, args.nofile, args.client_nice, theirs)
-            )
-            worker.start()
-            workers.append(worker)
-            controls.append(ours)
-        for control in controls:
-            if (answer := control.recv()) != "ready":
-                raise SystemExit(f"a client process {answer}")
+        connect_clients(
+            workers,
+            controls,
+            Audience(args.connections, ports, BENCH_IDXS, args.client_processes),
+            args.nofile,
+            args.client_nice,
+        )
         connect_s = time.monotonic() - connect_started
         connected_rss = [rss_bytes(server.pid) for server in servers]
         cpu_before = [cpu_seconds(server.pid) for server in servers]
@@ -501,10 +557,7 @@ def main() -> None:
             control.send(sent_at)
         results = [control.recv() for control in controls]
     finally:
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
+        stop_clients(workers)
         for server in servers:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
