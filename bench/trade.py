@@ -93,6 +93,11 @@ def percentile(samples: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 3)
 
 
+def latency(samples: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 of `samples`."""
+    return {p: percentile(samples, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+
+
 def start_redis(stack: ExitStack, *options: str) -> str:
     """A private redis-server with `options` besides the product's; its URL."""
     port = free_port()
@@ -118,14 +123,19 @@ def start_redis(stack: ExitStack, *options: str) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def fresh_database(database_url: str) -> str:
-    """`<name>_bench` dropped and created again on the server of `database_url`; its URL."""
+def fresh_database(database_url: str, suffix: str = "_bench") -> str:
+    """`<name><suffix>` dropped and created again on the server of `database_url`; its URL."""
     url = make_url(database_url)
-    name = f"{url.database}_bench"
+    name = f"{url.database}{suffix}"
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(conn, name)
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
+    """Drop database `name` (its sessions ended) through an autocommit connection to another."""
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_processes(stack: ExitStack, env: dict[str, str], *, margin_worker: bool) -> str:
@@ -361,12 +371,8 @@ async def bench(
         "client_cpu_us_per_request": round(
             client_cpu_s * 1e6 / max(1, sum(t.requests for t in traders)), 1
         ),
-        "open_ms": {
-            p: percentile(open_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-        },
-        "close_ms": {
-            p: percentile(close_ms, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-        },
+        "open_ms": latency(open_ms),
+        "close_ms": latency(close_ms),
         "lua_usec_per_call": round(lua_usec / lua_calls, 2) if lua_calls else None,
         "lua_calls": lua_calls,
         "flush_lag_ms": {
