@@ -23,9 +23,10 @@ Prints one JSON object: the round trip floors (EVALSHA of ping.lua, `SELECT 1`),
 alone (open latency per design and the Lua open's own time on Redis's clock), then CALLERS
 callers per contention variant ("hot": every user trades the same few instruments, the peer's
 instrument row lock is the contention; "spread": users spread over every instrument): opens/s,
-open and close latency p50/p95/p99 (ms), refusals, server CPU per open+close (Redis main thread;
-Postgres: every server process's utime+stime from /proc, when the server is on this machine),
-the Postgres settings that decide commit cost (fsync, synchronous_commit), and the ratios.
+open and close latency p50/p95/p99 (ms), refusals, CPU per open+close of the servers (Redis main
+thread; Postgres: every server process's utime+stime from /proc, when the server is on this
+machine) and of the callers' own process, the Postgres settings that decide commit cost (fsync,
+synchronous_commit), and the ratios.
 
     python -m bench.pg_open [--seconds 10] [--callers 50] [--hot-instruments 3]
 
@@ -47,6 +48,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -78,6 +80,7 @@ from ftl.store.db.engine import libpq_url
 from ftl.store.db.migrate import upgrade
 from ftl.store.services import Services
 from ftl.trading import trades
+from ftl.trading.portfolio import account_view
 from ftl.trading.positions import Position
 from ftl.trading.trades import Caller, OpenOrder
 
@@ -143,8 +146,8 @@ INSTRUMENT_COLUMNS = (
 )
 INSTRUMENT_FOR_UPDATE = f"SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.id = %s FOR UPDATE"
 POSITION_FOR_UPDATE = (
-    "SELECT instrument_id, direction, lot_size, entry_price, margin, stop_loss, take_profit,"
-    " status, opened_at FROM positions WHERE id = %s AND user_id = %s FOR UPDATE"
+    "SELECT instrument_id, direction, lot_size, entry_price, margin, status, open_reply"
+    " FROM positions WHERE id = %s AND user_id = %s FOR UPDATE"
 )
 INSTRUMENT_OF_POSITION_FOR_UPDATE = (
     f"SELECT {INSTRUMENT_COLUMNS} FROM instruments i WHERE i.id ="
@@ -252,13 +255,33 @@ class Instrument:
     def fill(self, lots: int, side: int) -> int:
         return rules.fill_cents(self.live, self.k_mod, self.net, lots, side)
 
-    def refusal(self) -> FtlError | None:
-        """The Lua scripts' refusals of an instrument that may not trade."""
-        if not self.active:
-            return _refuse("instrument_inactive", instrumentId=str(self.id))
-        if self.frozen:
-            return _refuse("instrument_frozen", instrumentId=str(self.id))
-        return None
+
+@dataclass(frozen=True)
+class Wallet:
+    """A wallet row in cents."""
+
+    balance: int
+    used: int
+    cost: int
+    open_count: int
+
+    @classmethod
+    def of(cls, row: Row) -> Wallet:
+        balance, used, cost, open_count = row
+        return cls(to_cents(balance), to_cents(used), to_cents(cost), open_count)
+
+
+def _tradable(inst_row: Row, wallet_row: Row | None) -> tuple[Instrument, Wallet] | FtlError:
+    """The instrument and the wallet of a trade, or the Lua scripts' refusal when the instrument
+    may not trade (the peer has every wallet: no wallet_missing to load)."""
+    inst = Instrument.of(inst_row)
+    if not inst.active:
+        return _refuse("instrument_inactive", instrumentId=str(inst.id))
+    if inst.frozen:
+        return _refuse("instrument_frozen", instrumentId=str(inst.id))
+    if wallet_row is None:
+        return NotFound("wallet_missing", "No wallet.")
+    return inst, Wallet.of(wallet_row)
 
 
 @dataclass(frozen=True)
@@ -289,21 +312,9 @@ def _refuse(code: str, **details: Any) -> FtlError:
     return trades.refusal(code, json.dumps(details))
 
 
-def _wallet_view(account: rules.Account) -> dict[str, Any]:
-    """E.wallet_json: the `wallet` of a trade's answer."""
-    level = account.margin_level_basis
-    return {
-        "balance": json_number(account.balance),
-        "usedMargin": json_number(account.used_margin),
-        "equity": json_number(account.equity),
-        "freeMargin": json_number(account.free_margin),
-        "marginLevel": None if level is None else json_number(level),
-    }
-
-
-def _reply(position: Position, account: rules.Account) -> str:
+def _reply(position: dict[str, Any], account: rules.Account) -> str:
     return json.dumps(
-        {"position": position.to_json(), "wallet": _wallet_view(account)}, separators=(",", ":")
+        {"position": position, "wallet": account_view(account)}, separators=(",", ":")
     )
 
 
@@ -315,11 +326,38 @@ def _points_or_none(cents: int | None) -> float | None:
     return None if cents is None else json_number(cents)
 
 
-async def _finish(conn: psycopg.AsyncConnection[Any], writes: list[tuple[str, Row]]) -> None:
-    """The writes and COMMIT, or (none) ROLLBACK, in one round trip."""
-    for statement, params in writes:
-        await conn.execute(statement, params)
-    await conn.execute("COMMIT" if writes else "ROLLBACK")
+Reads = tuple[Row | None, Row | None, Row | None, Row | None, list[Row]]
+Decision = tuple[str | FtlError, list[tuple[str, Row]]]
+
+
+async def _trade(
+    conn: psycopg.AsyncConnection[Any],
+    caller: Caller,
+    lookups: list[tuple[str, Row]],
+    decide: Callable[[Reads], Decision],
+) -> str:
+    """One trade's transaction in two pipelined round trips: the revoked token, the wallet lock,
+    the trade's two `lookups` (the replay or the position, then the instrument lock) and the
+    holdings; then the writes `decide` makes of them and COMMIT, or ROLLBACK and its refusal.
+
+    NOTE: locks in one order, the wallet first (the user's own trades queue on it), the
+    instrument last: trades never deadlock."""
+    async with conn.pipeline():
+        await conn.execute("BEGIN")
+        queries = [
+            await conn.execute(REVOKED, (caller.jti,)),
+            await conn.execute(WALLET_FOR_UPDATE, (caller.user_id,)),
+            *[await conn.execute(statement, params) for statement, params in lookups],
+        ]
+        holdings = await conn.execute(HELD_LOTS, (caller.user_id,))
+        revoked, wallet, found, inst = [await q.fetchone() for q in queries]
+        answer, writes = decide((revoked, found, inst, wallet, await holdings.fetchall()))
+        for statement, params in writes:
+            await conn.execute(statement, params)
+        await conn.execute("COMMIT" if writes else "ROLLBACK")
+    if isinstance(answer, FtlError):
+        raise answer
+    return answer
 
 
 def _decide_open(
@@ -327,11 +365,11 @@ def _decide_open(
     order: OpenOrder,
     position_id: UUID,
     now: datetime,
-    reads: tuple[Row | None, Row | None, Row | None, Row | None, list[Row]],
-) -> tuple[str | FtlError, list[tuple[str, Row]]]:
+    reads: Reads,
+) -> Decision:
     """The answer (a reply, or the refusal to raise) and the writes of an open, from its reads,
     in lua/position_open.lua's order of checks."""
-    revoked, replay, inst_row, wallet, held_rows = reads
+    revoked, replay, inst_row, wallet_row, held_rows = reads
     if revoked is not None and revoked[0]:
         return _refuse("unauthorized"), []
     if replay is not None:
@@ -341,14 +379,11 @@ def _decide_open(
         return trades.with_replayed(first_reply, True), []
     if inst_row is None:
         return _refuse("not_found", instrumentId=str(order.instrument_id)), []
-    inst = Instrument.of(inst_row)
-    refused = inst.refusal()
-    if refused is not None:
-        return refused, []
-    if wallet is None:
-        return NotFound("wallet_missing", "No wallet."), []
-    balance, used, cost = (to_cents(x) for x in wallet[:3])
-    if wallet[3] >= rules.MAX_OPEN_POSITIONS:
+    tradable = _tradable(inst_row, wallet_row)
+    if isinstance(tradable, FtlError):
+        return tradable, []
+    inst, w = tradable
+    if w.open_count >= rules.MAX_OPEN_POSITIONS:
         return _refuse("too_many_positions", limit=rules.MAX_OPEN_POSITIONS), []
     side, lots = order.direction, order.lots_centis
     fill = inst.fill(lots, side)
@@ -365,14 +400,14 @@ def _decide_open(
         return _refuse("validation_error", field=bad, price=json_number(price)), []
     margin = rules.margin_cents(fill, lots)
     held = Holdings.of(held_rows, order.instrument_id)
-    free = balance + held.value - cost - used
+    free = w.balance + held.value - w.cost - w.used
     if margin > free:
         return _refuse(
             "insufficient_margin",
             requiredMargin=json_number(margin),
             freeMargin=json_number(free),
         ), []
-    used, cost, seq = used + margin, cost + side * lots * fill, inst.seq + 1
+    used, cost, seq = w.used + margin, w.cost + side * lots * fill, inst.seq + 1
     position = Position(
         id=str(position_id),
         instrument_id=str(inst.id),
@@ -390,9 +425,8 @@ def _decide_open(
         closed_at=None,
         closed_by=None,
     )
-    reply = _reply(
-        position, rules.Account(balance, used, held.after_trade(price, side * lots) - cost)
-    )
+    account = rules.Account(w.balance, used, held.after_trade(price, side * lots) - cost)
+    reply = _reply(position.to_json(), account)
     writes: list[tuple[str, Row]] = [
         (OPEN_WALLET, (from_cents(used), from_cents(cost), caller.user_id)),
         (UPDATE_INSTRUMENT, (from_cents(net), from_cents(price), seq, inst.id)),
@@ -424,29 +458,12 @@ async def open_position(
 ) -> str:
     """The peer of ftl.trading.trades.open_position on an autocommit connection: the same
     answer text, the same refusals raised."""
-    user_id = caller.user_id
-    async with conn.pipeline():
-        await conn.execute("BEGIN")
-        # NOTE: the wallet first, as in the close: the user's own trades queue on it.
-        queries = [
-            await conn.execute(REVOKED, (caller.jti,)),
-            await conn.execute(WALLET_FOR_UPDATE, (user_id,)),
-            await conn.execute(REPLAY, (user_id, order.client_request_id)),
-            await conn.execute(INSTRUMENT_FOR_UPDATE, (order.instrument_id,)),
-        ]
-        holdings = await conn.execute(HELD_LOTS, (user_id,))
-        revoked, wallet, replay, inst = [await q.fetchone() for q in queries]
-        answer, writes = _decide_open(
-            caller,
-            order,
-            uuid.uuid4(),
-            datetime.now(UTC),
-            (revoked, replay, inst, wallet, await holdings.fetchall()),
-        )
-        await _finish(conn, writes)
-    if isinstance(answer, FtlError):
-        raise answer
-    return answer
+    lookups = [
+        (REPLAY, (caller.user_id, order.client_request_id)),
+        (INSTRUMENT_FOR_UPDATE, (order.instrument_id,)),
+    ]
+    decide = partial(_decide_open, caller, order, uuid.uuid4(), datetime.now(UTC))
+    return await _trade(conn, caller, lookups, decide)
 
 
 def _decide_close(
@@ -454,25 +471,23 @@ def _decide_close(
     position_id: UUID,
     client_request_id: str,
     now: datetime,
-    reads: tuple[Row | None, Row | None, Row | None, Row | None, list[Row]],
-) -> tuple[str | FtlError, list[tuple[str, Row]]]:
-    """lua/position_close.lua's checks and writes (without its idempotency and board)."""
-    revoked, p, inst_row, wallet, held_rows = reads
+    reads: Reads,
+) -> Decision:
+    """lua/position_close.lua's checks and writes (without its idempotency and board); the
+    position's view is the open's reply, closed."""
+    revoked, p, inst_row, wallet_row, held_rows = reads
     if revoked is not None and revoked[0]:
         return _refuse("unauthorized"), []
     if p is None:
         return _refuse("not_found", positionId=str(position_id)), []
-    iid, direction, lot_size, entry, margin, stop_loss, take_profit, status, opened_at = p
+    iid, direction, lot_size, entry, margin, status, open_reply = p
     if status != "open":
         return _refuse("position_closed", positionId=str(position_id)), []
     assert inst_row is not None  # NOTE: the foreign key holds it
-    inst = Instrument.of(inst_row)
-    refused = inst.refusal()
-    if refused is not None:
-        return refused, []
-    if wallet is None:
-        return NotFound("wallet_missing", "No wallet."), []
-    balance, used, cost = (to_cents(x) for x in wallet[:3])
+    tradable = _tradable(inst_row, wallet_row)
+    if isinstance(tradable, FtlError):
+        return tradable, []
+    inst, w = tradable
     side = rules.LONG if direction == "long" else rules.SHORT
     lots, entry_cents, margin_cents = to_cents(lot_size), to_cents(entry), to_cents(margin)
     exit_cents = inst.fill(lots, -side)
@@ -480,24 +495,15 @@ def _decide_close(
     net = inst.net - side * lots
     price = rules.price_cents(inst.live, inst.k_mod, net)
     held = Holdings.of(held_rows, iid)
-    balance, used, cost = balance + pnl, used - margin_cents, cost - side * lots * entry_cents
+    balance, used, cost = w.balance + pnl, w.used - margin_cents, w.cost - side * lots * entry_cents
     seq = inst.seq + 1
-    position = Position(
-        id=str(position_id),
-        instrument_id=str(iid),
-        idx=inst.idx,
-        direction=direction,
-        lot_size=json_number(lots),
-        entry_price=json_number(entry_cents),
-        margin=json_number(margin_cents),
-        stop_loss=None if stop_loss is None else json_number(to_cents(stop_loss)),
-        take_profit=None if take_profit is None else json_number(to_cents(take_profit)),
-        opened_at=iso(opened_at),
+    position: dict[str, Any] = json.loads(open_reply)["position"]
+    position.update(
         status="closed",
-        exit_price=json_number(exit_cents),
-        realized_pnl=json_number(pnl),
-        closed_at=iso(now),
-        closed_by="user",
+        exitPrice=json_number(exit_cents),
+        realizedPnl=json_number(pnl),
+        closedAt=iso(now),
+        closedBy="user",
     )
     account = rules.Account(balance, used, held.after_trade(price, -side * lots) - cost)
     writes: list[tuple[str, Row]] = [
@@ -524,28 +530,12 @@ async def close_position(
     conn: psycopg.AsyncConnection[Any], caller: Caller, position_id: UUID, client_request_id: str
 ) -> str:
     """The peer of ftl.trading.trades.close_position (locks: wallet, position, instrument)."""
-    user_id = caller.user_id
-    async with conn.pipeline():
-        await conn.execute("BEGIN")
-        queries = [
-            await conn.execute(REVOKED, (caller.jti,)),
-            await conn.execute(WALLET_FOR_UPDATE, (user_id,)),
-            await conn.execute(POSITION_FOR_UPDATE, (position_id, user_id)),
-            await conn.execute(INSTRUMENT_OF_POSITION_FOR_UPDATE, (position_id, user_id)),
-        ]
-        holdings = await conn.execute(HELD_LOTS, (user_id,))
-        revoked, wallet, position, inst = [await q.fetchone() for q in queries]
-        answer, writes = _decide_close(
-            caller,
-            position_id,
-            client_request_id,
-            datetime.now(UTC),
-            (revoked, position, inst, wallet, await holdings.fetchall()),
-        )
-        await _finish(conn, writes)
-    if isinstance(answer, FtlError):
-        raise answer
-    return answer
+    lookups = [
+        (POSITION_FOR_UPDATE, (position_id, caller.user_id)),
+        (INSTRUMENT_OF_POSITION_FOR_UPDATE, (position_id, caller.user_id)),
+    ]
+    decide = partial(_decide_close, caller, position_id, client_request_id, datetime.now(UTC))
+    return await _trade(conn, caller, lookups, decide)
 
 
 # --- the harness -------------------------------------------------------------------------------
@@ -662,7 +652,9 @@ async def measure(
     """One timed run's figures, with the servers' CPU per open (and its close)."""
     await services.redis.config_resetstat()
     redis_before, pg_before = await redis_cpu_us(services), await postgres_cpu_us(admin)
+    client_before = time.process_time()
     run = await trade_for(traders, instrument_ids, seconds)
+    client_us = (time.process_time() - client_before) * 1e6
     redis_after, pg_after = await redis_cpu_us(services), await postgres_cpu_us(admin)
     opens = max(1, len(run.open_ms))
     pg_cpu = None if pg_before is None or pg_after is None else (pg_after - pg_before) / opens
@@ -676,6 +668,8 @@ async def measure(
         "refusals": run.refusals,
         "redis_cpu_us_per_open_and_close": round((redis_after - redis_before) / opens, 1),
         "postgres_cpu_us_per_open_and_close": None if pg_cpu is None else round(pg_cpu, 1),
+        # NOTE: the callers' own process (the web's share of a trade, drivers included).
+        "client_cpu_us_per_open_and_close": round(client_us / opens, 1),
         # NOTE: the Lua design's own time a trade on Redis's clock (opens and closes alike).
         "lua_usec_per_call": round(await lua_usec(services) / fcalls, 1) if fcalls else None,
     }
