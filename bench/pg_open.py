@@ -179,6 +179,10 @@ CLOSE_POSITION = (
     "UPDATE positions SET status = 'closed', exit_price = %s, realized_pnl = %s,"
     " close_request_id = %s, close_seq = %s, closed_at = %s WHERE id = %s"
 )
+# PERF: a trade's three writes as one statement (data-modifying CTEs, parameters in this order):
+# the driver's CPU goes by statements, and it shares the cores with the server.
+OPEN_WRITES = f"WITH w AS ({OPEN_WALLET}), i AS ({UPDATE_INSTRUMENT}) {INSERT_POSITION}"
+CLOSE_WRITES = f"WITH w AS ({CLOSE_WALLET}), i AS ({UPDATE_INSTRUMENT}) {CLOSE_POSITION}"
 INSERT_INSTRUMENT = (
     "INSERT INTO instruments (id, idx, live_base_price, k_mod, net_lots, price, seq, is_active,"
     " frozen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -428,11 +432,16 @@ def _decide_open(
     account = rules.Account(w.balance, used, held.after_trade(price, side * lots) - cost)
     reply = _reply(position.to_json(), account)
     writes: list[tuple[str, Row]] = [
-        (OPEN_WALLET, (from_cents(used), from_cents(cost), caller.user_id)),
-        (UPDATE_INSTRUMENT, (from_cents(net), from_cents(price), seq, inst.id)),
         (
-            INSERT_POSITION,
+            OPEN_WRITES,
             (
+                from_cents(used),
+                from_cents(cost),
+                caller.user_id,
+                from_cents(net),
+                from_cents(price),
+                seq,
+                inst.id,
                 position_id,
                 caller.user_id,
                 inst.id,
@@ -508,19 +517,24 @@ def _decide_close(
     account = rules.Account(balance, used, held.after_trade(price, -side * lots) - cost)
     writes: list[tuple[str, Row]] = [
         (
-            CLOSE_WALLET,
+            CLOSE_WRITES,
             (
                 from_cents(balance),
                 from_cents(pnl),
                 from_cents(used),
                 from_cents(cost),
                 caller.user_id,
+                from_cents(net),
+                from_cents(price),
+                seq,
+                iid,
+                from_cents(exit_cents),
+                from_cents(pnl),
+                client_request_id,
+                seq,
+                now,
+                position_id,
             ),
-        ),
-        (UPDATE_INSTRUMENT, (from_cents(net), from_cents(price), seq, iid)),
-        (
-            CLOSE_POSITION,
-            (from_cents(exit_cents), from_cents(pnl), client_request_id, seq, now, position_id),
         ),
     ]
     return trades.with_replayed(_reply(position, account), False), writes
