@@ -322,6 +322,11 @@ def _reply(position: dict[str, Any], account: rules.Account) -> str:
     )
 
 
+def _moved(instrument_id: UUID, net: int, price: int, seq: int) -> Row:
+    """The parameters of UPDATE_INSTRUMENT: the instrument after a trade."""
+    return (from_cents(net), from_cents(price), seq, instrument_id)
+
+
 def _cents_or_none(cents: int | None) -> Decimal | None:
     return None if cents is None else from_cents(cents)
 
@@ -438,10 +443,7 @@ def _decide_open(
                 from_cents(used),
                 from_cents(cost),
                 caller.user_id,
-                from_cents(net),
-                from_cents(price),
-                seq,
-                inst.id,
+                *_moved(inst.id, net, price, seq),
                 position_id,
                 caller.user_id,
                 inst.id,
@@ -524,10 +526,7 @@ def _decide_close(
                 from_cents(used),
                 from_cents(cost),
                 caller.user_id,
-                from_cents(net),
-                from_cents(price),
-                seq,
-                iid,
+                *_moved(iid, net, price, seq),
                 from_cents(exit_cents),
                 from_cents(pnl),
                 client_request_id,
