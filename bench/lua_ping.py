@@ -10,6 +10,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 from ftl.core.config import get_settings
 from ftl.store.services import Services
@@ -17,19 +18,29 @@ from ftl.store.services import Services
 CALLS = 20_000
 
 
+async def round_trips_us(call: Callable[[], Awaitable[object]], calls: int) -> list[float]:
+    """`calls` sequential awaits of `call()`, each timed by the client in microseconds; sorted."""
+    samples_us = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        await call()
+        samples_us.append((time.perf_counter() - start) * 1e6)
+    samples_us.sort()
+    return samples_us
+
+
+async def ping(services: Services) -> None:
+    await services.scripts.call("ping")
+
+
 async def main() -> None:
     services = Services.create(get_settings())
     await services.scripts.load()
     await services.redis.config_resetstat()
-    samples_us = []
-    for _ in range(CALLS):
-        start = time.perf_counter()
-        await services.scripts.call("ping")
-        samples_us.append((time.perf_counter() - start) * 1e6)
+    samples_us = await round_trips_us(lambda: ping(services), CALLS)
     stats = await services.redis.info("commandstats")
     evalsha = stats.get("cmdstat_evalsha", {})
     await services.close()
-    samples_us.sort()
     print(
         json.dumps(
             {

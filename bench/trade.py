@@ -93,6 +93,11 @@ def percentile(samples: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 3)
 
 
+def latency(samples: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 of `samples`."""
+    return {p: percentile(samples, q) for p, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+
+
 def start_redis(stack: ExitStack, *options: str) -> str:
     """A private redis-server with `options` besides the product's; its URL."""
     port = free_port()
@@ -118,14 +123,19 @@ def start_redis(stack: ExitStack, *options: str) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def fresh_database(database_url: str) -> str:
-    """`<name>_bench` dropped and created again on the server of `database_url`; its URL."""
+def fresh_database(database_url: str, suffix: str = "_bench") -> str:
+    """`<name><suffix>` dropped and created again on the server of `database_url`; its URL."""
     url = make_url(database_url)
-    name = f"{url.database}_bench"
+    name = f"{url.database}{suffix}"
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(conn, name)
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
+    """Drop database `name` (its sessions ended) through an autocommit connection to another."""
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_processes(stack: ExitStack, env: dict[str, str], *, margin_worker: bool) -> str:
@@ -329,15 +339,14 @@ def trading_figures(traders: list[Client], elapsed: float) -> dict[str, Any]:
     for trader in traders:
         for code, count in trader.errors.items():
             errors[code] = errors.get(code, 0) + count
-    quantiles = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
     return {
         "opens": len(open_ms),
         "closes": len(close_ms),
         "opens_per_s": round(len(open_ms) / elapsed, 1),
         "requests_per_s": round(sum(t.requests for t in traders) / elapsed, 1),
         "errors": errors,
-        "open_ms": {p: percentile(open_ms, q) for p, q in quantiles},
-        "close_ms": {p: percentile(close_ms, q) for p, q in quantiles},
+        "open_ms": latency(open_ms),
+        "close_ms": latency(close_ms),
     }
 
 

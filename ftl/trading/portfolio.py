@@ -52,6 +52,17 @@ async def portfolio(services: Services, user_id: UUID) -> dict[str, Any]:
         positions.append(view)
     positions.sort(key=lambda p: (p["openedAt"], p["id"]), reverse=True)
     account = rules.Account(int(wallet["balanceCents"]), int(wallet["usedMarginCents"]), unrealized)
+    return {
+        **account_view(account),
+        "unrealizedPnl": json_number(unrealized),
+        "realizedPnl": json_number(int(wallet["realizedCents"])),
+        "positions": positions,
+    }
+
+
+def account_view(account: rules.Account) -> dict[str, Any]:
+    """The wallet figures of an answer (the `wallet` of a trade's, as lua/lib/engine.lua's
+    E.wallet_json writes them)."""
     level = account.margin_level_basis
     return {
         "balance": json_number(account.balance),
@@ -59,9 +70,6 @@ async def portfolio(services: Services, user_id: UUID) -> dict[str, Any]:
         "usedMargin": json_number(account.used_margin),
         "freeMargin": json_number(account.free_margin),
         "marginLevel": None if level is None else json_number(level),
-        "unrealizedPnl": json_number(unrealized),
-        "realizedPnl": json_number(int(wallet["realizedCents"])),
-        "positions": positions,
     }
 
 

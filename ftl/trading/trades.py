@@ -224,8 +224,12 @@ async def answer(
     if status == 0:
         raise await refuse(services, caller, position_id, reply, action)
     metrics.trade_outcome(action, "replayed" if status == 2 else "ok").inc()
-    body: str = reply[1]
-    return f'{body[:-1]},"replayed":{"true" if status == 2 else "false"}}}'
+    return with_replayed(reply[1], status == 2)
+
+
+def with_replayed(body: str, replayed: bool) -> str:
+    """A trade's `{position, wallet}` JSON text with its `replayed` flag."""
+    return f'{body[:-1]},"replayed":{"true" if replayed else "false"}}}'
 
 
 async def _call_with_wallet(
