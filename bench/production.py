@@ -30,6 +30,8 @@ Shape of the load, and why:
 - The traders trade other instruments than the live match's (0.01 lot, as bench/trade.py), so
   the WebSocket clients (5 of the 22 live players each) receive the live ticks and the washouts'
   trade ticks, not 2,000 trade ticks a second each: the clients share the cores with the servers.
+- Before kick-off every holder is evaluated once (pre_match_pass), as a worker running before
+  the match has: each has a safe box when the window opens.
 - The window opens once the poller has seen the match live; at the default speed (15 match
   minutes a real minute) the first half lasts 3 real minutes, so setup plus 60 s stays in it.
 - After the window the simulator stops (no new live ticks) and the bench waits for the margin
@@ -75,6 +77,7 @@ from ftl.store.auth.tokens import generate_private_key_b64
 from ftl.store.db.engine import libpq_url
 from ftl.store.db.migrate import upgrade
 from ftl.store.services import Services
+from ftl.trading.margin import evaluator
 from workers.queues import NAMESPACE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,6 +167,25 @@ async def recover_hot_state(settings: Settings, traders: int) -> tuple[list[str]
         "wallets": report.wallets,
         "open_positions": report.positions,
         "recover_s": round(time.monotonic() - started, 1),
+    }
+
+
+async def pre_match_pass(settings: Settings, players: list[Player]) -> dict[str, Any]:
+    """Every holder evaluated once before kick-off, as the flusher's trade passes evaluate them
+    when they open before a match (docs/decisions/0045): a worker that has run since the
+    positions were opened holds a safe box for each (0046), which `recover` deletes. Without it
+    the window measures the first evaluation of 50,000 users at once, not a live match."""
+    services = Services.create(settings)
+    try:
+        started = time.monotonic()
+        holders = await evaluator.holders_of(services, (p.id for p in players))
+        outcome = await evaluator.evaluate_pass(services, holders)
+    finally:
+        await services.close()
+    return {
+        "pre_match_evaluated": outcome.evaluated,
+        "pre_match_washouts": outcome.closed,
+        "pre_match_s": round(time.monotonic() - started, 1),
     }
 
 
@@ -467,6 +489,7 @@ def main() -> None:
         )
         users, rebuilt = asyncio.run(recover_hot_state(settings, args.clients))
         rebuilt["seed_s"] = round(time.monotonic() - started, 1)
+        rebuilt.update(asyncio.run(pre_match_pass(settings, players)))
         print(f"bench: seeded and recovered {rebuilt}", file=sys.stderr)
         sim_port, web_port, ws_port = trade.free_port(), trade.free_port(), trade.free_port()
         env.update(
