@@ -19,7 +19,7 @@ from ftl.trading.positions import Position, from_hash
 
 
 class Wallet(Answer):
-    """The `wallet` of SPEC §3.2 (the open and close answers, written by the Lua scripts)."""
+    """The `wallet` of SPEC §3.2, as the Lua scripts write it in the open and close answers."""
 
     balance: Points
     used_margin: Points
@@ -108,11 +108,5 @@ async def portfolio(services: Services, user_id: UUID) -> Portfolio:
 async def wallet(services: Services, user_id: UUID) -> MeWallet:
     """The `wallet` of SPEC §3.2 (and the realised PnL) at current prices."""
     summary = await portfolio(services, user_id)
-    return MeWallet(
-        balance=summary.balance,
-        used_margin=summary.used_margin,
-        equity=summary.equity,
-        free_margin=summary.free_margin,
-        margin_level=summary.margin_level,
-        realized_pnl=summary.realized_pnl,
-    )
+    # NOTE: every field of the wallet is one of the portfolio's, under the same name.
+    return MeWallet(**{name: getattr(summary, name) for name in MeWallet.__struct_fields__})
