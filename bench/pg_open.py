@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
+import msgspec
 import psycopg
 import uvloop
 from sqlalchemy.engine import make_url
@@ -317,9 +318,8 @@ def _refuse(code: str, **details: Any) -> FtlError:
 
 
 def _reply(position: dict[str, Any], account: rules.Account) -> str:
-    return json.dumps(
-        {"position": position, "wallet": account_view(account)}, separators=(",", ":")
-    )
+    wallet = msgspec.to_builtins(account_view(account))
+    return json.dumps({"position": position, "wallet": wallet}, separators=(",", ":"))
 
 
 def _moved(instrument_id: UUID, net: int, price: int, seq: int) -> Row:
@@ -435,7 +435,7 @@ def _decide_open(
         closed_by=None,
     )
     account = rules.Account(w.balance, used, held.after_trade(price, side * lots) - cost)
-    reply = _reply(position.to_json(), account)
+    reply = _reply(msgspec.to_builtins(position), account)
     writes: list[tuple[str, Row]] = [
         (
             OPEN_WRITES,

@@ -100,10 +100,12 @@ _TESTS = (
 )
 
 _MSGSPEC = (
-    _.expires_in,  # field of a response Struct (web/schemas.py): msgspec and the OpenAPI use it
+    _.expires_in,  # field of a response Struct (an Answer): msgspec and the OpenAPI use it
     _.needs_profile,  # response Struct field, as above
     _.next_cursor,  # response Struct field, as above
     _.referred_count,  # response Struct field, as above
     _.paid_count,  # response Struct field, as above
+    _.logged_in,  # response Struct field, as above
+    _.enqueued,  # response Struct field, as above
     _.pad,  # tests/integration/test_web.py: a request Struct field msgspec decodes into
 )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import falcon.asgi
 
-from ftl.accounts.sessions import FAMILY_CLAIM, ROLE_CLAIM, Session
+from ftl.accounts.sessions import FAMILY_CLAIM, ROLE_CLAIM, SignIn
 from ftl.accounts.users import Account, get_account
 from ftl.core.errors import Forbidden, Unauthorized, Unavailable
 from ftl.store import keys
@@ -110,7 +110,7 @@ def _session_cookies(
         )
 
 
-def set_session_cookies(resp: falcon.asgi.Response, session: Session, *, secure: bool) -> None:
+def set_session_cookies(resp: falcon.asgi.Response, session: SignIn, *, secure: bool) -> None:
     _session_cookies(resp, (session.access_token, session.refresh_token), secure=secure)
 
 

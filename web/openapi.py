@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 document of every HTTP route (SPEC §3), served at GET /api/openapi.json.
 
-Built once as a plain dict. tests/integration/test_openapi.py keeps it true: every routed
-path and method is here and nothing else is, and real responses validate against the schema
-documented for their status. Objects are closed (`additionalProperties: false`) so a new field
-in a response fails that test until it is written down here.
+Built once as a plain dict: the paths are written here, the request and answer schemas are
+generated from the Structs the routes decode and answer with (web/schemas.py, decision 0135).
+tests/integration/test_openapi.py keeps it true: every routed path and method is here and nothing
+else is, and real responses validate against the schema documented for their status.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import falcon
 import falcon.asgi
 import msgspec
 
+from ftl.core.answers import DistrictId
 from ftl.core.cursors import CURSOR_PATTERN
 from ftl.market import leaderboard
 from ftl.market.scoring import EVERY_POSITION, POSITIONS
@@ -56,6 +57,11 @@ def ref(name: str) -> Schema:
     return {"$ref": REF_TEMPLATE.format(name=name)}
 
 
+def answer(struct: type[msgspec.Struct]) -> Schema:
+    """An answer's schema: its Struct's (web/schemas.py), by reference."""
+    return ref(struct.__name__)
+
+
 def obj(properties: dict[str, Schema], optional: tuple[str, ...] = ()) -> Schema:
     """A closed object: every property required unless named optional."""
     return {
@@ -66,16 +72,11 @@ def obj(properties: dict[str, Schema], optional: tuple[str, ...] = ()) -> Schema
     }
 
 
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
 STRING: Schema = {"type": "string"}
 UUID: Schema = {"type": "string", "format": "uuid"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 BOOL: Schema = {"type": "boolean"}
-INT: Schema = {"type": "integer"}
-DISTRICT_ID: Schema = msgspec.json.schema(schemas.DistrictId)
+DISTRICT_ID: Schema = msgspec.json.schema(DistrictId)
 # A level or price a client sends: 0.01 to 1,000,000 points, to the cent.
 CLIENT_REQUEST_ID: Schema = msgspec.json.schema(schemas.ClientRequestId)
 QUERY_TEXT: Schema = {"type": "string", "pattern": schemas.QUERY_TEXT_PATTERN}
@@ -107,18 +108,12 @@ SCHEMAS: dict[str, Schema] = {
     "ScoringWeights": obj(
         {position: stat_weights(position) for position in (*POSITIONS, EVERY_POSITION)},
     ),
-    "Checks": {
-        "type": "object",
-        "description": 'Each readiness check: "ok" (a failing one makes the answer a 503 that'
-        " names the failing parts and nothing more).",
-        "additionalProperties": {"const": "ok"},
-    },
 }
 
 
 # --- operations -----------------------------------------------------------------------------
 
-ERROR_CONTENT = {"application/json": {"schema": ref("Error")}}
+ERROR_CONTENT = {"application/json": {"schema": answer(schemas.Error)}}
 ERROR_DESCRIPTIONS = {
     400: "Malformed or invalid input (`invalid_json`, `validation_error`, `unknown_field`).",
     401: "Not signed in, or the token is invalid, expired or revoked.",
@@ -148,7 +143,7 @@ def ok(schema: Schema, description: str = "OK.") -> Schema:
 
 def body(struct: type[schemas.Body], *, required: bool = True) -> Schema:
     """A request body: its schema is the Struct's (web/schemas.py), by reference."""
-    return {"required": required, "content": {"application/json": {"schema": ref(struct.__name__)}}}
+    return {"required": required, "content": {"application/json": {"schema": answer(struct)}}}
 
 
 def query(name: str, schema: Schema, description: str = "") -> Schema:
@@ -224,13 +219,13 @@ POSITION_LINKS = {
     for name, method in (("GetPosition", "get"), ("SetLevels", "patch"), ("Close", "delete"))
 }
 LIMIT_100: Schema = {"type": "integer", "minimum": 1, "maximum": positions.MAX_PAGE}
-LOGIN = {200: ok(ref("Session"), "Signed in; both session cookies are set.")}
+LOGIN = {200: ok(answer(schemas.Session), "Signed in; both session cookies are set.")}
 
 PATHS: dict[str, dict[str, Schema]] = {
     "/health": {
         "get": op(
             "The process is alive.",
-            {200: ok(obj({"status": {"const": "ok"}}))},
+            {200: ok(answer(schemas.Alive))},
             tag="operations",
             limited=False,
             stores=False,
@@ -239,7 +234,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/ready": {
         "get": op(
             "Postgres, Redis, the Lua scripts, the eviction policy and hot state are all fine.",
-            {200: ok(obj({"status": {"const": "ready"}, "checks": ref("Checks")}))},
+            {200: ok(answer(schemas.Readiness))},
             errors=(503,),
             tag="operations",
             limited=False,
@@ -275,7 +270,7 @@ PATHS: dict[str, dict[str, Schema]] = {
                 200: {
                     "description": "The asset.",
                     "content": {
-                        "application/json": {"schema": obj({"wsUrl": STRING})},
+                        "application/json": {"schema": answer(schemas.ConsoleConfig)},
                         "text/javascript": {"schema": STRING},
                         "text/css": {"schema": STRING},
                     },
@@ -299,7 +294,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Sign in with a Google ID token; a new user gets 422 `needsProfile` and a code.",
             {
                 **LOGIN,
-                422: ok(ref("NeedsProfile"), "A new user: complete the profile."),
+                422: ok(answer(schemas.NeedsProfile), "A new user: complete the profile."),
             },
             errors=(401,),
             request=body(GoogleSignInBody),
@@ -309,7 +304,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/auth/verify-otp": {
         "post": op(
             "Confirm the 6-digit code of a registration ticket.",
-            {200: ok(obj({"verified": {"const": True}}))},
+            {200: ok(answer(schemas.OtpVerified))},
             errors=(401,),
             request=body(VerifyOtpBody),
             tag="auth",
@@ -318,7 +313,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/auth/resend-otp": {
         "post": op(
             "Send a new code (not within 60 s of the last one).",
-            {200: ok(obj({"sent": {"const": True}}))},
+            {200: ok(answer(schemas.OtpSent))},
             errors=(401,),
             request=body(RegistrationTicketBody),
             tag="auth",
@@ -327,7 +322,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/auth/google/complete": {
         "post": op(
             "Complete the profile of a verified registration ticket: creates user and wallet.",
-            {201: ok(ref("Session"), "Registered and signed in.")},
+            {201: ok(answer(schemas.Session), "Registered and signed in.")},
             errors=(401, 403, 409),
             request=body(ProfileBody),
             tag="auth",
@@ -361,19 +356,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/auth/dev/batch": {
         "post": op(
             "Outside production only: up to 1,000 synthetic users with access tokens.",
-            {
-                200: ok(
-                    obj(
-                        {
-                            "users": {
-                                "type": "array",
-                                "items": obj({"user": ref("User"), "accessToken": STRING}),
-                            },
-                            "expiresIn": INT,
-                        }
-                    )
-                )
-            },
+            {200: ok(answer(schemas.DevUsers))},
             request=body(DevBatchBody),
             tag="auth",
         )
@@ -381,7 +364,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/ws/token": {
         "post": op(
             "A 60-second token for the WebSocket process.",
-            {200: ok(obj({"token": STRING, "expiresIn": {"const": 60}}))},
+            {200: ok(answer(schemas.SocketToken))},
             security=SIGNED_IN,
             tag="auth",
         )
@@ -389,23 +372,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/me": {
         "get": op(
             "Who is signed in: `{loggedIn: false}` or the profile with wallet and referral code.",
-            {
-                200: ok(
-                    {
-                        "oneOf": [
-                            obj({"loggedIn": {"const": False}}),
-                            obj(
-                                {
-                                    "loggedIn": {"const": True},
-                                    "user": ref("User"),
-                                    "wallet": ref("MeWallet"),
-                                    "referralCode": STRING,
-                                }
-                            ),
-                        ]
-                    }
-                )
-            },
+            {200: ok({"oneOf": [answer(schemas.SignedOut), answer(schemas.SignedIn)]})},
             security=MAYBE_SIGNED_IN,
             tag="accounts",
         )
@@ -420,7 +387,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/admin/flags/{name}": {
         "put": op(
             "Admin: create or change a feature flag.",
-            {200: ok(ref("Flag"))},
+            {200: ok(answer(schemas.Flag))},
             security=SIGNED_IN,
             errors=(403,),
             request=body(FlagBody),
@@ -438,25 +405,14 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/districts": {
         "get": op(
             "The 14 Kerala districts.",
-            {
-                200: ok(
-                    obj(
-                        {
-                            "districts": {
-                                "type": "array",
-                                "items": obj({"id": DISTRICT_ID, "name": STRING}),
-                            }
-                        }
-                    )
-                )
-            },
+            {200: ok(answer(schemas.DistrictList))},
             tag="accounts",
         )
     },
     "/api/public/referral/validate": {
         "get": op(
             "Whether a referral code exists; always 200.",
-            {200: ok(obj({"valid": BOOL}))},
+            {200: ok(answer(schemas.ReferralValidity))},
             parameters=[query("code", QUERY_TEXT)],
             tag="accounts",
         )
@@ -464,7 +420,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/referrals": {
         "get": op(
             "My referral code, invites, paid count and bonus total.",
-            {200: ok(ref("Referrals"))},
+            {200: ok(answer(schemas.Referrals))},
             security=SIGNED_IN,
             errors=(404,),
             tag="accounts",
@@ -473,7 +429,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/referrals/invites": {
         "post": op(
             "Create a named invite.",
-            {201: ok(ref("Invite"), "Created.")},
+            {201: ok(answer(schemas.Invite), "Created.")},
             security=SIGNED_IN,
             request=body(InviteBody),
             tag="accounts",
@@ -482,7 +438,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/instruments": {
         "get": op(
             "Instruments with every field and the current price.",
-            {200: ok(obj({"instruments": {"type": "array", "items": ref("Instrument")}}))},
+            {200: ok(answer(schemas.InstrumentList))},
             errors=(400,),
             parameters=[
                 query("team", QUERY_TEXT),
@@ -495,7 +451,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/instruments/{instrument_id}": {
         "get": op(
             "One instrument.",
-            {200: ok(ref("Instrument"))},
+            {200: ok(answer(schemas.Instrument))},
             errors=(404,),
             parameters=[path_id("instrument_id")],
             tag="market",
@@ -504,7 +460,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/instruments/{instrument_id}/price-history": {
         "get": op(
             "Ticks from price_ticks, oldest first.",
-            {200: ok(obj({"ticks": {"type": "array", "items": ref("Tick")}}))},
+            {200: ok(answer(schemas.Ticks))},
             errors=(400, 404),
             parameters=[
                 path_id("instrument_id"),
@@ -517,7 +473,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/matches": {
         "get": op(
             "Fixtures (upcoming, live, finished) with their instruments.",
-            {200: ok(obj({"matches": {"type": "array", "items": ref("Match")}}))},
+            {200: ok(answer(schemas.MatchList))},
             errors=(400,),
             parameters=[query("status", {"enum": ["scheduled", "live", "finished"]})],
             tag="market",
@@ -526,7 +482,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/matches/{match_id}": {
         "get": op(
             "One fixture with its instruments.",
-            {200: ok(ref("Match"))},
+            {200: ok(answer(schemas.Match))},
             errors=(404,),
             parameters=[path_id("match_id")],
             tag="market",
@@ -537,7 +493,7 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Open a position at the fill price of the curve; idempotent by clientRequestId.",
             {
                 201: {
-                    **ok(ref("TradeResult"), "Opened (or the first result, replayed)."),
+                    **ok(answer(schemas.TradeResult), "Opened (or the first result, replayed)."),
                     "links": POSITION_LINKS,
                 }
             },
@@ -550,7 +506,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/positions": {
         "get": op(
             "My positions, newest first, cursor paging.",
-            {200: ok(ref("PositionPage"))},
+            {200: ok(answer(schemas.PositionPage))},
             security=SIGNED_IN,
             errors=(400,),
             parameters=[
@@ -564,7 +520,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     POSITION_PATH: {
         "get": op(
             "One of my positions.",
-            {200: ok(ref("Position"))},
+            {200: ok(answer(schemas.Position))},
             security=SIGNED_IN,
             errors=(404,),
             parameters=[path_id("position_id")],
@@ -572,7 +528,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         ),
         "patch": op(
             "Set (a number) or clear (null) the stop-loss and take-profit; absent keeps.",
-            {200: ok(ref("Position"))},
+            {200: ok(answer(schemas.Position))},
             security=SIGNED_IN,
             errors=(404, 409),
             request=body(LevelsBody),
@@ -581,7 +537,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         ),
         "delete": op(
             "Close at market; idempotent by clientRequestId.",
-            {200: ok(ref("TradeResult"), "Closed (or the first result, replayed).")},
+            {200: ok(answer(schemas.TradeResult), "Closed (or the first result, replayed).")},
             security=SIGNED_IN,
             errors=(400, 404, 409, 422),
             parameters=[
@@ -599,7 +555,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/portfolio": {
         "get": op(
             "The wallet at current prices and the open positions.",
-            {200: ok(ref("Portfolio"))},
+            {200: ok(answer(schemas.Portfolio))},
             security=SIGNED_IN,
             tag="trading",
         )
@@ -607,7 +563,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/trades": {
         "get": op(
             "My fills (opens and closes), newest first.",
-            {200: ok(ref("FillPage"))},
+            {200: ok(answer(schemas.FillPage))},
             security=SIGNED_IN,
             errors=(400,),
             parameters=[query("limit", LIMIT_100), query("cursor", CURSOR)],
@@ -617,7 +573,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/leaderboard": {
         "get": op(
             "The overall or a district board; `me` when a valid access token is presented.",
-            {200: ok(ref("Leaderboard"))},
+            {200: ok(answer(schemas.Leaderboard))},
             security=MAYBE_SIGNED_IN,
             errors=(400,),
             parameters=[
@@ -638,14 +594,14 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/admin/settings": {
         "get": op(
             "Admin: the operator's settings (scoring weights).",
-            {200: ok(obj({"scoringWeights": ref("ScoringWeights")}))},
+            {200: ok(answer(schemas.OperatorSettings))},
             security=SIGNED_IN,
             errors=(403,),
             tag="admin",
         ),
         "put": op(
             "Admin: replace the scoring weights.",
-            {200: ok(obj({"scoringWeights": ref("ScoringWeights")}))},
+            {200: ok(answer(schemas.OperatorSettings))},
             security=SIGNED_IN,
             errors=(403,),
             request=body(SettingsBody),
@@ -656,7 +612,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         "post": op(
             "Admin: activate or deactivate an instrument, set its kMod (a kMod change emits a"
             " tick).",
-            {200: ok(ref("Instrument"), "The instrument after the change.")},
+            {200: ok(answer(schemas.Instrument), "The instrument after the change.")},
             security=SIGNED_IN,
             errors=(403, 404),
             request=body(AdminInstrumentBody),
@@ -667,12 +623,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/admin/replay": {
         "post": op(
             "Admin: enqueue one user's margin replay.",
-            {
-                202: ok(
-                    obj({"enqueued": {"const": True}, "userId": UUID, "since": nullable(TIME)}),
-                    "Enqueued.",
-                )
-            },
+            {202: ok(answer(schemas.ReplayEnqueued), "Enqueued.")},
             security=SIGNED_IN,
             errors=(403, 404),
             request=body(ReplayBody),

@@ -1,5 +1,6 @@
 """Every request body and answer of the HTTP API, declared once as a typed msgspec Struct
-(decision 0135).
+(decision 0135). The answers that ftl/ builds are declared in the ftl module that builds them
+(ftl never imports web) and re-exported here (`X as X`), so this module names the whole contract.
 
 From these classes come the decoding and validation of a body (web/body.py turns msgspec's
 refusals into our `validation_error` / `unknown_field` envelopes naming the field), and the
@@ -25,12 +26,33 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ftl.accounts import referrals, registration, users
+from ftl.accounts.referrals import Invite as Invite
+from ftl.accounts.referrals import ReferralCode
+from ftl.accounts.referrals import Referrals as Referrals
+from ftl.accounts.registration import NeedsProfile as NeedsProfile
+from ftl.accounts.sessions import Session as Session
+from ftl.accounts.users import District as District
+from ftl.accounts.users import User as User
+from ftl.core.answers import Answer, DistrictId, Id, Time
 from ftl.core.errors import InvalidInput, invalid
 from ftl.market import rules
 from ftl.market.instruments import K_MOD_MAX_MICROS, InstrumentChange
+from ftl.market.leaderboard import Leaderboard as Leaderboard
+from ftl.market.matches import Instrument as Instrument
+from ftl.market.matches import Match as Match
+from ftl.market.quotes import Tick as Tick
 from ftl.store.auth.google import NONCE_MAX_CHARS, NONCE_MIN_CHARS
+from ftl.store.auth.tokens import TTL_S, TokenType
+from ftl.store.flags import Flag as Flag
 from ftl.trading import trades
-from ftl.trading.positions import Id, Points, Position, Time
+from ftl.trading.portfolio import MeWallet as MeWallet
+from ftl.trading.portfolio import OpenPosition as OpenPosition
+from ftl.trading.portfolio import Portfolio as Portfolio
+from ftl.trading.portfolio import Wallet as Wallet
+from ftl.trading.positions import Fill as Fill
+from ftl.trading.positions import FillPage as FillPage
+from ftl.trading.positions import Position as Position
+from ftl.trading.positions import PositionPage as PositionPage
 
 Schema = dict[str, Any]
 
@@ -69,8 +91,6 @@ KMod = Annotated[
     float,
     Meta(ge=0, le=K_MOD_MAX_MICROS / 1_000_000, extra_json_schema={"multipleOf": 0.000001}),
 ]
-DistrictId = Annotated[int, Meta(ge=1, le=users.DISTRICT_COUNT)]
-ReferralCode = Annotated[str, Meta(pattern="^[0-9a-f]{8}$")]
 # APPSEC: no query parameter holds a control character (web/params.py refuses them).
 QUERY_TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
 # What ftl/core/text.py refuses in a name (decision 0075); the pattern states the control
@@ -326,18 +346,13 @@ def client_request_id(value: str | None) -> str:
 
 
 # --- answers --------------------------------------------------------------------------------
-# The document's response schemas. NOTE: ftl/ builds these answers as plain JSON (the open and
-# close answers come straight from the Lua scripts); tests/integration/test_openapi.py holds
-# every real answer to the schema below, and every object is closed, so a new field fails that
-# test until it is declared here.
-
-
-class Answer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
-    """A response object."""
-
-
-Idx = Annotated[int, Meta(ge=1, le=65535)]
-SportmonksId = int
+# Every answer is built as one of these Structs and encoded by msgspec (web/app.py), and the
+# document's response schemas are generated from the same classes (decision 0135). An answer
+# that ftl/ builds is declared in the ftl module that builds it (ftl may not import web) and
+# named here for the document; an answer only the web edge builds is declared here. NOTE: the
+# open, close and level answers are written by the Lua scripts in the shape of TradeResult and
+# Position (PERF: one round trip); tests/integration/test_openapi.py holds every real answer to
+# its schema, and every object is closed, so a field the Lua adds fails that test.
 
 
 class ErrorDetail(Answer):
@@ -352,172 +367,95 @@ class Error(Answer):
     error: ErrorDetail
 
 
-class User(Answer):
-    id: Id
-    email: str | None
-    first_name: str
-    last_name: str | None
-    display_name: str
-    district_id: DistrictId
-    role: Literal["user", "admin"]
-    referral_code: ReferralCode
-    is_synthetic: bool
-
-
-class Session(Answer):
-    user: User
-    access_token: str
-    refresh_token: str
-    expires_in: Annotated[int, Meta(description="Seconds the access token lives.")]
-
-
-class NeedsProfile(Answer):
-    needs_profile: Literal[True]
-    registration_ticket: str
-    email: str
-    given_name: str | None
-    family_name: str | None
-
-
-class Wallet(Answer):
-    balance: Points
-    used_margin: Points
-    equity: Points
-    free_margin: Points
-    margin_level: Annotated[float, Meta(description="Percent, 2 dp.")] | None
-
-
-class MeWallet(Wallet):
-    realized_pnl: Points
-
-
-class OpenPosition(Position):
-    """An open position with its current price and unrealised PnL."""
-
-    price: Points
-    unrealized_pnl: Points
-
-
 class TradeResult(Answer):
+    """The open and close answer, written by lua/lib/engine.lua."""
+
     position: Position
     wallet: Wallet
     replayed: bool
 
 
-class PositionPage(Answer):
-    positions: list[Position]
-    next_cursor: str | None
+class Alive(Answer):
+    status: Literal["ok"]
 
 
-class Fill(Answer):
-    position_id: Id
-    kind: Literal["open", "close"]
-    at: Time
-    instrument_id: Id
-    idx: Idx
-    side: Literal["buy", "sell"]
-    lot_size: Points
-    price: Points | None
-    realized_pnl: Points | None
-    closed_by: str | None
+class Readiness(Answer):
+    status: Literal["ready"]
+    checks: Annotated[
+        dict[str, Literal["ok"]],
+        Meta(
+            description='Each readiness check: "ok" (a failing one makes the answer a 503 that'
+            " names the failing parts and nothing more)."
+        ),
+    ]
 
 
-class FillPage(Answer):
-    trades: list[Fill]
-    next_cursor: str | None
+class ConsoleConfig(Answer):
+    ws_url: str
 
 
-class Portfolio(Answer):
-    balance: Points
-    equity: Points
-    used_margin: Points
-    free_margin: Points
-    margin_level: Points | None
-    unrealized_pnl: Points
-    realized_pnl: Points
-    positions: list[OpenPosition]
+class OtpVerified(Answer):
+    verified: Literal[True]
 
 
-class Instrument(Answer):
-    id: Id
-    idx: Idx
-    sportmonks_player_id: SportmonksId
-    name: str
-    team: str
-    position: Literal["GK", "DEF", "MID", "FWD"]
-    form_index: float
-    base_price: Points
-    live_base_price: Points
-    price: Points
-    k_mod: Annotated[float, Meta(description="Points per lot.")]
-    net_lots: float
-    is_active: bool
-    frozen: bool
-    degraded: bool
+class OtpSent(Answer):
+    sent: Literal[True]
 
 
-class Tick(Answer):
-    seq: Annotated[int, Meta(ge=1)]
-    at: Time
-    price: Points
-    live_base_price: Points
-    net_lots: float
-    source: Annotated[int, Meta(ge=0, le=4)]
+class DevUser(Answer):
+    user: User
+    access_token: str
 
 
-class Match(Answer):
-    id: Id
-    sportmonks_fixture_id: SportmonksId
-    home_team: str
-    away_team: str
-    stage: str | None
-    kickoff_at: Time
-    status: Literal["scheduled", "live", "finished"]
-    minute: int | None
-    home_score: int | None
-    away_score: int | None
-    knockout: bool
-    full_time_at: Time | None
+class DevUsers(Answer):
+    users: list[DevUser]
+    expires_in: int
+
+
+class SocketToken(Answer):
+    token: str
+    expires_in: Annotated[int, Meta(extra_json_schema={"const": TTL_S[TokenType.WS]})]
+
+
+class SignedOut(Answer):
+    logged_in: Literal[False]
+
+
+class SignedIn(Answer):
+    logged_in: Literal[True]
+    user: User
+    wallet: MeWallet
+    referral_code: str
+
+
+class DistrictList(Answer):
+    districts: list[District]
+
+
+class ReferralValidity(Answer):
+    valid: bool
+
+
+class InstrumentList(Answer):
     instruments: list[Instrument]
 
 
-class LeaderboardEntry(Answer):
-    rank: Annotated[int, Meta(ge=1)]
+class Ticks(Answer):
+    ticks: list[Tick]
+
+
+class MatchList(Answer):
+    matches: list[Match]
+
+
+class OperatorSettings(Answer):
+    scoring_weights: ScoringWeights
+
+
+class ReplayEnqueued(Answer):
+    enqueued: Literal[True]
     user_id: Id
-    display_name: str | None
-    district_id: DistrictId | None
-    score: Points
-
-
-class LeaderboardMe(Answer):
-    rank: int | None
-    score: Points
-
-
-class Leaderboard(Answer):
-    entries: list[LeaderboardEntry]
-    me: LeaderboardMe | None
-
-
-class Invite(Answer):
-    id: Id
-    label: str
-    created_at: Time
-    signups: int
-
-
-class Referrals(Answer):
-    code: ReferralCode
-    invites: list[Invite]
-    referred_count: int
-    paid_count: int
-    bonus_total: Points
-
-
-class Flag(Answer):
-    name: str
-    enabled: bool
-    is_public: bool
+    since: Time | None
 
 
 ANSWERS: tuple[type[msgspec.Struct], ...] = (
@@ -541,4 +479,20 @@ ANSWERS: tuple[type[msgspec.Struct], ...] = (
     Invite,
     Referrals,
     Flag,
+    Alive,
+    Readiness,
+    ConsoleConfig,
+    OtpVerified,
+    OtpSent,
+    DevUsers,
+    SocketToken,
+    SignedOut,
+    SignedIn,
+    DistrictList,
+    ReferralValidity,
+    InstrumentList,
+    Ticks,
+    MatchList,
+    OperatorSettings,
+    ReplayEnqueued,
 )

@@ -9,12 +9,14 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import Meta
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ftl.core.answers import Answer, Id, Points, Time
 from ftl.core.errors import InvalidInput, NotFound
 from ftl.core.money import json_number, to_cents
 from ftl.core.text import human_text
@@ -22,7 +24,23 @@ from ftl.store.db.models import Referral, ReferralInvite, User
 
 REFERRAL_CODE_BYTES = 4
 REFERRAL_CODE = re.compile(r"[0-9a-f]{8}")
+ReferralCode = Annotated[str, Meta(pattern=f"^{REFERRAL_CODE.pattern}$")]
 INVITE_LABEL_MAX_CHARS = 80
+
+
+class Invite(Answer):
+    id: Id
+    label: str
+    created_at: Time
+    signups: int
+
+
+class Referrals(Answer):
+    code: ReferralCode
+    invites: list[Invite]
+    referred_count: int
+    paid_count: int
+    bonus_total: Points
 
 
 def new_referral_code() -> str:
@@ -104,16 +122,13 @@ def invite_label(raw: object) -> str:
     return human_text(raw, "label", INVITE_LABEL_MAX_CHARS)
 
 
-def _invite_json(row: Any, signups: int) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "label": row.label,
-        "createdAt": row.created_at.isoformat(),
-        "signups": signups,
-    }
+def _invite(row: Any, signups: int) -> Invite:
+    return Invite(
+        id=str(row.id), label=row.label, created_at=row.created_at.isoformat(), signups=signups
+    )
 
 
-async def create_invite(engine: AsyncEngine, user_id: uuid.UUID, label: str) -> dict[str, Any]:
+async def create_invite(engine: AsyncEngine, user_id: uuid.UUID, label: str) -> Invite:
     async with engine.begin() as conn:
         row = (
             await conn.execute(
@@ -122,10 +137,10 @@ async def create_invite(engine: AsyncEngine, user_id: uuid.UUID, label: str) -> 
                 .returning(ReferralInvite.id, ReferralInvite.label, ReferralInvite.created_at)
             )
         ).one()
-    return _invite_json(row, 0)
+    return _invite(row, 0)
 
 
-async def summary(engine: AsyncEngine, user_id: uuid.UUID) -> dict[str, Any]:
+async def summary(engine: AsyncEngine, user_id: uuid.UUID) -> Referrals:
     """GET /api/referrals: my code, my invites, how many signed up, were paid, and the bonus."""
     async with engine.connect() as conn:
         code = (
@@ -150,10 +165,10 @@ async def summary(engine: AsyncEngine, user_id: uuid.UUID) -> dict[str, Any]:
                 ).where(Referral.referrer_id == user_id)
             )
         ).one()
-    return {
-        "code": code,
-        "invites": [_invite_json(row, row[3]) for row in invites],
-        "referredCount": totals[0],
-        "paidCount": totals[1],
-        "bonusTotal": json_number(to_cents(Decimal(totals[2]))),
-    }
+    return Referrals(
+        code=code,
+        invites=[_invite(row, row[3]) for row in invites],
+        referred_count=totals[0],
+        paid_count=totals[1],
+        bonus_total=json_number(to_cents(Decimal(totals[2]))),
+    )

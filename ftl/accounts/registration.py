@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from psycopg.errors import UniqueViolation
 from sqlalchemy.dialects.postgresql import insert
@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ftl.accounts import email, referrals, users
 from ftl.accounts.users import Account
+from ftl.core.answers import DISTRICT_COUNT, Answer
 from ftl.core.errors import Conflict, Forbidden, InvalidInput, RateLimited, Unauthorized
 from ftl.core.json_input import whole_number
 from ftl.core.text import human_text
@@ -40,7 +41,7 @@ OTP_RESEND_COOLDOWN_S = 60
 NAME_MAX_CHARS = 50
 MIN_AGE, MAX_AGE = 18, 120
 PHONE = re.compile(r"[6-9][0-9]{9}")  # NOTE: not \d, which also matches non-ASCII digits
-DISTRICT_IDS = range(1, users.DISTRICT_COUNT + 1)
+DISTRICT_IDS = range(1, DISTRICT_COUNT + 1)
 NO_LIVE_CODE, ALREADY_VERIFIED = -1, -2
 REFERRAL_CODE_ROUNDS = 5
 
@@ -95,21 +96,30 @@ async def _send_code(services: Services, claims: Claims) -> uuid.UUID:
         )
 
 
+class NeedsProfile(Answer):
+    """The 422 body of SPEC §3.1 for a new user."""
+
+    needs_profile: Literal[True]
+    registration_ticket: str
+    email: str
+    given_name: str | None
+    family_name: str | None
+
+
 @dataclass(frozen=True)
 class Started:
     ticket: str
     identity: GoogleIdentity
     outbox_id: uuid.UUID
 
-    def to_json(self) -> dict[str, Any]:
-        """The 422 body of SPEC §3.1 for a new user."""
-        return {
-            "needsProfile": True,
-            "registrationTicket": self.ticket,
-            "email": self.identity.email,
-            "givenName": self.identity.given_name,
-            "familyName": self.identity.family_name,
-        }
+    def answer(self) -> NeedsProfile:
+        return NeedsProfile(
+            needs_profile=True,
+            registration_ticket=self.ticket,
+            email=self.identity.email,
+            given_name=self.identity.given_name,
+            family_name=self.identity.family_name,
+        )
 
 
 async def start(services: Services, identity: GoogleIdentity) -> Started:

@@ -13,9 +13,12 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
-from ftl.accounts.users import Account, get_account
+from msgspec import Meta
+
+from ftl.accounts.users import Account, User, get_account
+from ftl.core.answers import Answer
 from ftl.core.errors import Unauthorized
 from ftl.store import keys
 from ftl.store.auth.tokens import TTL_S, Claims, TokenType
@@ -26,8 +29,19 @@ ROLE_CLAIM = "role"
 ROTATED, REUSED = 1, 0
 
 
+class Session(Answer):
+    """The login answer of SPEC §3.1."""
+
+    user: User
+    access_token: str
+    refresh_token: str
+    expires_in: Annotated[int, Meta(description="Seconds the access token lives.")]
+
+
 @dataclass(frozen=True)
-class Session:
+class SignIn:
+    """One sign-in's token pair, for the answer and the session cookies."""
+
     account: Account
     access_token: str
     refresh_token: str
@@ -38,14 +52,13 @@ class Session:
     def expires_in_s(self) -> int:
         return self.access.exp - self.access.iat
 
-    def to_json(self) -> dict[str, Any]:
-        """The login answer of SPEC §3.1: {user, accessToken, refreshToken, expiresIn}."""
-        return {
-            "user": self.account.to_json(),
-            "accessToken": self.access_token,
-            "refreshToken": self.refresh_token,
-            "expiresIn": self.expires_in_s,
-        }
+    def answer(self) -> Session:
+        return Session(
+            user=self.account.answer(),
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            expires_in=self.expires_in_s,
+        )
 
 
 def issue_access(services: Services, account: Account, family: str | None = None) -> str:
@@ -57,7 +70,7 @@ def issue_access(services: Services, account: Account, family: str | None = None
     return token
 
 
-def _pair(services: Services, account: Account, family: str) -> Session:
+def _pair(services: Services, account: Account, family: str) -> SignIn:
     access_token, access = services.tokens.issue(
         TokenType.ACCESS,
         str(account.id),
@@ -66,10 +79,10 @@ def _pair(services: Services, account: Account, family: str) -> Session:
     refresh_token, refresh = services.tokens.issue(
         TokenType.REFRESH, str(account.id), extra={FAMILY_CLAIM: family}
     )
-    return Session(account, access_token, refresh_token, access, refresh)
+    return SignIn(account, access_token, refresh_token, access, refresh)
 
 
-async def start(services: Services, account: Account) -> Session:
+async def start(services: Services, account: Account) -> SignIn:
     """Sign in: a new session family with its first token pair."""
     session = _pair(services, account, uuid.uuid4().hex)
     await services.redis.set(
@@ -80,7 +93,7 @@ async def start(services: Services, account: Account) -> Session:
     return session
 
 
-async def rotate(services: Services, refresh_token: str) -> Session:
+async def rotate(services: Services, refresh_token: str) -> SignIn:
     """A new pair for a live refresh token; the presented one dies. 401 otherwise, and a token
     already rotated away kills its whole family."""
     claims = services.tokens.verify(refresh_token, TokenType.REFRESH)

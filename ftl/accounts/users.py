@@ -10,24 +10,43 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ftl.accounts.referrals import new_referral_code
+from ftl.accounts.referrals import ReferralCode, new_referral_code
+from ftl.core.answers import DISTRICT_COUNT, Answer, DistrictId, Id
 from ftl.core.text import human_text
-from ftl.store.db.models import District, User, UserRole, Wallet
+from ftl.store.db.models import District as Districts
+from ftl.store.db.models import User as Users
+from ftl.store.db.models import UserRole, Wallet
 
 STARTING_BALANCE = Decimal("10000.00")
-DISTRICT_COUNT = 14
 DISPLAY_NAME_MAX_CHARS = 50
 SYNTHETIC_SUBJECT_PREFIX = "synthetic:"  # NOTE: decision 0005, synthetic users' identity key
 DEV_BATCH_MAX = 1_000
 DEV_BATCH_PREFIX_MAX_CHARS = 40
 # NOTE: 4 random bytes collide rarely (1 in ~4 million per pair at 1,000 users); retry those rows.
 INSERT_ROUNDS = 5
+
+
+class User(Answer):
+    id: Id
+    email: str | None
+    first_name: str
+    last_name: str | None
+    display_name: str
+    district_id: DistrictId
+    role: Literal["user", "admin"]
+    referral_code: ReferralCode
+    is_synthetic: bool
+
+
+class District(Answer):
+    id: DistrictId
+    name: str
 
 
 @dataclass(frozen=True)
@@ -42,30 +61,30 @@ class Account:
     referral_code: str
     is_synthetic: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "email": self.email,
-            "firstName": self.first_name,
-            "lastName": self.last_name,
-            "displayName": self.display_name,
-            "districtId": self.district_id,
-            "role": self.role.value,
-            "referralCode": self.referral_code,
-            "isSynthetic": self.is_synthetic,
-        }
+    def answer(self) -> User:
+        return User(
+            id=str(self.id),
+            email=self.email,
+            first_name=self.first_name,
+            last_name=self.last_name,
+            display_name=self.display_name,
+            district_id=self.district_id,
+            role=self.role.value,
+            referral_code=self.referral_code,
+            is_synthetic=self.is_synthetic,
+        )
 
 
 ACCOUNT_COLUMNS = (
-    User.id,
-    User.email,
-    User.first_name,
-    User.last_name,
-    User.display_name,
-    User.district_id,
-    User.role,
-    User.referral_code,
-    User.is_synthetic,
+    Users.id,
+    Users.email,
+    Users.first_name,
+    Users.last_name,
+    Users.display_name,
+    Users.district_id,
+    Users.role,
+    Users.referral_code,
+    Users.is_synthetic,
 )
 
 
@@ -75,7 +94,7 @@ def _account(row: Sequence[Any]) -> Account:
 
 async def get_account(engine: AsyncEngine, user_id: uuid.UUID) -> Account | None:
     async with engine.connect() as conn:
-        row = (await conn.execute(select(*ACCOUNT_COLUMNS).where(User.id == user_id))).first()
+        row = (await conn.execute(select(*ACCOUNT_COLUMNS).where(Users.id == user_id))).first()
     return None if row is None else _account(row)
 
 
@@ -84,17 +103,17 @@ async def find_google_account(engine: AsyncEngine, subject: str, email: str) -> 
     Google subject yet (the admin `ftl seed` creates) is linked to it on first sign-in."""
     async with engine.begin() as conn:
         row = (
-            await conn.execute(select(*ACCOUNT_COLUMNS).where(User.google_sub == subject))
+            await conn.execute(select(*ACCOUNT_COLUMNS).where(Users.google_sub == subject))
         ).first()
         if row is not None:
             return _account(row)
         linked = (
             await conn.execute(
-                update(User)
+                update(Users)
                 .where(
-                    User.email == email,
-                    User.google_sub.is_(None),
-                    User.is_synthetic.is_(False),
+                    Users.email == email,
+                    Users.google_sub.is_(None),
+                    Users.is_synthetic.is_(False),
                 )
                 .values(google_sub=subject)
                 .returning(*ACCOUNT_COLUMNS)
@@ -142,20 +161,20 @@ async def synthetic_accounts(engine: AsyncEngine, names: Sequence[str]) -> list[
             if not missing:
                 break
             created = await conn.execute(
-                insert(User)
+                insert(Users)
                 .values([_synthetic_row(name) for name in missing])
                 .on_conflict_do_nothing()
-                .returning(User.id)
+                .returning(Users.id)
             )
             await insert_wallet(conn, list(created.scalars()))
             rows = await conn.execute(
-                select(*ACCOUNT_COLUMNS, User.google_sub).where(User.google_sub.in_(subjects))
+                select(*ACCOUNT_COLUMNS, Users.google_sub).where(Users.google_sub.in_(subjects))
             )
             found = {row.google_sub: _account(row) for row in rows}
     return [found[sub] for sub in (f"{SYNTHETIC_SUBJECT_PREFIX}{name}" for name in names)]
 
 
-async def districts(engine: AsyncEngine) -> list[dict[str, Any]]:
+async def districts(engine: AsyncEngine) -> list[District]:
     async with engine.connect() as conn:
-        rows = await conn.execute(select(District.id, District.name).order_by(District.id))
-    return [{"id": row.id, "name": row.name} for row in rows]
+        rows = await conn.execute(select(Districts.id, Districts.name).order_by(Districts.id))
+    return [District(id=row.id, name=row.name) for row in rows]

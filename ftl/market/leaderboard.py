@@ -5,12 +5,14 @@ earlier arrival first."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
+from msgspec import Meta
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ftl.core.answers import DISTRICT_COUNT, Answer, DistrictId, Id, Points
 from ftl.core.errors import invalid
 from ftl.core.money import from_cents, json_number
 from ftl.core.text import is_small_whole_number
@@ -20,7 +22,25 @@ from ftl.store.services import Services
 
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000_000
-DISTRICTS = range(1, 15)
+DISTRICTS = range(1, DISTRICT_COUNT + 1)
+
+
+class LeaderboardEntry(Answer):
+    rank: Annotated[int, Meta(ge=1)]
+    user_id: Id
+    display_name: str | None
+    district_id: DistrictId | None
+    score: Points
+
+
+class LeaderboardMe(Answer):
+    rank: int | None
+    score: Points
+
+
+class Leaderboard(Answer):
+    entries: list[LeaderboardEntry]
+    me: LeaderboardMe | None
 
 
 def _number(raw: str | None, field: str, default: int, low: int, high: int) -> int:
@@ -41,7 +61,7 @@ def board_key(scope: str | None, district_raw: str | None) -> str:
         raise invalid("scope", "must be overall or district")
     if district_raw is None:
         raise invalid("districtId", "is required for the district scope")
-    return keys.board_district(_number(district_raw, "districtId", 0, 1, 14))
+    return keys.board_district(_number(district_raw, "districtId", 0, 1, DISTRICT_COUNT))
 
 
 def board_member(arrival: int, user_id: UUID | str) -> str:
@@ -60,7 +80,7 @@ async def leaderboard(
     limit_raw: str | None,
     offset_raw: str | None,
     me: UUID | None,
-) -> dict[str, Any]:
+) -> Leaderboard:
     board = board_key(scope, district_raw)
     limit = _number(limit_raw, "limit", 50, 1, MAX_LIMIT)
     offset = _number(offset_raw, "offset", 0, 0, MAX_OFFSET)
@@ -77,23 +97,23 @@ async def leaderboard(
     rows = await services.reads.read(names)
     people = {row.id: row for row in rows}
     entries = [
-        {
-            "rank": offset + n + 1,
-            "userId": str(user_id),
-            "displayName": people[user_id].display_name if user_id in people else None,
-            "districtId": people[user_id].district_id if user_id in people else None,
-            "score": json_number(int(score)),
-        }
+        LeaderboardEntry(
+            rank=offset + n + 1,
+            user_id=str(user_id),
+            display_name=people[user_id].display_name if user_id in people else None,
+            district_id=people[user_id].district_id if user_id in people else None,
+            score=json_number(int(score)),
+        )
         for n, (user_id, (_, score)) in enumerate(zip(user_ids, members, strict=True))
     ]
-    mine = None
+    mine: LeaderboardMe | None = None
     if me is not None:
         member = await redis.hget(keys.wallet(me), "boardMember")
         rank: int | None = await redis.zrevrank(board, member) if member else None  # type: ignore[assignment]
         if member and rank is not None:
             score = await redis.zscore(board, member)
-            mine = {"rank": rank + 1, "score": json_number(int(score or 0))}
-    return {"entries": entries, "me": mine}
+            mine = LeaderboardMe(rank=rank + 1, score=json_number(int(score or 0)))
+    return Leaderboard(entries=entries, me=mine)
 
 
 SNAPSHOT_TOP = 1_000  # ranks kept per board and snapshot (docs/decisions/0014)

@@ -7,22 +7,65 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
+from msgspec import Meta
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from ftl.core.answers import Answer, Id, Idx, Points, Time
 from ftl.core.errors import InvalidInput, NotFound
 from ftl.core.money import from_cents
 from ftl.market import instruments
 from ftl.market.instruments import MICROS, InstrumentState
 from ftl.market.rules import price_cents
 from ftl.sportmonks.payload import FT_STATE_ID, FeedFixture, MatchPhase
-from ftl.store.db.models import Fixture, FixtureStatus, Instrument
+from ftl.store.db.models import Fixture, FixtureStatus
+from ftl.store.db.models import Instrument as InstrumentRow
 
 BRIEF_FT_WAIT = timedelta(minutes=15)  # a level knockout's 5 FT unchanged this long is final
+
+SportmonksId = int
+PlayerPosition = Literal["GK", "DEF", "MID", "FWD"]
+MatchStatus = Literal["scheduled", "live", "finished"]
+
+
+class Instrument(Answer):
+    """An instrument with every field of SPEC §1.2 and its current price."""
+
+    id: Id
+    idx: Idx
+    sportmonks_player_id: SportmonksId
+    name: str
+    team: str
+    position: PlayerPosition
+    form_index: float
+    base_price: Points
+    live_base_price: Points
+    price: Points
+    k_mod: Annotated[float, Meta(description="Points per lot.")]
+    net_lots: float
+    is_active: bool
+    frozen: bool
+    degraded: bool
+
+
+class Match(Answer):
+    id: Id
+    sportmonks_fixture_id: SportmonksId
+    home_team: str
+    away_team: str
+    stage: str | None
+    kickoff_at: Time
+    status: MatchStatus
+    minute: int | None
+    home_score: int | None
+    away_score: int | None
+    knockout: bool
+    full_time_at: Time | None
+    instruments: list[Instrument]
 
 
 @dataclass
@@ -155,7 +198,7 @@ def parse_status(raw: str | None) -> FixtureStatus | None:
 
 async def list_matches(
     engine: AsyncEngine, redis: Redis, status: FixtureStatus | None = None
-) -> list[dict[str, Any]]:
+) -> list[Match]:
     """Every fixture by kick-off (optionally of one status), each with its instruments."""
     query = select(Fixture).order_by(Fixture.kickoff_at, Fixture.sportmonks_fixture_id)
     if status is not None:
@@ -165,7 +208,7 @@ async def list_matches(
     return await _with_instruments(engine, redis, fixtures)
 
 
-async def get_match(engine: AsyncEngine, redis: Redis, fixture_id: UUID) -> dict[str, Any]:
+async def get_match(engine: AsyncEngine, redis: Redis, fixture_id: UUID) -> Match:
     async with AsyncSession(engine) as session:
         fixture = await session.get(Fixture, fixture_id)
     if fixture is None:
@@ -175,34 +218,36 @@ async def get_match(engine: AsyncEngine, redis: Redis, fixture_id: UUID) -> dict
 
 async def _with_instruments(
     engine: AsyncEngine, redis: Redis, fixtures: Sequence[Fixture]
-) -> list[dict[str, Any]]:
+) -> list[Match]:
     teams = {team for f in fixtures for team in (f.home_team, f.away_team)}
     async with AsyncSession(engine) as session:
         rows = (
             await session.scalars(
-                select(Instrument).where(Instrument.team.in_(teams)).order_by(Instrument.idx)
+                select(InstrumentRow)
+                .where(InstrumentRow.team.in_(teams))
+                .order_by(InstrumentRow.idx)
             )
         ).all()
     states = await instruments.read_many(redis, rows)
-    by_team: dict[str, list[dict[str, Any]]] = {}
+    by_team: dict[str, list[Instrument]] = {}
     for state in states:
-        by_team.setdefault(state.team, []).append(instrument_json(state))
+        by_team.setdefault(state.team, []).append(instrument_answer(state))
     return [
-        {
-            "id": str(f.id),
-            "sportmonksFixtureId": f.sportmonks_fixture_id,
-            "homeTeam": f.home_team,
-            "awayTeam": f.away_team,
-            "stage": f.stage,
-            "kickoffAt": _iso(f.kickoff_at),
-            "status": f.status.value,
-            "minute": f.minute,
-            "homeScore": f.home_score,
-            "awayScore": f.away_score,
-            "knockout": f.knockout,
-            "fullTimeAt": _iso(f.full_time_at) if f.full_time_at else None,
-            "instruments": by_team.get(f.home_team, []) + by_team.get(f.away_team, []),
-        }
+        Match(
+            id=str(f.id),
+            sportmonks_fixture_id=f.sportmonks_fixture_id,
+            home_team=f.home_team,
+            away_team=f.away_team,
+            stage=f.stage,
+            kickoff_at=_iso(f.kickoff_at),
+            status=f.status.value,
+            minute=f.minute,
+            home_score=f.home_score,
+            away_score=f.away_score,
+            knockout=f.knockout,
+            full_time_at=_iso(f.full_time_at) if f.full_time_at else None,
+            instruments=by_team.get(f.home_team, []) + by_team.get(f.away_team, []),
+        )
         for f in fixtures
     ]
 
@@ -212,26 +257,25 @@ def _points(cents: int) -> float:
     return float(from_cents(cents))
 
 
-def instrument_json(state: InstrumentState) -> dict[str, Any]:
-    """An instrument with every field of SPEC §1.2 and its current price."""
+def instrument_answer(state: InstrumentState) -> Instrument:
     price = price_cents(state.live_base_price_cents, state.k_mod_micros, state.net_lots_centis)
-    return {
-        "id": str(state.id),
-        "idx": state.idx,
-        "sportmonksPlayerId": state.sportmonks_player_id,
-        "name": state.name,
-        "team": state.team,
-        "position": state.position,
-        "formIndex": float(state.form_index),
-        "basePrice": _points(state.base_price_cents),
-        "liveBasePrice": _points(state.live_base_price_cents),
-        "price": _points(price),
-        "kMod": float(Decimal(state.k_mod_micros) / MICROS),
-        "netLots": _points(state.net_lots_centis),
-        "isActive": state.is_active,
-        "frozen": state.frozen,
-        "degraded": state.degraded,
-    }
+    return Instrument(
+        id=str(state.id),
+        idx=state.idx,
+        sportmonks_player_id=state.sportmonks_player_id,
+        name=state.name,
+        team=state.team,
+        position=cast(PlayerPosition, state.position),
+        form_index=float(state.form_index),
+        base_price=_points(state.base_price_cents),
+        live_base_price=_points(state.live_base_price_cents),
+        price=_points(price),
+        k_mod=float(Decimal(state.k_mod_micros) / MICROS),
+        net_lots=_points(state.net_lots_centis),
+        is_active=state.is_active,
+        frozen=state.frozen,
+        degraded=state.degraded,
+    )
 
 
 def _iso(moment: datetime) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +14,7 @@ from ftl.store import hotstore, keys
 from ftl.store.services import Services
 
 CHECK_TIMEOUT_S = 2.0
-OK = "ok"
+OK: Final = "ok"
 
 
 async def _postgres(services: Services) -> str:

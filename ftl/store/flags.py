@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ftl.core.answers import Answer
 from ftl.core.errors import InvalidInput
 from ftl.store import keys
 from ftl.store.db.models import FeatureFlag
@@ -28,6 +29,12 @@ COMING_SOON = "comingSoon"
 MAINTENANCE_MODE = "maintenanceMode"
 FLAG_CACHE_S = 1.0
 FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+class Flag(Answer):
+    name: str
+    enabled: bool
+    is_public: bool
 
 
 def flag_name(raw: str) -> str:
@@ -84,7 +91,7 @@ class Flags:
         """Every public flag by name (GET /api/flags), read from the table."""
         return {name: on for name, (on, public) in (await self._from_postgres()).items() if public}
 
-    async def set(self, name: str, enabled: bool, is_public: bool | None = None) -> dict[str, Any]:
+    async def set(self, name: str, enabled: bool, is_public: bool | None = None) -> Flag:
         """Create or change a flag; the table first, then the hot copy."""
         values: dict[str, Any] = {"name": name, "enabled": enabled}
         if is_public is not None:
@@ -100,7 +107,7 @@ class Flags:
                 )
             ).one()
         await self.restore()
-        return {"name": name, "enabled": row.enabled, "isPublic": row.is_public}
+        return Flag(name=name, enabled=row.enabled, is_public=row.is_public)
 
     async def restore(self) -> int:
         """Write the hot copy of the whole table (a change, `ftl recover`); how many flags."""

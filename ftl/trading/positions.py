@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar, cast
 from uuid import UUID
 
-import msgspec
 from msgspec import Meta
 from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from ftl.core.answers import Answer, Id, Idx, Points, Time
 from ftl.core.cursors import FillsCursor, PositionsCursor
 from ftl.core.errors import InvalidInput, NotFound
 from ftl.core.instants import iso, iso_ms
@@ -32,23 +32,20 @@ MAX_PAGE = 100  # the `limit` of every list is 1 to 100 (SPEC §3.2, OpenAPI)
 T = TypeVar("T")
 
 
-Points = Annotated[float, Meta(description="Points, exact to the cent.")]
-Time = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
-Id = Annotated[str, Meta(extra_json_schema={"format": "uuid"})]
 ClosedBy = Literal["user", "stop_loss", "take_profit", "washout", "auto_exit_ft"]
 
 
-class Position(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+class Position(Answer):
     """A position: open, or closed with its exit."""
 
-    # NOTE: declared once: both readers below build it, and the OpenAPI document's `Position`
-    # schema is generated from it (web/openapi.py). The open and close answers are written by
+    # NOTE: both readers below build it, and the OpenAPI document's `Position` schema is
+    # generated from it (web/openapi.py). The open, close and level answers are written by
     # lua/lib/engine.lua in the same shape (PERF: one round trip on the hot path);
     # tests/integration/test_openapi.py holds every answer to this schema.
 
     id: Id
     instrument_id: Id
-    idx: Annotated[int, Meta(ge=1, le=65535)]
+    idx: Idx
     direction: Literal["long", "short"]
     lot_size: Annotated[float, Meta(ge=0.01, le=100)]
     entry_price: Points
@@ -62,9 +59,28 @@ class Position(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fiel
     closed_at: Time | None
     closed_by: ClosedBy | None
 
-    def to_json(self) -> dict[str, Any]:
-        fields: dict[str, Any] = msgspec.to_builtins(self)
-        return fields
+
+class PositionPage(Answer):
+    positions: list[Position]
+    next_cursor: str | None
+
+
+class Fill(Answer):
+    position_id: Id
+    kind: Literal["open", "close"]
+    at: Time
+    instrument_id: Id
+    idx: Idx
+    side: Literal["buy", "sell"]
+    lot_size: Points
+    price: Points | None
+    realized_pnl: Points | None
+    closed_by: str | None
+
+
+class FillPage(Answer):
+    trades: list[Fill]
+    next_cursor: str | None
 
 
 def _points(cents: int | None) -> float | None:
@@ -75,7 +91,7 @@ def _int_or_none(value: str | None) -> int | None:
     return None if value is None or value == "" else int(value)
 
 
-def from_hash(position_id: str, f: dict[str, str]) -> dict[str, Any]:
+def from_hash(position_id: str, f: dict[str, str]) -> Position:
     """The REST shape of a `position:{id}` hash (the same as lua/lib/engine.lua writes)."""
     return Position(
         id=position_id,
@@ -93,14 +109,14 @@ def from_hash(position_id: str, f: dict[str, str]) -> dict[str, Any]:
         realized_pnl=_points(_int_or_none(f.get("pnlCents"))),
         closed_at=iso_ms(f["closedAtMs"]) if f.get("closedAtMs") else None,
         closed_by=cast(ClosedBy | None, f.get("closedBy")),
-    ).to_json()
+    )
 
 
 def _money(value: Any) -> float | None:
     return None if value is None else json_number(to_cents(value))
 
 
-def from_row(row: CfdPosition, idx: int) -> dict[str, Any]:
+def from_row(row: CfdPosition, idx: int) -> Position:
     """The same shape from the Postgres row."""
     return Position(
         id=str(row.id),
@@ -118,10 +134,10 @@ def from_row(row: CfdPosition, idx: int) -> dict[str, Any]:
         realized_pnl=_money(row.realized_pnl),
         closed_at=iso(row.closed_at) if row.closed_at else None,
         closed_by=row.closed_by.value if row.closed_by else None,
-    ).to_json()
+    )
 
 
-async def get(services: Services, user_id: UUID, position_id: UUID) -> dict[str, Any]:
+async def get(services: Services, user_id: UUID, position_id: UUID) -> Position:
     fields: dict[str, str] = await services.redis.hgetall(keys.position(position_id))  # type: ignore[assignment]
     # APPSEC: another user's position is answered exactly like a missing one.
     if fields and fields["userId"] == str(user_id):
@@ -184,7 +200,7 @@ async def list_positions(
     status: PositionStatus | None,
     limit: int,
     after: PositionsCursor | None,
-) -> dict[str, Any]:
+) -> PositionPage:
     """The user's positions, newest opened first; `nextCursor` when there are more."""
     query = (
         select(CfdPosition, Instrument.idx)
@@ -208,10 +224,10 @@ async def list_positions(
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1][0] if rows else None
-    return {
-        "positions": [from_row(row, idx) for row, idx in rows],
-        "nextCursor": PositionsCursor(last.opened_at, last.id).encode() if more and last else None,
-    }
+    return PositionPage(
+        positions=[from_row(row, idx) for row, idx in rows],
+        next_cursor=PositionsCursor(last.opened_at, last.id).encode() if more and last else None,
+    )
 
 
 FILLS = text(
@@ -239,7 +255,7 @@ FILLS = text(
 
 async def list_fills(
     services: Services, user_id: UUID, limit: int, after: FillsCursor | None
-) -> dict[str, Any]:
+) -> FillPage:
     """The user's fills, one per open and one per close, newest first."""
     params: dict[str, Any] = {
         "user_id": user_id,
@@ -256,25 +272,25 @@ async def list_fills(
     more = len(rows) > limit
     rows = rows[:limit]
     fills = [
-        {
-            "positionId": str(row.position_id),
-            "kind": row.kind,
-            "at": iso(row.at),
-            "instrumentId": str(row.instrument_id),
-            "idx": row.idx,
+        Fill(
+            position_id=str(row.position_id),
+            kind=row.kind,
+            at=iso(row.at),
+            instrument_id=str(row.instrument_id),
+            idx=row.idx,
             # NOTE: closing a long sells, closing a short buys.
-            "side": "buy" if (row.direction == "long") == (row.kind == "open") else "sell",
-            "lotSize": json_number(to_cents(row.lot_size)),
-            "price": _money(row.price),
-            "realizedPnl": _money(row.realized_pnl),
-            "closedBy": row.closed_by,
-        }
+            side="buy" if (row.direction == "long") == (row.kind == "open") else "sell",
+            lot_size=json_number(to_cents(row.lot_size)),
+            price=_money(row.price),
+            realized_pnl=_money(row.realized_pnl),
+            closed_by=row.closed_by,
+        )
         for row in rows
     ]
     last = rows[-1] if rows else None
-    return {
-        "trades": fills,
-        "nextCursor": FillsCursor(last.at, last.position_id, last.kind).encode()
+    return FillPage(
+        trades=fills,
+        next_cursor=FillsCursor(last.at, last.position_id, last.kind).encode()
         if more and last
         else None,
-    }
+    )

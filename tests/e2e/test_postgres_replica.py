@@ -106,21 +106,21 @@ async def test_reads_go_to_the_replica_until_it_lags_and_own_trades_never_vanish
     try:
         await open_flushed(services, trader, instrument, "second")  # on the primary only
         history = await price_history(services, instrument, None, None)
-        assert [tick["seq"] for tick in history] == [1]  # read on the replica
+        assert [tick.seq for tick in history] == [1]  # read on the replica
         mine = await list_positions(services, trader, None, 50, None)
-        assert len(mine["positions"]) == 2  # the trader's own list: the primary
+        assert len(mine.positions) == 2  # the trader's own list: the primary
         theirs = await list_positions(services, watcher, None, 50, None)
-        assert theirs["positions"] == []
+        assert theirs.positions == []
 
         services.reads.max_lag_ms = 1  # the paused replica now trails beyond the limit
         await until_on(services, replica=False)
         history = await price_history(services, instrument, None, None)
-        assert [tick["seq"] for tick in history] == [1, 2]
+        assert [tick.seq for tick in history] == [1, 2]
     finally:
         replica.sql("SELECT pg_wal_replay_resume()")
     await until_on(services, replica=True)  # caught up: no lag at all
     history = await price_history(services, instrument, None, None)
-    assert [tick["seq"] for tick in history] == [1, 2]
+    assert [tick.seq for tick in history] == [1, 2]
 
 
 async def test_a_replica_that_stops_sends_reads_to_the_primary(
@@ -136,7 +136,7 @@ async def test_a_replica_that_stops_sends_reads_to_the_primary(
     replica.stop()
     try:
         history = await price_history(services, instrument, None, None)
-        assert [tick["seq"] for tick in history] == [1]
+        assert [tick.seq for tick in history] == [1]
         assert not services.reads.replica_usable
         checked = ReadRoute(
             services.engine, services.reads.replica, max_lag_ms=LAG_LIMIT_MS, check_ms=1

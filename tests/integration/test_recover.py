@@ -190,11 +190,8 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     )  # type: ignore[assignment]
     assert [int(score) for _, score in log][-3:] == [last_seq, last_seq + 1, last_seq + 2]
     after = await portfolio(services, carol)
-    assert (
-        after["balance"]
-        == before[f"portfolio {carol}"]["balance"]
-        + after["realizedPnl"]
-        - (before[f"portfolio {carol}"]["realizedPnl"])
+    assert after.balance == before[f"portfolio {carol}"].balance + after.realized_pnl - (
+        before[f"portfolio {carol}"].realized_pnl
     )
     await drain(services)
     seqs = [
@@ -205,7 +202,7 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     ]
     assert seqs == list(range(1, last_seq + 3))
     board = await leaderboard.leaderboard(services, "overall", None, None, None, carol)
-    assert len(board["entries"]) == 3 and board["me"] is not None  # one member per user
+    assert len(board.entries) == 3 and board.me is not None  # one member per user
 
     # The rebuilt counts keep the index: a close of one leg of the hedge (net lots back to ±1,
     # then 0 with the other) leaves carol a holder until her last position on `a` closes.

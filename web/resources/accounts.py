@@ -14,7 +14,9 @@ from ftl.store.services import Services
 from ftl.trading import portfolio
 from web.auth import authenticate, presented_token, require_admin
 from web.body import read_body
-from web.schemas import FlagBody, InviteBody
+from web.schemas import DistrictList, FlagBody, InviteBody, ReferralValidity, SignedIn, SignedOut
+
+SIGNED_OUT = SignedOut(logged_in=False)
 
 
 class Me:
@@ -26,19 +28,19 @@ class Me:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if presented_token(req) is None:
-            resp.media = {"loggedIn": False}
+            resp.media = SIGNED_OUT
             return
         claims = await authenticate(req, self.services, coming_soon_exempt=True)
         account = await users.get_account(self.services.engine, claims.user_id)
         if account is None:
-            resp.media = {"loggedIn": False}
+            resp.media = SIGNED_OUT
             return
-        resp.media = {
-            "loggedIn": True,
-            "user": account.to_json(),
-            "wallet": await portfolio.wallet(self.services, account.id),
-            "referralCode": account.referral_code,
-        }
+        resp.media = SignedIn(
+            logged_in=True,
+            user=account.answer(),
+            wallet=await portfolio.wallet(self.services, account.id),
+            referral_code=account.referral_code,
+        )
 
 
 class Flags:
@@ -65,7 +67,7 @@ class Districts:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"districts": await users.districts(self.services.engine)}
+        resp.media = DistrictList(districts=await users.districts(self.services.engine))
 
 
 class ReferralValidate:
@@ -76,7 +78,7 @@ class ReferralValidate:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         code = req.get_param("code") or ""
-        resp.media = {"valid": await referrals.code_exists(self.services.engine, code)}
+        resp.media = ReferralValidity(valid=await referrals.code_exists(self.services.engine, code))
 
 
 class Referrals:

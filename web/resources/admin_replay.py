@@ -16,7 +16,7 @@ from ftl.core.errors import InvalidInput, NotFound
 from ftl.store.services import Services
 from web.auth import require_admin
 from web.body import read_body
-from web.schemas import ReplayBody
+from web.schemas import ReplayBody, ReplayEnqueued
 from workers import margin
 
 
@@ -46,7 +46,7 @@ class AdminReplay:
         since_iso = since.isoformat() if since else None
         await asyncio.to_thread(margin.replay_user.send, str(user_id), since_iso)
         resp.status = falcon.HTTP_202
-        resp.media = {"enqueued": True, "userId": str(user_id), "since": since_iso}
+        resp.media = ReplayEnqueued(enqueued=True, user_id=str(user_id), since=since_iso)
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:

@@ -12,7 +12,7 @@ from ftl.market.weights import read_weights, write_weights
 from ftl.store.services import Services
 from web.auth import require_admin
 from web.body import read_body
-from web.schemas import SettingsBody
+from web.schemas import OperatorSettings, SettingsBody
 
 SCORING_WEIGHTS = "scoringWeights"
 
@@ -24,7 +24,7 @@ class AdminSettings:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         await require_admin(req, self.services)
         weights = await read_weights(self.services.engine)
-        resp.media = {SCORING_WEIGHTS: weights.to_json()}
+        resp.media = OperatorSettings(scoring_weights=weights.to_json())
 
     async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         await require_admin(req, self.services)
@@ -35,7 +35,7 @@ class AdminSettings:
             where = refused.details.get("field", "$")
             field = SCORING_WEIGHTS if where == "$" else f"{SCORING_WEIGHTS}.{where}"
             raise InvalidInput(refused.code, refused.message, {"field": field}) from None
-        resp.media = {SCORING_WEIGHTS: weights.to_json()}
+        resp.media = OperatorSettings(scoring_weights=weights.to_json())
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:

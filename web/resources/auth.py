@@ -27,10 +27,15 @@ from web.body import read_body, read_optional_body
 from web.schemas import (
     DevBatchBody,
     DevLoginBody,
+    DevUser,
+    DevUsers,
     GoogleSignInBody,
+    OtpSent,
+    OtpVerified,
     ProfileBody,
     RefreshTokenBody,
     RegistrationTicketBody,
+    SocketToken,
     VerifyOtpBody,
 )
 from workers import email as email_actor
@@ -77,11 +82,11 @@ class GoogleSignIn:
             started = await registration.start(self.services, identity)
             await send_email(started.outbox_id)
             resp.status = falcon.HTTP_422
-            resp.media = started.to_json()
+            resp.media = started.answer()
             return
         session = await sessions.start(self.services, account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
-        resp.media = session.to_json()
+        resp.media = session.answer()
 
 
 class VerifyOtp:
@@ -91,7 +96,7 @@ class VerifyOtp:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_body(req, VerifyOtpBody)
         await registration.verify_code(self.services, body.registration_ticket, body.otp)
-        resp.media = {"verified": True}
+        resp.media = OtpVerified(verified=True)
 
 
 class ResendOtp:
@@ -101,7 +106,7 @@ class ResendOtp:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_body(req, RegistrationTicketBody)
         await send_email(await registration.resend(self.services, body.registration_ticket))
-        resp.media = {"sent": True}
+        resp.media = OtpSent(sent=True)
 
 
 class CompleteRegistration:
@@ -115,7 +120,7 @@ class CompleteRegistration:
         session = await sessions.start(self.services, completed.account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
         resp.status = falcon.HTTP_201
-        resp.media = session.to_json()
+        resp.media = session.answer()
 
 
 class Refresh:
@@ -128,7 +133,7 @@ class Refresh:
             raise Unauthorized("unauthorized", "No refresh token.")
         session = await sessions.rotate(self.services, token)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
-        resp.media = session.to_json()
+        resp.media = session.answer()
 
 
 class Logout:
@@ -165,7 +170,7 @@ class DevLogin:
         (account,) = await users.synthetic_accounts(self.services.engine, [name])
         session = await sessions.start(self.services, account)
         set_session_cookies(resp, session, secure=self.services.settings.is_production)
-        resp.media = session.to_json()
+        resp.media = session.answer()
 
 
 class DevBatch:
@@ -190,16 +195,16 @@ class DevBatch:
         )
         names = [f"{prefix}{number:04d}" for number in range(1, int(body.count) + 1)]
         created = await users.synthetic_accounts(self.services.engine, names)
-        resp.media = {
-            "users": [
-                {
-                    "user": account.to_json(),
-                    "accessToken": sessions.issue_access(self.services, account),
-                }
+        resp.media = DevUsers(
+            users=[
+                DevUser(
+                    user=account.answer(),
+                    access_token=sessions.issue_access(self.services, account),
+                )
                 for account in created
             ],
-            "expiresIn": TTL_S[TokenType.ACCESS],
-        }
+            expires_in=TTL_S[TokenType.ACCESS],
+        )
 
 
 class WsToken:
@@ -209,7 +214,7 @@ class WsToken:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         claims = await authenticate(req, self.services)
         token, issued = self.services.tokens.issue(TokenType.WS, claims.sub)
-        resp.media = {"token": token, "expiresIn": issued.exp - issued.iat}
+        resp.media = SocketToken(token=token, expires_in=issued.exp - issued.iat)
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:

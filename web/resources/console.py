@@ -15,6 +15,7 @@ import falcon.asgi
 from ftl.core.config import Settings
 from ftl.core.errors import NotFound
 from ftl.store.services import Services
+from web.schemas import ConsoleConfig
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static" / "console"
 PAGE = "index.html"
@@ -71,7 +72,7 @@ class ConsoleFiles:
     ) -> None:
         if name == "config.json":
             resp.set_header("Cache-Control", "no-store")
-            resp.media = {"wsUrl": ws_url(self.settings, req)}
+            resp.media = ConsoleConfig(ws_url=ws_url(self.settings, req))
             return
         if name not in CONTENT_TYPES or name == PAGE:
             raise NotFound("not_found", "No such console file.")

@@ -10,13 +10,16 @@ import falcon.asgi
 from ftl.core.errors import Unavailable
 from ftl.ops.health import OK, readiness
 from ftl.store.services import Services
+from web.schemas import Alive, Readiness
+
+ALIVE = Alive(status="ok")
 
 log = logging.getLogger(__name__)
 
 
 class Health:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"status": "ok"}
+        resp.media = ALIVE
 
 
 class Ready:
@@ -34,4 +37,4 @@ class Ready:
                 "unavailable", f"Not ready: {', '.join(failing)}.", {"failing": failing}
             )
         resp.status = falcon.HTTP_200
-        resp.media = {"status": "ready", "checks": dict.fromkeys(outcomes, OK)}
+        resp.media = Readiness(status="ready", checks=dict.fromkeys(outcomes, OK))

@@ -9,6 +9,7 @@ import falcon.asgi
 
 from ftl.market import quotes
 from ftl.store.services import Services
+from web.schemas import InstrumentList, Ticks
 
 
 class Instruments:
@@ -16,14 +17,14 @@ class Instruments:
         self.services = services
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {
-            "instruments": await quotes.list_instruments(
+        resp.media = InstrumentList(
+            instruments=await quotes.list_instruments(
                 self.services,
                 req.get_param("team"),
                 req.get_param("position"),
                 req.get_param("fixtureId"),
             )
-        }
+        )
 
 
 class InstrumentOne:
@@ -43,11 +44,11 @@ class PriceHistory:
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, instrument_id: UUID
     ) -> None:
-        resp.media = {
-            "ticks": await quotes.price_history(
+        resp.media = Ticks(
+            ticks=await quotes.price_history(
                 self.services, instrument_id, req.get_param("since"), req.get_param("limit")
             )
-        }
+        )
 
 
 def add_routes(app: falcon.asgi.App[Any, Any], services: Services) -> None:

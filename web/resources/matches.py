@@ -10,6 +10,7 @@ import falcon.asgi
 
 from ftl.market import matches
 from ftl.store.services import Services
+from web.schemas import MatchList
 
 
 class Matches:
@@ -19,7 +20,7 @@ class Matches:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         status = matches.parse_status(req.get_param("status"))
         found = await matches.list_matches(self.services.engine, self.services.redis, status)
-        resp.media = {"matches": found}
+        resp.media = MatchList(matches=found)
 
 
 class Match:
