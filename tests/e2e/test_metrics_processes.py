@@ -110,10 +110,14 @@ def test_a_worker_process_serves_dramatiq_and_ftl_figures(worker: tuple[str, Pat
     assert httpx.get(url, headers={"Authorization": "Bearer no"}, timeout=2).status_code == 401
     for _ in range(3):
         replay_user.send(str(uuid.uuid4()))  # users with nothing open: a quick no-op each
-    figures = scrape_until(url, lambda f: f.get(("dramatiq_messages_total", replays)) == 3)
+    # NOTE: a message counts in dramatiq_messages_total when it starts and in the duration
+    # histogram when it ends: wait for the last of the three to end.
+    figures = scrape_until(
+        url, lambda f: f.get(("dramatiq_message_duration_milliseconds_count", replays)) == 3
+    )
 
+    assert figures[("dramatiq_messages_total", replays)] == 3
     assert figures[("ftl_dramatiq_message_wait_seconds_count", replays)] == 3
-    assert figures[("dramatiq_message_duration_milliseconds_count", replays)] == 3
     assert figures.get(("dramatiq_message_errors_total", replays), 0) == 0
     assert figures[("ftl_queue_messages", (("queue", "margin"), ("state", "ready")))] == 0
     assert figures[("ftl_queue_dead_letters", (("queue", "margin"),))] == 0
