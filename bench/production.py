@@ -77,6 +77,7 @@ from ftl.store.auth.tokens import generate_private_key_b64
 from ftl.store.db.engine import libpq_url
 from ftl.store.db.migrate import upgrade
 from ftl.store.services import Services
+from ftl.store.ticks import TickSource
 from ftl.trading.margin import evaluator
 from workers.queues import NAMESPACE
 
@@ -116,6 +117,27 @@ def live_players(pg: psycopg.Connection[Any]) -> list[Player]:
     return [Player(*row) for row in rows]
 
 
+def opening_ticks(
+    pg: psycopg.Connection[Any], players: list[Player], now: datetime
+) -> list[Player]:
+    """One tick per player a minute ago, its seq the holders' `openSeq`: in production every
+    position opens on a trade tick that the tick log and `price_ticks` hold, so a replay starts
+    inside the log (the seeded instruments have none: seq 0)."""
+    pg.execute("SELECT ftl_ensure_price_ticks_partition(%s)", (now.date(),))
+    opened = []
+    for player in players:
+        seq = player.seq + 1
+        pg.execute(
+            "INSERT INTO price_ticks (instrument_id, seq, at, price, live_base_price, net_lots,"
+            " source) VALUES (%s, %s, %s, %s, %s, 0, %s)",
+            (player.id, seq, now - timedelta(minutes=1), player.price / 100, player.price / 100,
+             int(TickSource.TRADE)),
+        )  # fmt: skip
+        pg.execute("UPDATE instruments SET seq = %s WHERE id = %s", (seq, player.id))
+        opened.append(Player(player.id, player.idx, player.price, seq))
+    return opened
+
+
 def seed_holders(
     database_url: str, users: int, at_risk: float, at_risk_level: float, rng: random.Random
 ) -> list[Player]:
@@ -124,7 +146,7 @@ def seed_holders(
     now = datetime.now(UTC)
     every = max(1, round(1 / at_risk)) if at_risk else 0
     with psycopg.connect(libpq_url(database_url)) as pg:
-        players = live_players(pg)
+        players = opening_ticks(pg, live_players(pg), now)
         held: dict[uuid.UUID, int] = defaultdict(
             int
         )  # positions per player so far: longs and shorts alternate

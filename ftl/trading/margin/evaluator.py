@@ -48,7 +48,7 @@ from ftl.trading.margin.replay import (
     safe_box,
 )
 from ftl.trading.margin.safe_boxes import outside_boxes, save_boxes
-from ftl.trading.margin.snapshots import Snapshot, snapshot, snapshots
+from ftl.trading.margin.snapshots import Snapshot, parsed_id, snapshot, snapshots
 from ftl.trading.margin.tick_logs import TickLogs, current_curve, last_seq_at
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ async def holders_of(services: Services, instrument_ids: Iterable[UUID]) -> set[
     if not names:
         return set()
     members: set[str] = await services.redis.sunion(names)  # type: ignore[assignment]
-    return {UUID(m) for m in members}
+    return {parsed_id(m) for m in members}
 
 
 @dataclass(frozen=True)
