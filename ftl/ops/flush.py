@@ -42,6 +42,7 @@ from ftl.store import keys
 from ftl.store.services import Services
 from ftl.store.ticks import Tick, TickSource
 from ftl.trading import referral_payout
+from ftl.trading.margin.evaluator import WASHOUT
 
 FLUSH_INTERVAL_MS = 100  # how often hot state is drained into Postgres
 FLUSH_RUN_MS = 1_000  # one flush message drains every FLUSH_INTERVAL_MS for this long
@@ -357,7 +358,19 @@ class Flusher:
             await _write(conn, LEDGER_INSERT, ledger_rows)
         for referral in referrals:
             await referral_payout.pay(self.services, UUID(referral))
-        traded = {t.instrument_id for t in ticks.values() if t.source != TickSource.LIVE}
+        # NOTE: a washout's close tick already has its follow-up pass, sent at once by the pass
+        # that made it (docs/decisions/0044); a trade pass after it would box-check every holder
+        # of the instrument again (docs/decisions/0164).
+        washed_out = {
+            (f["instrumentId"], int(f["closeSeq"]))
+            for f in positions.values()
+            if f.get("closedBy") == WASHOUT and f.get("closeSeq")
+        }
+        traded = {
+            t.instrument_id
+            for key, t in ticks.items()
+            if t.source != TickSource.LIVE and key not in washed_out
+        }
         if traded and self.after_ticks is not None:
             # NOTE: before the ack, so a flusher that dies here re-reads the batch and asks
             # again; the live batches' holders are evaluated by the poller's message.

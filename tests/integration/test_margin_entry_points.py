@@ -22,7 +22,7 @@ from ftl.market import prices, rules
 from ftl.store import keys
 from ftl.store.services import Services
 from ftl.store.ticks import Tick, TickSource
-from ftl.trading.margin import follow_ups
+from ftl.trading.margin import evaluator, follow_ups
 from tests.integration.api_helpers import login
 from tests.integration.margin_helpers import CLOCK_STEP_S, move, open_position, position
 from tests.integration.trading_helpers import make_instrument, make_user
@@ -268,3 +268,25 @@ async def test_many_trades_on_many_instruments_ask_for_one_pending_pass(
     await open_position(services, make_user(pg_admin), instruments[0], "short", 100, 10_100)
     await flusher.flush()
     assert len(margin_messages()) == 2
+
+
+async def test_a_washouts_own_tick_asks_the_flusher_for_no_trade_pass(
+    services: Services, pg_admin: psycopg.Connection
+) -> None:
+    """Decision 0164: the pass that made a washout sends its follow-up itself (0044); the
+    flusher's trade pass would box-check every holder of the instrument again. A user's trade in
+    the same batch still asks for one. No worker runs: the asks stay queued."""
+    user, instrument, pid = await at_risk(services, pg_admin)
+    flusher = flush.build(services, consumer="test")
+    await flusher.flush()  # the open's own trade tick: one trade pass owed
+    assert await follow_ups.take_trade_pass(services) == [instrument]  # that pass starts
+    the_broker().flush_all()
+
+    await evaluator.evaluate_user(services, user)  # the washout, as the worker makes it
+    assert await closed_by(services, pid) == "washout"
+    await flusher.flush()
+
+    assert margin_messages() == []
+    await open_position(services, make_user(pg_admin), instrument, "long", 100, 8_000)
+    await flusher.flush()
+    assert [m["actor_name"] for m in margin_messages()] == ["evaluate_traded"]
