@@ -69,22 +69,27 @@ def test_no_box_for_a_position_that_joins_later_or_without_an_end_price() -> Non
     assert safe_box(500_000, [], Watermark({}), {}) is None
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    portfolio=st.lists(
+# A book of up to 5 positions on 3 instruments, its prices where the box is made, and a path of
+# price moves after it: what both properties below draw.
+BOOKS = {
+    "portfolio": st.lists(
         st.tuples(
             st.sampled_from([I1, I2, I3]), st.sampled_from([LONG, SHORT]), st.integers(1, 300)
         ),
         min_size=1,
         max_size=5,
     ),
-    balance=st.integers(0, 800_000),
-    prices=st.tuples(*(st.integers(5_000, 15_000) for _ in range(3))),
-    below=st.booleans(),
-    moves=st.lists(
+    "balance": st.integers(0, 800_000),
+    "prices": st.tuples(*(st.integers(5_000, 15_000) for _ in range(3))),
+    "below": st.booleans(),
+    "moves": st.lists(
         st.tuples(st.sampled_from([I1, I2, I3]), st.integers(-3_000, 3_000)), max_size=12
     ),
-)
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(**BOOKS)
 def test_no_path_the_box_holds_raises_a_warning_or_a_washout(
     portfolio: list[tuple[UUID, int, int]],
     balance: int,
@@ -133,21 +138,7 @@ def test_the_audit_check_finds_a_box_promising_more_than_the_wallet() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    portfolio=st.lists(
-        st.tuples(
-            st.sampled_from([I1, I2, I3]), st.sampled_from([LONG, SHORT]), st.integers(1, 300)
-        ),
-        min_size=1,
-        max_size=5,
-    ),
-    balance=st.integers(0, 800_000),
-    prices=st.tuples(*(st.integers(5_000, 15_000) for _ in range(3))),
-    below=st.booleans(),
-    moves=st.lists(
-        st.tuples(st.sampled_from([I1, I2, I3]), st.integers(-3_000, 3_000)), max_size=12
-    ),
-)
+@given(**BOOKS)
 def test_a_box_moved_on_after_ticks_it_held_through_is_the_box_made_there(
     portfolio: list[tuple[UUID, int, int]],
     balance: int,
