@@ -46,18 +46,18 @@ async def _drain_and_mail(services: Services) -> None:
 
 
 async def follow_up(services: Services, moved: Iterable[uuid.UUID]) -> None:
-    """Washouts' trade ticks can breach other holders of those instruments: a pass over them at
-    once, with at most one pending per instrument (docs/decisions/0044)."""
-    owed = await follow_ups.owe_follow_up(services, moved)
-    if owed:
-        await runtime.enqueue(evaluate_instruments, [str(i) for i in owed])
+    """Washouts' trade ticks can breach other holders of those instruments: the one follow-up
+    pass, sent at once, covers every instrument washouts moved until it starts (docs/decisions
+    0044, 0165)."""
+    if await follow_ups.owe(services, follow_ups.WASHOUTS, moved):
+        await runtime.enqueue(evaluate_follow_up)
 
 
 async def follow_up_trades(services: Services, traded: Iterable[uuid.UUID]) -> None:
     """The flusher's ask after a batch with trade ticks (its `after_ticks`): the one trade pass,
     TRADE_FOLLOW_UP_DELAY_MS late, covers every instrument traded until it starts
     (docs/decisions/0045, 0047, 0160)."""
-    if await follow_ups.owe_trade_pass(services, traded):
+    if await follow_ups.owe(services, follow_ups.TRADES, traded):
         await runtime.enqueue(evaluate_traded, delay=follow_ups.TRADE_FOLLOW_UP_DELAY_MS)
 
 
@@ -87,20 +87,29 @@ async def evaluate_instruments(
 
 
 @dramatiq.actor(queue_name=QUEUE, max_age=EVALUATE_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
+async def evaluate_follow_up() -> None:
+    """The washouts' follow-up pass (docs/decisions/0044, 0165): evaluate_instruments over every
+    instrument washouts moved since it was asked for."""
+    await _take_and_evaluate(follow_ups.WASHOUTS)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_age=EVALUATE_MAX_AGE_MS, time_limit=TIME_LIMIT_MS)
 async def evaluate_traded() -> None:
     """The trade pass (docs/decisions/0160): evaluate_instruments over every instrument the
-    flushed trades moved since it was asked for. A lost message leaves its mark to lapse; the
-    next flushed trade asks again and that pass takes the instruments this one left."""
+    flushed trades moved since it was asked for."""
+    await _take_and_evaluate(follow_ups.TRADES)
+
+
+async def _take_and_evaluate(kind: follow_ups.Kind) -> None:
+    # NOTE: a lost message leaves its mark to lapse; the next ask sends a new pass, which takes
+    # the instruments this one left.
     async with services() as svc:
-        ids = await follow_ups.take_trade_pass(svc)
+        ids = await follow_ups.take(svc, kind)
         if ids:
             await _evaluate_instruments(svc, ids, EVALUATE_CHUNK_USERS)
 
 
 async def _evaluate_instruments(svc: Services, ids: list[uuid.UUID], chunk_users: int) -> None:
-    # NOTE: before any share of this pass reads its cut, so the pass covers every washout
-    # tick that found a follow-up owed on these instruments.
-    await follow_ups.pay_follow_up(svc, ids)
     holders = [str(u) for u in await evaluator.holders_to_evaluate(svc, ids)]
     chunks = [holders[at : at + chunk_users] for at in range(0, len(holders), chunk_users)]
     for chunk in chunks[1:]:

@@ -191,11 +191,12 @@ def margin_watermark(user_id: UUID | str) -> str:
     return f"margin:watermark:{user_id}"
 
 
-def margin_follow_up(instrument_id: UUID | str) -> str:
-    """Set while a pass over the instrument's holders is owed because washouts moved its price;
-    the pass that pays it deletes it before reading its cut (ftl/trading/margin/follow_ups.py)."""
-    return f"margin:followup:{instrument_id}"
+MARGIN_WASHOUT_FOLLOW_UP = "margin:followup:washouts"
+"""Set while a follow-up pass is owed because washouts moved prices (sent at once; decisions
+0044, 0165); the pass deletes it, with MARGIN_WASHOUT_FOLLOW_UP_INSTRUMENTS, before its cut."""
 
+MARGIN_WASHOUT_FOLLOW_UP_INSTRUMENTS = "margin:followup:washouts:instruments"
+"""The instruments washouts moved since the owed follow-up pass was asked for (a set of ids)."""
 
 MARGIN_TRADE_FOLLOW_UP = "margin:followup:trades"
 """Set while a trade pass is owed (the flusher's ask, sent a second late; docs/decisions/0047,

@@ -144,6 +144,7 @@ def test_every_parameter_of_every_actor_has_an_argument_rule() -> None:
         "evaluate_instruments",
         "evaluate_holders",
         "evaluate_traded",
+        "evaluate_follow_up",
         "backstop_sweep",
         "send_email",
         "full_time",

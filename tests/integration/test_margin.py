@@ -372,54 +372,46 @@ async def test_since_places_the_start_only_where_there_is_no_watermark(
     assert (await position(services, pid))["status"] == "open"
 
 
-async def test_a_follow_up_is_owed_once_per_instrument_until_a_pass_pays_it(
+async def test_one_follow_up_is_owed_for_every_instrument_washouts_moved_until_it_starts(
     services: Services,
 ) -> None:
-    one, other = sorted((uuid4(), uuid4()), key=str)
+    """Decision 0165: washouts on many instruments owe one follow-up pass, which takes them all
+    (one scan of their holders, not one per instrument); washouts after it started owe the next
+    one."""
+    one, other, third = sorted((uuid4(), uuid4(), uuid4()), key=str)
 
-    assert await follow_ups.owe_follow_up(services, [other, one]) == [one, other]
-    assert await follow_ups.owe_follow_up(services, [one]) == []  # a pass is still to come
-    await follow_ups.pay_follow_up(services, [one])  # that pass starts
-    assert await follow_ups.owe_follow_up(services, [one, other]) == [one]
+    assert await follow_ups.owe(services, follow_ups.WASHOUTS, [other]) is True
+    assert await follow_ups.owe(services, follow_ups.WASHOUTS, [one, other]) is False
+    assert await follow_ups.owe(services, follow_ups.WASHOUTS, []) is False
+    assert await follow_ups.take(services, follow_ups.WASHOUTS) == [one, other]
+    assert await follow_ups.take(services, follow_ups.WASHOUTS) == []  # nothing owed twice
+    assert await follow_ups.owe(services, follow_ups.WASHOUTS, [third]) is True
+    assert await follow_ups.take(services, follow_ups.WASHOUTS) == [third]
 
 
 async def test_a_trade_pass_pending_never_holds_back_a_washout_follow_up(
     services: Services,
 ) -> None:
-    """A trade pass waits a second before it runs (decision 0047); a washout's chain must not."""
+    """A trade pass waits a second before it runs (decision 0047); a washout's chain must not:
+    each kind has its own mark and instruments."""
     one = uuid4()
 
-    assert await follow_ups.owe_trade_pass(services, [one]) is True
-    assert await follow_ups.owe_follow_up(services, [one]) == [one]  # its own mark
-    await follow_ups.pay_follow_up(services, [one])  # a washout's pass starts
-    assert await follow_ups.owe_follow_up(services, [one]) == [one]
-    assert await follow_ups.owe_trade_pass(services, [one]) is False  # still owed
+    assert await follow_ups.owe(services, follow_ups.TRADES, [one]) is True
+    assert await follow_ups.owe(services, follow_ups.WASHOUTS, [one]) is True
+    assert await follow_ups.take(services, follow_ups.WASHOUTS) == [one]
+    assert await follow_ups.owe(services, follow_ups.TRADES, [one]) is False  # still owed
+    assert await follow_ups.take(services, follow_ups.TRADES) == [one]
 
 
-async def test_one_trade_pass_is_owed_for_every_instrument_traded_until_it_starts(
-    services: Services,
-) -> None:
-    """Decision 0160: trades on many instruments owe one pass, which takes them all; trades
-    after it started owe the next one."""
-    one, other, third = sorted((uuid4(), uuid4(), uuid4()), key=str)
-
-    assert await follow_ups.owe_trade_pass(services, [other]) is True
-    assert await follow_ups.owe_trade_pass(services, [one, other]) is False
-    assert await follow_ups.owe_trade_pass(services, []) is False
-    assert await follow_ups.take_trade_pass(services) == [one, other]
-    assert await follow_ups.take_trade_pass(services) == []  # nothing owed twice
-    assert await follow_ups.owe_trade_pass(services, [third]) is True
-    assert await follow_ups.take_trade_pass(services) == [third]
-
-
-async def test_a_lost_trade_pass_lapses_and_the_next_takes_its_instruments(
+async def test_a_lost_pass_lapses_and_the_next_takes_its_instruments(
     services: Services,
 ) -> None:
     one, other = sorted((uuid4(), uuid4()), key=str)
-    assert await follow_ups.owe_trade_pass(services, [one]) is True
-    await services.redis.delete(keys.MARGIN_TRADE_FOLLOW_UP)  # its message lost: the mark lapses
-    assert await follow_ups.owe_trade_pass(services, [other]) is True
-    assert await follow_ups.take_trade_pass(services) == [one, other]
+    for kind in (follow_ups.WASHOUTS, follow_ups.TRADES):
+        assert await follow_ups.owe(services, kind, [one]) is True
+        await services.redis.delete(kind.mark)  # its message lost: the mark lapses
+        assert await follow_ups.owe(services, kind, [other]) is True
+        assert await follow_ups.take(services, kind) == [one, other]
 
 
 async def test_a_chunk_of_snapshots_reads_every_user_in_calls_of_a_bounded_size(

@@ -192,7 +192,7 @@ async def test_a_washout_that_moves_the_price_into_another_breach_is_followed_up
         # breached by the first washout's own tick (89.00); sells 1 lot from netLots 1
         ("washout", "8850"),
     ]
-    assert await services.redis.exists(keys.margin_follow_up(instrument)) == 0
+    assert await services.redis.exists(keys.MARGIN_WASHOUT_FOLLOW_UP) == 0
 
 
 async def last_tick(services: Services, instrument: UUID) -> Tick:
@@ -264,7 +264,7 @@ async def test_many_trades_on_many_instruments_ask_for_one_pending_pass(
     delay_ms = follow_ups.TRADE_FOLLOW_UP_DELAY_MS
     assert delay_ms <= late_ms < 2 * delay_ms
     # The pass starts: it takes both instruments; the next trade owes the next pass.
-    assert await follow_ups.take_trade_pass(services) == sorted(instruments, key=str)
+    assert await follow_ups.take(services, follow_ups.TRADES) == sorted(instruments, key=str)
     await open_position(services, make_user(pg_admin), instruments[0], "short", 100, 10_100)
     await flusher.flush()
     assert len(margin_messages()) == 2
@@ -279,7 +279,7 @@ async def test_a_washouts_own_tick_asks_the_flusher_for_no_trade_pass(
     user, instrument, pid = await at_risk(services, pg_admin)
     flusher = flush.build(services, consumer="test")
     await flusher.flush()  # the open's own trade tick: one trade pass owed
-    assert await follow_ups.take_trade_pass(services) == [instrument]  # that pass starts
+    assert await follow_ups.take(services, follow_ups.TRADES) == [instrument]  # that pass starts
     the_broker().flush_all()
 
     await evaluator.evaluate_user(services, user)  # the washout, as the worker makes it
