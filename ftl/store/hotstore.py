@@ -103,23 +103,15 @@ def connect(settings: Settings, *, pool_size: int | None = None, **overrides: An
     if settings.redis_sentinels:
         sentinel = Sentinel(settings.redis_sentinels, sentinel_kwargs=SENTINEL_OPTIONS)
         options.update(_url_options(settings))
-        if pool_size is None:
-            return cast(
-                Redis,
-                sentinel.master_for(
-                    settings.redis_master_name, redis_class=_SentinelClient, **options
-                ),
-            )
-        return cast(
-            Redis,
-            sentinel.master_for(
-                settings.redis_master_name,
-                redis_class=_SentinelClient,
+        if pool_size is not None:
+            options.update(
                 connection_pool_class=_BlockingSentinelPool,
                 max_connections=pool_size,
                 timeout=REDIS_TIMEOUT_S,
-                **options,
-            ),
+            )
+        return cast(
+            Redis,
+            sentinel.master_for(settings.redis_master_name, redis_class=_SentinelClient, **options),
         )
     if pool_size is None:
         return Redis.from_url(settings.redis_url, **options)
