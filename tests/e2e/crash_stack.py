@@ -28,6 +28,7 @@ from uuid import UUID
 
 import httpx
 import psycopg
+import pytest
 import redis
 
 from tests.e2e.conftest import FTL, START_TIMEOUT_S, free_port
@@ -248,6 +249,39 @@ class Stack:
         return subprocess.run(
             [FTL, *args], env=self.env, capture_output=True, text=True, timeout=120
         )
+
+
+def required_pg_bindir() -> str:
+    """Where initdb and pg_ctl live; the test is skipped where there are none (it owns its
+    PostgreSQL clusters)."""
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.skip("no initdb/pg_ctl (or postgres user): this test owns its PostgreSQL")
+    return bindir
+
+
+def deployed(
+    pg: PrivatePostgres, redis_node: PrivateRedis, web_concurrency: int, **env: str
+) -> Stack:
+    """A Stack on these stores (and `env` on top of the process's own), migrated and seeded,
+    no process started yet; the poller has no feed."""
+    stack = Stack(
+        pg,
+        redis_node,
+        {
+            **os.environ,
+            "DATABASE_URL": pg.url,
+            "REDIS_URL": redis_node.url,
+            "SPORTMONKS_BASE_URL": "http://127.0.0.1:9/v3/football",  # NOTE: no feed: no poller
+            "WEB_CONCURRENCY": str(web_concurrency),
+            **env,
+        },
+    )
+    stack.env.update(WEB_PORT=str(stack.web_port), WS_PORT=str(stack.ws_port))
+    for step in (("migrate",), ("seed",)):
+        done = stack.ftl(*step)
+        assert done.returncode == 0, done.stderr
+    return stack
 
 
 def _healthy(port: int) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +34,8 @@ from tests.e2e.crash_stack import (
     PrivatePostgres,
     PrivateRedis,
     Stack,
-    pg_bindir,
+    deployed,
+    required_pg_bindir,
     settle_and_audit_load,
     start_trading,
     wait_until,
@@ -74,25 +74,12 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("no initdb/pg_ctl (or postgres user): the crash tests own their PostgreSQL")
-    pg = PrivatePostgres(bindir)
+    pg = PrivatePostgres(required_pg_bindir())
     store = PrivateRedis()
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg.url,
-        "REDIS_URL": store.url,
-        "SPORTMONKS_BASE_URL": "http://127.0.0.1:9/v3/football",  # NOTE: no feed: no poller
-        "WEB_CONCURRENCY": "2",
-    }
-    stack = Stack(pg, store, env)
-    env.update(WEB_PORT=str(stack.web_port), WS_PORT=str(stack.ws_port))
+    stack: Stack | None = None
     load: Load | None = None
     try:
-        for step in (("migrate",), ("seed",)):
-            done = stack.ftl(*step)
-            assert done.returncode == 0, done.stderr
+        stack = deployed(pg, store, web_concurrency=2)
         for name in ("web", "ws", "worker", "flusher", "clock"):
             stack.start(name)
         load, fixture_id, fixture_instruments = start_trading(stack)
@@ -102,7 +89,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     finally:
         if load is not None:
             load.stop()
-        stack.stop_all()
+        if stack is not None:
+            stack.stop_all()
         store.destroy()
         pg.destroy()
 

@@ -21,7 +21,7 @@ from ftl.ops.flush import Flusher
 from ftl.store.services import Services
 from ftl.trading import trades
 from tests.e2e.conftest import run_ftl
-from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
+from tests.e2e.crash_stack import PrivatePostgres, required_pg_bindir, wait_until
 from tests.e2e.pg_replica import (
     Restored,
     WalStream,
@@ -37,10 +37,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def primary() -> Iterator[PrivatePostgres]:
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("no initdb/pg_ctl (or postgres user): the drill owns its clusters")
-    pg = PrivatePostgres(bindir)
+    pg = PrivatePostgres(required_pg_bindir())
     yield pg
     if (pg.data / "postmaster.pid").exists():  # the test failed before its crash
         crash(pg)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,7 +32,8 @@ from tests.e2e.crash_stack import (
     PrivatePostgres,
     SentinelRedis,
     Stack,
-    pg_bindir,
+    deployed,
+    required_pg_bindir,
     settle_and_audit_load,
     start_trading,
     wait_until,
@@ -47,26 +47,13 @@ ACKNOWLEDGED_AFTER = 10  # trades acknowledged after the failover before the aud
 
 @pytest.fixture
 def sentinel_stack() -> Iterator[tuple[Stack, SentinelRedis]]:
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("no initdb/pg_ctl (or postgres user): the chaos test owns its PostgreSQL")
-    pg = PrivatePostgres(bindir)
+    pg = PrivatePostgres(required_pg_bindir())
     hot: SentinelRedis | None = None
     stack: Stack | None = None
     try:
         hot = SentinelRedis()
-        env = {
-            **os.environ,
-            **hot.env,
-            "DATABASE_URL": pg.url,
-            "SPORTMONKS_BASE_URL": "http://127.0.0.1:9/v3/football",  # NOTE: no feed: no poller
-            "WEB_CONCURRENCY": "2",
-        }
-        stack = Stack(pg, hot.nodes[0], env)  # NOTE: the processes find Redis by the sentinels
-        env.update(WEB_PORT=str(stack.web_port), WS_PORT=str(stack.ws_port))
-        for step in (("migrate",), ("seed",)):
-            done = stack.ftl(*step)
-            assert done.returncode == 0, done.stderr
+        # NOTE: the processes find Redis by the sentinels (hot.env), not by the node given
+        stack = deployed(pg, hot.nodes[0], web_concurrency=2, **hot.env)
         # NOTE: the clock sends the flush runs (Dramatiq broker), the flusher moves trades to
         # Postgres: both must follow the failover for the audit to find every trade.
         for name in ("web", "flusher", "clock"):

@@ -24,7 +24,7 @@ from ftl.store.db.engine import ReadRoute
 from ftl.store.services import Services
 from ftl.trading.positions import list_positions
 from tests.e2e.conftest import START_TIMEOUT_S, run_ftl
-from tests.e2e.crash_stack import PrivatePostgres, pg_bindir, wait_until
+from tests.e2e.crash_stack import PrivatePostgres, required_pg_bindir, wait_until
 from tests.e2e.pg_replica import Replica, open_flushed
 from tests.integration.trading_helpers import make_instrument, make_user
 
@@ -35,10 +35,7 @@ LAG_LIMIT_MS = 60_000  # far above what the tests take: only a paused replay exc
 
 @pytest.fixture(scope="module")
 def primary() -> Iterator[PrivatePostgres]:
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("no initdb/pg_ctl (or postgres user): the replica tests own their clusters")
-    pg = PrivatePostgres(bindir)
+    pg = PrivatePostgres(required_pg_bindir())
     try:
         migrated = run_ftl("migrate", env={"DATABASE_URL": pg.url})
         assert migrated.returncode == 0, migrated.stderr

@@ -8,7 +8,6 @@ NOTE: the waits block the test's thread on purpose; the load runs in its own thr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from tests.e2e.crash_stack import (
     PrivateRedis,
     Stack,
     Trader,
-    pg_bindir,
+    deployed,
+    required_pg_bindir,
     wait_until,
 )
 from tests.e2e.pg_replica import Replica, restart
@@ -47,32 +47,20 @@ class ListingLoad(Load):
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     """web, flusher and clock on a private primary, with a pg_basebackup replica for reads."""
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("no initdb/pg_ctl (or postgres user): this test owns its clusters")
-    pg = PrivatePostgres(bindir)
+    pg = PrivatePostgres(required_pg_bindir())
     store = PrivateRedis()
     replica: Replica | None = None
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg.url,
-        "REDIS_URL": store.url,
-        "SPORTMONKS_BASE_URL": "http://127.0.0.1:9/v3/football",  # NOTE: no feed: no poller
-        "WEB_CONCURRENCY": "1",
-    }
-    running = Stack(pg, store, env)
-    env.update(WEB_PORT=str(running.web_port), WS_PORT=str(running.ws_port))
+    running: Stack | None = None
     try:
-        for step in (("migrate",), ("seed",)):
-            done = running.ftl(*step)
-            assert done.returncode == 0, done.stderr
+        running = deployed(pg, store, web_concurrency=1)
         replica = Replica(pg)
-        env["DATABASE_READ_URL"] = replica.url
+        running.env["DATABASE_READ_URL"] = replica.url
         for name in ("web", "flusher", "clock"):
             running.start(name)
         yield running
     finally:
-        running.stop_all()
+        if running is not None:
+            running.stop_all()
         if replica is not None:
             replica.destroy()
         store.destroy()
