@@ -46,8 +46,6 @@ import contextlib
 import json
 import os
 import random
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -81,7 +79,6 @@ from ftl.store.ticks import TickSource
 from ftl.trading.margin import evaluator
 from workers.queues import NAMESPACE
 
-ROOT = Path(__file__).resolve().parents[1]
 SIM_SEED = 2026  # `ftl sim`'s default: the scenario `make run` plays
 POSITIONS_PER_USER = 3
 LOTS = 1
@@ -90,7 +87,6 @@ TRADED_INSTRUMENTS = 20
 START_TIMEOUT_S = 120
 DRAIN_TIMEOUT_S = 60
 DRAIN_POLL_S = 0.2
-HONCHO_STOP_S = 40
 KINDS = ("web", "ws", "worker", "flusher", "clock", "poller")
 
 
@@ -214,49 +210,14 @@ async def pre_match_pass(settings: Settings, players: list[Player]) -> dict[str,
 # -- the processes
 
 
-def procfile(path: Path) -> None:
-    """The Procfile as it is, every METRICS_PORT moved to a free port (another `make run` on this
-    machine holds the Procfile's own)."""
-    text = (ROOT / "Procfile").read_text()
-    path.write_text(
-        re.sub(r"\bMETRICS_PORT=\d+", lambda _: f"METRICS_PORT={trade.free_port()}", text)
-    )
-
-
 def start_simulator(stack: ExitStack, env: dict[str, str], speed: float) -> subprocess.Popen[bytes]:
     sim = subprocess.Popen(
         [str(trade.BIN / "ftl"), "sim", "sportmonks", "--speed", str(speed)],
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    stack.callback(stop, sim)
+    stack.callback(trade.stop, sim)
     return sim
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=HONCHO_STOP_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def start_procfile(stack: ExitStack, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Every long-running Procfile process under honcho, as `make run` starts them."""
-    path = log.with_name("Procfile")
-    procfile(path)
-    with log.open("wb") as out:
-        honcho = subprocess.Popen(
-            [sys.executable, "scripts/procs.py", "start", "-f", str(path), "-d", str(ROOT), *KINDS],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    stack.callback(stop, honcho)
-    return honcho
 
 
 def wait_until(ready: Any, what: str, honcho: subprocess.Popen[bytes], log: Path) -> None:
@@ -412,7 +373,7 @@ async def measure(run: Run) -> dict[str, Any]:
         end_ms = await redis_ms(services)
         cpu_after = cpu_by_kind(run.roots)
         busy_s = machine_busy_s() - busy_before
-        stop(run.sim)
+        trade.stop(run.sim)
         drain_started = time.monotonic()
         for _ in range(int(DRAIN_TIMEOUT_S / DRAIN_POLL_S)):
             if (backlog := await margin_backlog(services)) == (0, 0):
@@ -524,7 +485,7 @@ def main() -> None:
         # NOTE: the match kicks off as the simulator starts; the rest starts right after it.
         sim = start_simulator(stack, env, args.speed)
         log = Path(scratch) / "honcho.log"
-        honcho = start_procfile(stack, env, log)
+        honcho = trade.start_procfile(stack, env, log, KINDS)
         url = f"http://127.0.0.1:{web_port}"
         wait_until(
             lambda: httpx.get(f"{url}/ready", timeout=1).status_code == 200, "web", honcho, log

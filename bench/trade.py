@@ -19,7 +19,8 @@ Latency is measured from the send, so a paced run that falls behind shows as low
 Without --url it starts a private Redis (so INFO commandstats counts only this benchmark) and a
 fresh database `<DATABASE_URL's name>_bench` on the same server (migrated and seeded), then
 `ftl web` (WEB_CONCURRENCY=2, DISABLE_RATE_LIMIT=1) on a free port, and the flusher and the clock
-(and the worker) as the Procfile runs them, and stops them all at the end. With --url they must
+(and the worker) with the Procfile's own commands under honcho (LOG_LEVEL=WARNING unless set),
+and stops them all at the end. With --url they must
 already run there, with the same stores and JWT_PRIVATE_KEY_B64.
 """
 
@@ -30,12 +31,17 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -62,7 +68,8 @@ _request_ids = itertools.count()
 RUN_ID = secrets.token_hex(4)
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 30
-FLUSHER_POLL_MS = "100"  # as in the Procfile: the flusher's idle poll never backs off further
+ROOT = Path(__file__).resolve().parents[1]
+HONCHO_STOP_S = 40
 
 
 def open_body(instrument: str) -> bytes:
@@ -138,29 +145,57 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_processes(stack: ExitStack, env: dict[str, str], *, margin_worker: bool) -> str:
-    port = free_port()
-    web_env = {**env, "WEB_PORT": str(port), "WEB_CONCURRENCY": "2", "DISABLE_RATE_LIMIT": "1"}
-    # NOTE: the flusher, the clock (and the worker) as the Procfile runs them.
-    workers = [sys.executable, "-m", "workers"]
-    worker_args = ["workers.email", "workers.margin", "workers.fulltime", "--processes", "1"]
-    worker_args += ["--threads", "4", "--queues", "default", "email", "margin"]
-    commands = [
-        ([str(BIN / "ftl"), "web"], web_env),
-        (
-            [*workers, "workers.flush", "--processes", "1", "--threads", "1", "--queues", "flush"],
-            {**env, "dramatiq_worker_timeout": FLUSHER_POLL_MS, "METRICS_PORT": str(free_port())},
-        ),
-        ([sys.executable, "-m", "workers.clock"], env),
-    ]
-    if margin_worker:
-        commands.append(([*workers, *worker_args], {**env, "METRICS_PORT": str(free_port())}))
-    for argv, process_env in commands:
-        process = subprocess.Popen(
-            argv, env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+def procfile(path: Path) -> None:
+    """The Procfile as it is, every METRICS_PORT moved to a free port (another `make run` on this
+    machine holds the Procfile's own)."""
+    text = (ROOT / "Procfile").read_text()
+    path.write_text(re.sub(r"\bMETRICS_PORT=\d+", lambda _: f"METRICS_PORT={free_port()}", text))
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=HONCHO_STOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def start_procfile(
+    stack: ExitStack, env: dict[str, str], log: Path, kinds: Sequence[str]
+) -> subprocess.Popen[bytes]:
+    """These Procfile processes under honcho, with the Procfile's own commands, as `make run`
+    starts them (scripts/procs.py); stopped when `stack` closes."""
+    path = log.with_name("Procfile")
+    procfile(path)
+    with log.open("wb") as out:
+        honcho = subprocess.Popen(
+            [sys.executable, "scripts/procs.py", "start", "-f", str(path), "-d", str(ROOT), *kinds],
+            cwd=ROOT,
+            env={**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        stack.callback(process.wait, 15)
-        stack.callback(process.terminate)
+    stack.callback(stop, honcho)
+    return honcho
+
+
+def start_processes(stack: ExitStack, env: dict[str, str], *, margin_worker: bool) -> str:
+    """web (2 workers, no rate limits), the flusher and the clock (and the worker) with the
+    Procfile's commands; the URL of web once it is ready."""
+    port = free_port()
+    env = {
+        "LOG_LEVEL": "WARNING",  # NOTE: honcho relays every line; a request log each is its CPU
+        **env,
+        "WEB_PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "DISABLE_RATE_LIMIT": "1",
+    }
+    scratch = Path(tempfile.mkdtemp(prefix="ftl-bench-"))
+    stack.callback(shutil.rmtree, scratch, True)
+    kinds = ("web", "flusher", "clock", *(("worker",) if margin_worker else ()))
+    start_procfile(stack, env, scratch / "honcho.log", kinds)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
