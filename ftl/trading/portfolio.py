@@ -92,13 +92,8 @@ async def portfolio(services: Services, user_id: UUID) -> Portfolio:
         )
     positions.sort(key=lambda p: (p.opened_at, p.id), reverse=True)
     account = rules.Account(int(wallet["balanceCents"]), int(wallet["usedMarginCents"]), unrealized)
-    view = account_view(account)
     return Portfolio(
-        balance=view.balance,
-        equity=view.equity,
-        used_margin=view.used_margin,
-        free_margin=view.free_margin,
-        margin_level=view.margin_level,
+        **msgspec.structs.asdict(account_view(account)),
         unrealized_pnl=json_number(unrealized),
         realized_pnl=json_number(int(wallet["realizedCents"])),
         positions=positions,
