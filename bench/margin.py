@@ -169,8 +169,11 @@ async def evaluate_holders(
     """One pass over the holders of the instruments, shared out over the worker processes as
     `evaluate_holders` messages would be: holders, users replayed (outside their safe boxes),
     CPU seconds, instruments moved."""
+    instrument_ids = list(instrument_ids)
     holders = await evaluator.holders_of(services, instrument_ids)
     ordered = sorted(holders, key=str)
+    if targeted:  # as the worker's after-tick passes: those the index says (decision 0166)
+        ordered = await evaluator.holders_to_evaluate(services, instrument_ids)
     shares = [ordered[n :: len(pool)] for n in range(len(pool))]
     done = await asyncio.gather(
         *(

@@ -74,6 +74,7 @@ from ftl.store import keys
 from ftl.store.auth.tokens import generate_private_key_b64
 from ftl.store.db.engine import libpq_url
 from ftl.store.db.migrate import upgrade
+from ftl.store.scripts import read_scripts
 from ftl.store.services import Services
 from ftl.store.ticks import TickSource
 from ftl.trading.margin import evaluator
@@ -345,6 +346,38 @@ def from_postgres(
     return delays, ticks
 
 
+STALL_US = 1_000  # a command holding Redis this long delays every trade arriving meanwhile
+STALLS_KEPT = 100_000
+SCRIPT_NAMES = {script.sha: name for name, script in read_scripts().items()}
+
+
+async def watch_stalls(services: Services) -> None:
+    """From now on Redis keeps every command that held it STALL_US or longer (its SLOWLOG)."""
+    await services.redis.config_set("slowlog-max-len", STALLS_KEPT)
+    await services.redis.config_set("slowlog-log-slower-than", STALL_US)
+    await services.redis.slowlog_reset()
+
+
+async def redis_stalls(services: Services) -> dict[str, dict[str, float]]:
+    """The commands that held Redis STALL_US or longer since watch_stalls, by name (a script by
+    its first key's prefix): how many, the longest and the sum (ms)."""
+    entries = await services.redis.slowlog_get(STALLS_KEPT)
+    found: dict[str, list[float]] = defaultdict(list)
+    for entry in entries:
+        command = entry["command"]
+        words = (command.decode() if isinstance(command, bytes) else command).split(" ", 6)
+        name = words[0].upper()
+        if name == "EVALSHA" and len(words) > 1:  # a script: by its name
+            name = f"EVALSHA {SCRIPT_NAMES.get(words[1], words[1])}"
+        elif len(words) > 1:  # FCALL by its function, any other command by its key's prefix
+            name = f"{name} {words[1].split(':')[0]}"
+        found[name].append(entry["duration"] / 1000)
+    return {
+        name: {"count": len(ms), "max_ms": round(max(ms), 1), "sum_ms": round(sum(ms), 1)}
+        for name, ms in sorted(found.items(), key=lambda item: -sum(item[1]))
+    }
+
+
 @dataclass
 class Run:
     settings: Settings
@@ -366,12 +399,14 @@ async def measure(run: Run) -> dict[str, Any]:
         traded = sorted(members - live)[:TRADED_INSTRUMENTS]
         traders = trade.trading_clients(run.url, run.settings, run.traders, traded)
         await services.redis.delete(keys.FLUSH_LAG_SAMPLES)
+        await watch_stalls(services)
         cpu_before = cpu_by_kind(run.roots)
         busy_before = machine_busy_s()
         start_ms = await redis_ms(services)
         elapsed = await trade.trade_for(traders, args.seconds, args.rate)
         end_ms = await redis_ms(services)
         cpu_after = cpu_by_kind(run.roots)
+        stalls = await redis_stalls(services)
         busy_s = machine_busy_s() - busy_before
         trade.stop(run.sim)
         drain_started = time.monotonic()
@@ -418,6 +453,7 @@ async def measure(run: Run) -> dict[str, Any]:
         "ws_ticks_delivered": len(arrived),
         "ws_connections_lost": sum(result["lost"] for result in results),
         "tick_to_socket_ms": ws_bench.summary(arrived),
+        "redis_stalls": stalls,
         "cpu_s": {kind: round(seconds, 1) for kind, seconds in sorted(cpu.items())},
         "cpu_percent_of_one_core": {
             kind: round(seconds / wall * 100, 1) for kind, seconds in sorted(cpu.items())

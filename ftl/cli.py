@@ -301,7 +301,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.user_id is not None or since is None:
         return _fail("replay all: takes --since and no USER_ID")
-    from ftl.trading.margin.backstop import users_with_open_positions
+    from ftl.trading.margin.snapshots import users_with_open_positions
 
     users = _with_services(settings, users_with_open_positions)
     for done, user_id in enumerate(users, start=1):

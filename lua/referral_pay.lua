@@ -36,6 +36,7 @@ for _, entry in ipairs(entries) do
 end
 redis.call('HINCRBY', KEYS[1], 'bonusCents', E.int(total))
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('SADD', E.UNBOXED, referrer)  -- his safe box is void (docs/decisions/0166)
 redis.call('SET', KEYS[2], E.int(total) .. ':' .. E.int(n))
 redis.call('XADD', E.OUTBOX, '*', 'wallet', referrer)
 local w = E.wallet(referrer)

@@ -32,6 +32,7 @@ for _, row in ipairs(rows) do
   end
 end
 redis.call('HSET', KEYS[1], unpack(wallet))
+redis.call('SADD', E.UNBOXED, uid)  -- a margin pass evaluates him (docs/decisions/0166)
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 local cost = 0
 for _, row in ipairs(rows) do

@@ -64,6 +64,7 @@ for _, user in ipairs(users) do
     fields[#fields + 1] = members[uid]
   end
   redis.call('HSET', wallet, unpack(fields))
+  redis.call('SADD', E.UNBOXED, uid)  -- a margin pass evaluates him (docs/decisions/0166)
   local net = user[#WALLET + 2]
   if #net > 0 then redis.call('HSET', exposure, unpack(net)) end
   local positions = user[#WALLET + 3]

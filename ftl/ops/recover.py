@@ -419,13 +419,19 @@ async def recover_tick_logs(services: Services) -> int:
 
 
 async def clear_margin_boxes(services: Services) -> int:
-    """Delete every margin safe box; how many. A box is a hint made for a wallet as it was: after
-    a recover the evaluator makes new ones as it goes (docs/decisions/0046)."""
-    prefix = keys.margin_box("")
-    names = [name async for name in services.redis.scan_iter(f"{prefix}*", SCAN_COUNT)]
-    for start in range(0, len(names), HASH_CHUNK):
-        await services.redis.unlink(*names[start : start + HASH_CHUNK])
-    return len(names)
+    """Delete every margin safe box and its index; how many boxes. A box is a hint made for a
+    wallet as it was: after a recover every restored user is in margin:unboxed (wallets_restore)
+    and the evaluator makes new ones as it goes (docs/decisions/0046, 0166)."""
+    boxes = 0
+    for prefix in keys.MARGIN_INDEX_PREFIXES:
+        names = [name async for name in services.redis.scan_iter(f"{prefix}*", SCAN_COUNT)]
+        boxes += len(names) if prefix == keys.margin_box("") else 0
+        for start in range(0, len(names), HASH_CHUNK):
+            await services.redis.unlink(*names[start : start + HASH_CHUNK])
+    # NOTE: every user recover restores joins margin:unboxed (lua/wallets_restore.lua): the new
+    # index needs no seeding from a scan of every holder.
+    await services.redis.set(keys.MARGIN_INDEXED, 1)
+    return boxes
 
 
 async def recover(services: Services, progress: Progress = lambda _: None) -> RecoverReport:

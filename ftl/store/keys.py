@@ -210,9 +210,45 @@ def margin_box(user_id: UUID | str) -> str:
     """String: the user's safe box (how far prices may move from where his margin replay ended
     before it could raise an event), for the wallet it was made for: "fingerprint|below:slack:
     headroom|instrumentId=seq:priceCents:netLotsCentis;..." (ftl/trading/margin/replay.py SafeBox,
-    docs/decisions/0046). A hint: missing or stale, the user is evaluated."""
+    docs/decisions/0046). Stored, with its bounds indexed (margin_floor, margin_ceiling,
+    margin_since), only while it speaks for his wallet (lua/margin_boxes_save.lua, 0166)."""
     return f"margin:box:{user_id}"
 
+
+MARGIN_UNBOXED = "margin:unboxed"
+"""Set: users whose safe box does not speak for their wallet: every wallet write adds its user
+(lua/lib/engine.lua), storing a box made for the wallet as it is takes him out
+(lua/margin_boxes_save.lua). Every after-tick pass evaluates them (docs/decisions/0166)."""
+
+MARGIN_INDEXED = "margin:indexed"
+"""Set once every holder was put in MARGIN_UNBOXED for a new index (a new Redis, `ftl recover`)."""
+
+
+def margin_checked(instrument_id: UUID | str) -> str:
+    """String: the seq up to which every box indexed on the instrument was judged (its ticks
+    after it are the next pass's; docs/decisions/0166)."""
+    return f"margin:checked:{instrument_id}"
+
+
+def margin_floor(instrument_id: UUID | str) -> str:
+    """Zset: user -> the lowest price of the instrument his safe box allows (SafeBox.bounds)."""
+    return f"margin:floor:{instrument_id}"
+
+
+def margin_ceiling(instrument_id: UUID | str) -> str:
+    """Zset: user -> the highest price of the instrument his safe box allows (SafeBox.bounds)."""
+    return f"margin:ceiling:{instrument_id}"
+
+
+def margin_since(instrument_id: UUID | str) -> str:
+    """Zset: user -> his safe box's seq on the instrument (it lapses BOX_MAX_TICKS later)."""
+    return f"margin:since:{instrument_id}"
+
+
+MARGIN_INDEX_PREFIXES = tuple(
+    name("") for name in (margin_box, margin_checked, margin_floor, margin_ceiling, margin_since)
+)
+"""Every key of the safe boxes and their index, by prefix (`ftl recover` clears them)."""
 
 MARGIN_OUTBOX = "margin_outbox"  # stream: warning and washout events bound for margin_events
 MARGIN_BACKSTOP_LEASE = "margin-backstop"  # the lease name of the 5-minute sweep

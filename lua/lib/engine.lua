@@ -11,6 +11,8 @@
 --   held:{userId} hash (instrumentId -> how many of his positions on it are open, absent when 0);
 --   holders:{instrumentId} set (user ids with an open position on it, hedged ones included: the
 --   margin evaluator's and the full-time close-out's index);
+--   margin:unboxed set (users whose wallet changed since their safe box was indexed:
+--   lua/margin_boxes_save.lua, docs/decisions/0166);
 --   channels price:{instrumentId}, portfolio:{userId}.
 -- Position hash fields: userId, instrumentId, idx, direction (1 | -1), lotsCentis, entryCents,
 --   marginCents, stopLossCents?, takeProfitCents?, status (open | closed), openedAtMs, openSeq,
@@ -29,6 +31,7 @@ E.OUTBOX = 'outbox'
 E.BOARD = 'board:overall'
 E.ARRIVALS = 'board:arrivals'
 E.PRICES = 'prices'
+E.UNBOXED = 'margin:unboxed'
 
 function E.k_instrument(id) return 'instrument:' .. id end
 function E.k_wallet(id) return 'wallet:' .. id end
@@ -288,6 +291,9 @@ function E.save_wallet(w)
     fields[#fields + 1] = w.member
   end
   redis.call('HSET', E.k_wallet(w.uid), unpack(fields))
+  -- NOTE: his safe box (made for the wallet before) no longer promises anything: the next
+  -- margin pass evaluates him (docs/decisions/0166).
+  redis.call('SADD', E.UNBOXED, w.uid)
 end
 
 -- The `wallet` of a response or frame, from balance, used margin and equity in cents.

@@ -298,7 +298,7 @@ async def test_a_sweep_killed_midway_and_rerun_closes_nothing_twice(
     users = await users_at_risk(services, pg_admin, 12)
     lease = keys.lease(keys.MARGIN_BACKSTOP_LEASE)
     await services.redis.set(lease, "dead-worker", px=30_000)
-    order = await backstop.users_with_open_positions(services)
+    order = await snapshots.users_with_open_positions(services)
     for user in order[:6]:
         await evaluator.evaluate_user(services, user)
 

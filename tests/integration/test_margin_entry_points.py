@@ -48,11 +48,19 @@ async def processed(worker: Worker) -> None:
     await asyncio.to_thread(worker.join)
 
 
-async def at_risk(services: Services, pg: psycopg.Connection) -> tuple[UUID, UUID, UUID]:
-    """A user whose one position is past the breach (80.00 against 100.00, 1,500.00 points)."""
+async def at_risk(
+    services: Services, pg: psycopg.Connection, *, boxed: bool = False
+) -> tuple[UUID, UUID, UUID]:
+    """A user whose one position is past the breach (80.00 against 100.00, 1,500.00 points);
+    `boxed`: a pass gave him a safe box before the move, so only a pass over his instrument (or
+    a replay of his own) finds the breach (docs/decisions/0166)."""
     user = make_user(pg, balance="1500.00")
     instrument = await make_instrument(services, pg, live_base_cents=10_000)
     pid = await open_position(services, user, instrument, "long", 100, 10_000)
+    if boxed:
+        await asyncio.sleep(CLOCK_STEP_S)
+        users = await evaluator.holders_to_evaluate(services, [instrument])
+        assert (await evaluator.evaluate_pass(services, users, targeted=True)).evaluated == 1
     await move(services, instrument, 8_000)
     await asyncio.sleep(CLOCK_STEP_S)
     return user, instrument, pid
@@ -65,8 +73,8 @@ async def closed_by(services: Services, pid: UUID) -> str | None:
 async def test_ftl_replay_margin_and_all_enqueue_replays(
     services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
 ) -> None:
+    _, _, second = await at_risk(services, pg_admin, boxed=True)
     one, _, first = await at_risk(services, pg_admin)
-    _, _, second = await at_risk(services, pg_admin)
 
     # NOTE: in a thread, as from a shell: the command runs its own event loop.
     assert await asyncio.to_thread(cli.main, ["replay", "margin", str(one)]) == 0
@@ -93,8 +101,8 @@ async def test_ftl_replay_margin_of_no_user_says_so_and_enqueues_nothing(
 async def test_the_after_tick_evaluator_and_a_reconnect_reach_the_holders(
     services: Services, pg_admin: psycopg.Connection, margin_worker: Worker
 ) -> None:
+    returning, _, away = await at_risk(services, pg_admin, boxed=True)
     _, instrument, ticked = await at_risk(services, pg_admin)
-    returning, _, away = await at_risk(services, pg_admin)
 
     margin.evaluate_instruments.send([str(instrument)])
     await processed(margin_worker)

@@ -112,9 +112,12 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
             # NOTE: one price move per millisecond at most, as a live feed makes them.
             await asyncio.sleep(CLOCK_STEP_S)
             await move(services, instruments[index], price)
-            if mode in ("after_tick", "boxed"):
+            if mode == "after_tick":
                 holders = await evaluator.holders_of(services, [instruments[index]])
-                await evaluator.evaluate_pass(services, holders, targeted=mode == "boxed")
+                await evaluator.evaluate_pass(services, holders)
+            elif mode == "boxed":
+                users = await evaluator.holders_to_evaluate(services, [instruments[index]])
+                await evaluator.evaluate_pass(services, users, targeted=True)
             elif mode == "chunks" and step in scenario.cuts:
                 await evaluator.evaluate_user(services, user)
             elif mode == "walked":
@@ -129,8 +132,8 @@ async def play(settings_: Settings, pg: psycopg.Connection, scenario: Scenario, 
             # NOTE: no full evaluation at the end: targeted passes, as after any tick.
             while True:
                 await asyncio.sleep(CLOCK_STEP_S)
-                holders = await evaluator.holders_of(services, instruments)
-                if not (await evaluator.evaluate_pass(services, holders, targeted=True)).closed:
+                users = await evaluator.holders_to_evaluate(services, instruments)
+                if not (await evaluator.evaluate_pass(services, users, targeted=True)).closed:
                     break
         else:
             while (await evaluate(services, user, quick=mode != "walked")).closed:

@@ -253,11 +253,19 @@ async def test_recover_clears_the_margin_safe_boxes(services: Services) -> None:
     boxes = [keys.margin_box(uuid4()) for _ in range(3)]
     for name in boxes:
         await services.redis.set(name, "1:100000:0:1|")
+    instrument, user = uuid4(), str(uuid4())
+    await services.redis.zadd(keys.margin_floor(instrument), {user: 9_000})
+    await services.redis.zadd(keys.margin_since(instrument), {user: 7})
+    await services.redis.set(keys.margin_checked(instrument), 7)
 
     lines: list[str] = []
     await recover(services, lines.append)
 
     assert await services.redis.exists(*boxes) == 0
+    # NOTE: the index goes with the boxes; every restored user is in margin:unboxed instead.
+    index = [keys.margin_floor, keys.margin_since, keys.margin_checked]
+    assert not await services.redis.exists(*(name(instrument) for name in index))
+    assert await services.redis.exists(keys.MARGIN_INDEXED)
     assert any(line.startswith("recover: margin boxes: 3 cleared") for line in lines)
 
 

@@ -138,36 +138,51 @@ def test_the_audit_check_finds_a_box_promising_more_than_the_wallet() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(**BOOKS)
-def test_a_box_moved_on_after_ticks_it_held_through_is_the_box_made_there(
+@given(**BOOKS, spots=st.lists(st.floats(0, 1), min_size=6, max_size=6))
+def test_a_box_holds_while_every_price_stays_within_its_bounds(
     portfolio: list[tuple[UUID, int, int]],
     balance: int,
     prices: tuple[int, int, int],
     below: bool,
     moves: list[tuple[UUID, int]],
+    spots: list[float],
 ) -> None:
-    """Decision 0163: a box that held through a window, moved on to the window's last prices,
-    promises exactly what a replay ending there would (safe_box at those prices), so passes may
-    range over the ticks since the last pass instead of since the box was made."""
+    """Decision 0166: the bounds the index keeps share the box's slack (and headroom) out, so any
+    prices within every instrument's bounds at once are prices the box holds through; with one
+    instrument exposed they are exact (a cent past one, it does not hold)."""
     positions = [position(i, d, lots, open_seq=1) for i, d, lots in portfolio]
     held = {p.instrument_id for p in positions}
-    at_start = {i: p for i, p in zip((I1, I2, I3), prices, strict=True) if i in held}
-    box = safe_box(balance, positions, Watermark({i: 1 for i in held}, below), at_start)
+    at_end = {i: p for i, p in zip((I1, I2, I3), prices, strict=True) if i in held}
+    box = safe_box(balance, positions, Watermark({i: 1 for i in held}, below), at_end)
     if box is None:
         event("no box")
         return
-    path = Path()
-    for instrument, step in moves:
-        if instrument in held:
-            path.tick(instrument, max(1, at_start[instrument] + step))
-    ticks = path.by_instrument()
-    windows = {i: window(*(t.price_cents for t in each)) for i, each in ticks.items()}
-    if not box.holds(windows):
-        event("strained: not moved on")
-        return
-    ends = {i: (each[-1].seq, each[-1].price_cents) for i, each in ticks.items()}
-    moved = box.moved_on(ends)
-    at_end = {**at_start, **{i: price for i, (_, price) in ends.items()}}
-    end = Watermark({i: ends[i][0] if i in ends else 1 for i in held}, below)
-    assert moved == safe_box(balance, positions, end, at_end)
-    event(f"moved on {len(ends)} of {len(held)} instruments")
+    bounds = box.bounds()
+    assert bounds.keys() == box.instruments.keys()
+    windows = {}
+    for k, (iid, (floor, ceiling)) in enumerate(bounds.items()):
+        price = box.instruments[iid].price_cents
+        assert (floor is None or floor <= price) and (ceiling is None or price <= ceiling)
+        low = price if floor is None else floor + round((price - floor) * spots[2 * k])
+        high = price if ceiling is None else ceiling - round((ceiling - price) * spots[2 * k + 1])
+        windows[iid] = PriceRange(min(low, price), max(high, price), 9, 2)
+    assert box.holds(windows)
+    exposed = [iid for iid, h in box.instruments.items() if h.net_lots_centis]
+    event(f"box below 100 %: {below}, exposed: {len(exposed)}")
+    if len(exposed) == 1:
+        (iid,) = exposed
+        floor, ceiling = bounds[iid]
+        price = box.instruments[iid].price_cents
+        if floor is not None:
+            assert not box.holds({iid: PriceRange(floor - 1, price, 9, 2)})
+        if ceiling is not None:
+            assert not box.holds({iid: PriceRange(price, ceiling + 1, 9, 2)})
+
+
+def test_a_hedged_instrument_has_no_bounds_and_a_long_none_above_100_percent() -> None:
+    hedged = [position(I1), position(I1, SHORT), position(I2)]
+    box = safe_box(500_000, hedged, END, {I1: ENTRY, I2: ENTRY})
+    assert box is not None and not box.below
+    floor, ceiling = box.bounds()[I2]
+    assert box.bounds()[I1] == (None, None)
+    assert ceiling is None and floor is not None and floor < ENTRY

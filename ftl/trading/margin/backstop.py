@@ -3,28 +3,14 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from ftl.store import keys
 from ftl.store.leases import Lease
 from ftl.store.services import Services
 from ftl.trading.margin.evaluator import evaluate_pass
+from ftl.trading.margin.snapshots import users_with_open_positions
 
 BACKSTOP_LEASE_TTL_MS = 30_000  # SPEC §5.4; renewed while the sweep runs (ftl/store/leases.py)
 BACKSTOP_CHUNK_USERS = 500  # users per pass of the sweep (well under a second per pass)
-
-
-async def users_with_open_positions(services: Services) -> list[UUID]:
-    """Every user holding an open position now (his `positions:{id}` set exists while non-empty).
-
-    NOTE: scanned from the position sets, not the holders index, so the backstop also catches
-    users the index would miss.
-    """
-    prefix = keys.open_positions("")
-    found = [
-        UUID(name[len(prefix) :]) async for name in services.redis.scan_iter(f"{prefix}*", 1000)
-    ]
-    return sorted(set(found), key=str)
 
 
 async def backstop_sweep(services: Services) -> int | None:

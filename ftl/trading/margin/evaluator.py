@@ -47,7 +47,7 @@ from ftl.trading.margin.replay import (
     replay_if_quiet,
     safe_box,
 )
-from ftl.trading.margin.safe_boxes import outside_boxes, save_boxes
+from ftl.trading.margin.safe_boxes import save_boxes, still_unboxed, to_evaluate
 from ftl.trading.margin.snapshots import Snapshot, parsed_id, snapshot, snapshots
 from ftl.trading.margin.tick_logs import TickLogs, current_curve, last_seq_at
 
@@ -293,30 +293,31 @@ async def evaluate_users(services: Services, user_ids: Iterable[UUID]) -> int:
 
 
 async def holders_to_evaluate(services: Services, instrument_ids: Iterable[UUID]) -> list[UUID]:
-    """The holders of the instruments an after-tick pass must evaluate now, likeliest to breach
-    first (see outside_boxes)."""
-    holders = sorted(await holders_of(services, instrument_ids), key=str)
-    return await outside_boxes(services, await TickLogs.begin(services), holders)
+    """The users an after-tick pass over the instruments must evaluate now, those whose box the
+    new ticks strained first (see safe_boxes.to_evaluate)."""
+    return await to_evaluate(services, instrument_ids)
 
 
 async def evaluate_pass(
     services: Services, user_ids: Iterable[UUID], *, targeted: bool = False
 ) -> Pass:
-    """Evaluate users in one pass (see Pass); `targeted` (the after-tick passes) leaves out
-    every user whose safe box still holds every tick before the pass's cut (his replay would
-    find nothing) and takes the others likeliest to breach first (docs/decisions/0046).
+    """Evaluate users in one pass (see Pass); `targeted` (the after-tick passes, given the users
+    of holders_to_evaluate in its order) leaves out those a pass meanwhile gave a box that
+    speaks for their wallet (docs/decisions/0046, 0166).
 
     PERF: the pass parses each instrument's ticks once for all its users (TickLogs) and reads
     the users' snapshots a chunk per script call; a user whose replay needs no write costs no
     further round trip, and those that do commit concurrently (bounded). Between chunks it moves
     its cut on (TickLogs.advance), so later users see the washouts of earlier ones. Every
-    evaluation that ends without a washout leaves a new box.
+    evaluation that ends without a washout leaves a new box, indexed; a user found holding
+    nothing leaves the index.
     """
     gate = asyncio.Semaphore(EVALUATION_CONCURRENCY)
-    logs = await TickLogs.begin(services)
-    ordered = sorted(user_ids, key=str)
     if targeted:
-        ordered = await outside_boxes(services, logs, ordered)
+        ordered = await still_unboxed(services, list(user_ids))
+    else:
+        ordered = sorted(user_ids, key=str)
+    logs = await TickLogs.begin(services)
     moved: set[UUID] = set()
 
     async def one(user_id: UUID, state: Snapshot) -> tuple[UUID, Evaluation]:
@@ -339,5 +340,6 @@ async def evaluate_pass(
         )
         closed += sum(e.closed for _, e in evaluations)
         made = [(u, e.fingerprint, e.box) for u, e in evaluations if e.box is not None]
-        await save_boxes(services, made)
+        empty = [u for u, s in zip(chunk, states, strict=True) if s is None or not s.positions]
+        await save_boxes(services, made, empty)
     return Pass(closed, frozenset(moved), len(ordered))

@@ -472,27 +472,34 @@ class SafeBox:
         lost, gained = self._spent(windows)
         return max(_share(lost, self.slack), _share(gained, self.headroom))
 
-    def moved_on(self, ends: Mapping[UUID, tuple[int, int]]) -> SafeBox | None:
-        """The same promise made again from later ticks (docs/decisions/0163): `ends` gives, for
-        some instruments, the (seq, price) of a tick up to which every tick since the box's seq
-        is one the box held through. Equity is linear in each price, so at those prices it is
-        exactly Σ net × (price − box price) away from the box's, and the slack (and headroom)
-        move by that much; None if either would fall below 0 (the box did not hold)."""
-        moved = 0
-        instruments = dict(self.instruments)
-        for iid, (seq, price) in ends.items():
-            held = instruments[iid]
-            moved += held.net_lots_centis * (price - held.price_cents)
-            instruments[iid] = HeldInstrument(seq, price, held.net_lots_centis)
-        slack, headroom = self.slack + moved, self.headroom
-        if self.below:
-            slack, headroom = (
-                self.slack + EQUITY_HALF_BASIS * moved,
-                self.headroom - EQUITY_HALF_BASIS * moved,
-            )
-        if slack < 0 or headroom < 0:
-            return None
-        return SafeBox(self.below, slack, headroom, instruments)
+    def bounds(self) -> dict[UUID, tuple[int | None, int | None]]:
+        """Per instrument, the lowest and highest price (None: no bound) within which the box
+        holds however the others move within theirs (docs/decisions/0166): its slack (and, below
+        100 %, its headroom) shared out by each instrument's exposure at the box's price.
+        Stricter than `holds`, which adds up the swings that happened: a price past a bound asks
+        for that check, not for a washout. A hedged instrument (no net lots) has none."""
+        weights = {
+            iid: abs(h.net_lots_centis) * max(h.price_cents, 1)
+            for iid, h in self.instruments.items()
+            if h.net_lots_centis
+        }
+        total = sum(weights.values())
+        lost = self.slack // EQUITY_HALF_BASIS if self.below else self.slack
+        gained = self.headroom // EQUITY_HALF_BASIS if self.below else None
+        found: dict[UUID, tuple[int | None, int | None]] = {}
+        for iid, held in self.instruments.items():
+            net, price = held.net_lots_centis, held.price_cents
+            if not net:
+                found[iid] = (None, None)
+                continue
+            # NOTE: floor divisions only: each share, and each room, rounds toward the box.
+            fall = lost * weights[iid] // total // abs(net)
+            rise = None if gained is None else gained * weights[iid] // total // abs(net)
+            if net > 0:
+                found[iid] = (price - fall, None if rise is None else price + rise)
+            else:
+                found[iid] = (None if rise is None else price - rise, price + fall)
+        return found
 
 
 def _share(spent: int, available: int) -> float:

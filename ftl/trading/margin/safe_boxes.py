@@ -1,27 +1,31 @@
 """Safe boxes (docs/decisions/0046): what an evaluation that ended without a washout promises,
-stored per user, and the holders an after-tick pass may leave out because their box still holds."""
+stored per user, and the index of their bounds that tells an after-tick pass which holders it
+must evaluate (docs/decisions/0166)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from uuid import UUID
 
 from ftl.store import keys
 from ftl.store.services import Services
-from ftl.trading.margin.replay import HeldInstrument, PriceRange, SafeBox
-from ftl.trading.margin.tick_logs import TickLogs
+from ftl.trading.margin.replay import HeldInstrument, SafeBox
+from ftl.trading.margin.snapshots import parsed_id, users_with_open_positions
+from ftl.trading.margin.tick_logs import ticks_from
 
-# Safe boxes (docs/decisions/0046): checked a chunk of holders per margin_boxes.lua call (PERF:
-# 100 keeps one call under half a millisecond of Redis, which trades wait behind; 0162); a box
-# lapses after this many ticks on one instrument (so a user it leaves out still gets his
-# watermark moved, and his window stays inside the tick log) and after its TTL (users who left).
+# Safe boxes (docs/decisions/0046, 0166): saved a chunk of users per margin_boxes_save.lua call
+# (PERF: 100 keeps one call under half a millisecond of Redis, which trades wait behind; 0162);
+# a box lapses after this many ticks on one instrument, so a user it leaves out still gets his
+# watermark moved and his window stays inside the tick log.
 BOX_CHUNK_USERS = 100
+# PERF: a save writes about 20 keys a user (his box and its bounds on each instrument): 25 users
+# keep one margin_boxes_save.lua call near half a millisecond.
+SAVE_CHUNK_USERS = 25
 BOX_MAX_TICKS = 1_000
-BOX_TTL_MS = 600_000
-# PERF: a pass reads every holder's box, and most are the text the last pass read: parsed once
-# per process (15.6 -> 0.3 µs a box; 50,000 holders a pass, docs/decisions/0162). About 1 KiB
-# each at most.
+SEED_CHUNK_USERS = 1_000
+# PERF: the audit reads every box, and most are the text it read before: parsed once per process
+# (15.6 -> 0.3 µs a box, docs/decisions/0162). About 1 KiB each at most.
 BOX_PARSE_CACHE = 200_000
 
 
@@ -63,111 +67,111 @@ async def boxes(services: Services, user_ids: Sequence[UUID]) -> list[SafeBox | 
     return [_parse_box(text) for text in await _box_texts(services, user_ids)]
 
 
-# PERF: user -> (his box's text as Redis holds it, that box moved on to where this process's last
-# pass left it; docs/decisions/0163). Only a hint for this process: Redis returning another text
-# (a new box, a changed wallet) replaces it, and any other process starts from the stored box.
-_moved_on: dict[UUID, tuple[str, SafeBox]] = {}
-MOVED_ON_USERS = 200_000  # about 1 KiB each at most; past it the hints start again
+async def to_evaluate(services: Services, instrument_ids: Iterable[UUID]) -> list[UUID]:
+    """The users an after-tick pass over these instruments must evaluate now (docs/decisions/
+    0166): those whose box bounds the ticks since the last pass crossed, first, then every other
+    user without a box that speaks for his wallet (margin:unboxed: a trade, a washout, a payout,
+    a load, a refused save). Everyone else's box holds through every tick judged so far.
 
-
-def _current(user_id: UUID, text: str, box: SafeBox) -> SafeBox:
-    kept = _moved_on.get(user_id)
-    return kept[1] if kept is not None and kept[0] == text else box
-
-
-def _move_on(
-    user_id: UUID, text: str, box: SafeBox, windows: dict[UUID, PriceRange | None], logs: TickLogs
-) -> None:
-    """Remember the box made again from the last tick of each window it held through."""
-    ends = {}
-    for iid, window in windows.items():
-        held = box.instruments[iid]
-        # NOTE: only a window with every seq after the box's (seqs count up by one per
-        # instrument): a tick left out for its time (at or after the cut) must still be judged.
-        if window is None or window.ticks != window.last_seq - held.seq:
-            continue
-        price = logs.price_at(iid, window.last_seq)
-        if price is not None:
-            ends[iid] = (window.last_seq, price)
-    moved = box.moved_on(ends) if ends else None
-    if moved is not None:
-        if len(_moved_on) >= MOVED_ON_USERS:
-            _moved_on.clear()
-        _moved_on[user_id] = (text, moved)
-
-
-async def outside_boxes(services: Services, logs: TickLogs, user_ids: list[UUID]) -> list[UUID]:
-    """The users some tick before the pass's cut may have moved, likeliest to breach first: no
-    valid box (his wallet changed: a washout, a trade), a box the ticks since strained past its
-    slack, or a box more than BOX_MAX_TICKS old on some instrument.
-
-    NOTE: every instrument of the box counts, not only the ticked ones: the box says nothing
-    happens while *all* prices stay where it allows, and a tick of another instrument may
-    still wait for its own pass (docs/decisions/0046).
-
-    PERF: a box that holds is moved on to the last tick of the pass (in this process only), so
-    the next pass ranges over the ticks since this one, not since the box was made; its age
-    (BOX_MAX_TICKS) still counts from where the stored box was made (docs/decisions/0163).
+    PERF: the cost is the new ticks and the users they strain, not the holders: the index of
+    box bounds (lua/margin_crossed.lua) answers with two range reads per instrument.
     """
-    strained: list[tuple[float, UUID]] = []
-    seqs_now: dict[UUID, int] = {}
-    for at in range(0, len(user_ids), BOX_CHUNK_USERS):
-        chunk = user_ids[at : at + BOX_CHUNK_USERS]
-        texts = await _box_texts(services, chunk)
-        stored = [_parse_box(text) for text in texts]
-        instruments = {iid for box in stored if box for iid in box.instruments}
-        await _read_seqs(services, instruments - seqs_now.keys(), seqs_now)
-        held: list[SafeBox | None] = []
-        firsts: dict[UUID, int] = {}
-        for user_id, text, box in zip(chunk, texts, stored, strict=True):
-            if box is None or any(
-                seqs_now[i] - h.seq > BOX_MAX_TICKS for i, h in box.instruments.items()
-            ):
-                # PERF: a lapsed box is left out before fetching: its ticks may be older than
-                # the log.
-                held.append(None)
-                continue
-            current = _current(user_id, text, box)
-            held.append(current)
-            for iid, h in current.instruments.items():
-                firsts[iid] = min(h.seq, firsts.get(iid, h.seq))
-        await logs.fetch(firsts)
-        for user_id, text, box in zip(chunk, texts, held, strict=True):
-            if box is None:
-                _moved_on.pop(user_id, None)
-                strained.append((float("inf"), user_id))
-                continue
-            windows = {i: logs.range_after(i, h.seq) for i, h in box.instruments.items()}
-            if box.holds(windows):
-                _move_on(user_id, text, box, windows, logs)
-            else:
-                _moved_on.pop(user_id, None)
-                strained.append((box.strain(windows), user_id))
-    strained.sort(key=lambda found: -found[0])
-    return [user_id for _, user_id in strained]
+    await _seed(services)
+    ids = sorted(set(instrument_ids), key=str)
+    crossed: list[str] = []
+    if ids:
+        checked, seqs = await _checked_and_seqs(services, ids)
+        args: list[str | int] = [BOX_MAX_TICKS]
+        todo = {i: c for i, c in checked.items() if c is None or c < seqs[i]}
+        windows = await _windows(services, todo, seqs)
+        for iid, seen in todo.items():
+            lowest, highest = windows.get(iid) or ("", "")
+            args += [str(iid), "" if seen is None else seen, seqs[iid], lowest, highest]
+        if todo:
+            crossed = await services.scripts.call("margin_crossed", keys=[], args=args)
+    unboxed: set[str] = await services.redis.smembers(keys.MARGIN_UNBOXED)  # type: ignore[assignment]
+    first = [parsed_id(u) for u in crossed]
+    return first + sorted((parsed_id(u) for u in unboxed - set(crossed)), key=str)
 
 
-async def _read_seqs(services: Services, instrument_ids: set[UUID], into: dict[UUID, int]) -> None:
-    """The instruments' last seqs now."""
-    ids = list(instrument_ids)
-    if not ids:
-        return
+async def still_unboxed(services: Services, user_ids: Sequence[UUID]) -> list[UUID]:
+    """Those of the users still in margin:unboxed (a share of a pass sent to another process:
+    a pass meanwhile may have evaluated some)."""
+    if not user_ids:
+        return []
+    found: list[int] = await services.redis.smismember(  # type: ignore[assignment]
+        keys.MARGIN_UNBOXED, [str(u) for u in user_ids]
+    )
+    return [u for u, member in zip(user_ids, found, strict=True) if member]
+
+
+async def _checked_and_seqs(
+    services: Services, ids: list[UUID]
+) -> tuple[dict[UUID, int | None], dict[UUID, int]]:
     async with services.redis.pipeline(transaction=False) as pipe:
         for iid in ids:
+            pipe.get(keys.margin_checked(iid))
             pipe.hget(keys.instrument(iid), "seq")
-        seqs: list[str | None] = await pipe.execute()
-    into.update((iid, int(seq or 0)) for iid, seq in zip(ids, seqs, strict=True))
+        replies: list[str | None] = await pipe.execute()
+    checked = {iid: None if c is None else int(c) for iid, c in zip(ids, replies[::2], strict=True)}
+    seqs = {iid: int(s or 0) for iid, s in zip(ids, replies[1::2], strict=True)}
+    return checked, seqs
 
 
-async def save_boxes(services: Services, made: Sequence[tuple[UUID, str, SafeBox]]) -> None:
-    """Replace the users' boxes, each (user, the fingerprint of the wallet it was made for, box).
+async def _windows(
+    services: Services, todo: dict[UUID, int | None], seqs: dict[UUID, int]
+) -> dict[UUID, tuple[int, int]]:
+    """The lowest and highest price of each instrument's ticks after its checked seq up to its
+    seq, for those whose every tick there could be read (the others: every box on them is
+    checked)."""
+    firsts = {iid: seen + 1 for iid, seen in todo.items() if seen is not None}
+    if not firsts:
+        return {}
+    read = await ticks_from(services, firsts, {iid: seqs[iid] + 1 for iid in firsts})
+    found = {}
+    for iid, ticks in read.items():
+        prices = [t.price_cents for t in ticks]
+        if [t.seq for t in ticks] == list(range(firsts[iid], seqs[iid] + 1)) and prices:
+            found[iid] = (min(prices), max(prices))
+    return found
+
+
+async def _seed(services: Services) -> None:
+    """Once per index (a new Redis, `ftl recover`, an upgrade from boxes without one): every user
+    holding a position joins margin:unboxed, since no box of his is indexed yet."""
+    if await services.redis.exists(keys.MARGIN_INDEXED):
+        return
+    holders = await users_with_open_positions(services)
+    for at in range(0, len(holders), SEED_CHUNK_USERS):
+        chunk = [str(u) for u in holders[at : at + SEED_CHUNK_USERS]]
+        await services.redis.sadd(keys.MARGIN_UNBOXED, *chunk)
+    await services.redis.set(keys.MARGIN_INDEXED, 1)
+
+
+def _bound(price: int | None) -> str | int:
+    return "" if price is None else price
+
+
+async def save_boxes(
+    services: Services, made: Sequence[tuple[UUID, str, SafeBox]], empty: Sequence[UUID] = ()
+) -> int:
+    """Store and index the users' boxes, each (user, the fingerprint of the wallet it was made
+    for, box); `empty` users hold nothing now (their boxes and index entries go). How many
+    boxes were stored: the others no longer speak for their users (lua/margin_boxes_save.lua).
 
     NOTE: one SET each, never a part of a box at a time: a slack and exposures of different
     boxes together may promise more than the wallet has.
     """
-    if not made:
-        return
-    async with services.redis.pipeline(transaction=False) as pipe:
-        for user_id, fingerprint, box in made:
-            pipe.set(keys.margin_box(user_id), box_text(fingerprint, box), px=BOX_TTL_MS)
-        await pipe.execute()
+    saved = 0
+    rows: list[tuple[UUID, str, SafeBox | None]] = [*made, *((u, "", None) for u in empty)]
+    for at in range(0, len(rows), SAVE_CHUNK_USERS):
+        args: list[str | int] = []
+        for user_id, fingerprint, box in rows[at : at + SAVE_CHUNK_USERS]:
+            if box is None:
+                args += [str(user_id), "", 0]
+                continue
+            args += [str(user_id), box_text(fingerprint, box), len(box.instruments)]
+            for iid, (floor, ceiling) in box.bounds().items():
+                args += [str(iid), box.instruments[iid].seq, _bound(floor), _bound(ceiling)]
+        saved += await services.scripts.call("margin_boxes_save", keys=[], args=args)
+    return saved

@@ -85,3 +85,16 @@ def _snapshot(
     )
     seqs = {parsed_id(iid): int(seq) for iid, seq in fields.items()}
     return Snapshot(cut, int(balance), Watermark(seqs, below), version, positions, fingerprint)
+
+
+async def users_with_open_positions(services: Services) -> list[UUID]:
+    """Every user holding an open position now (his `positions:{id}` set exists while non-empty).
+
+    NOTE: scanned from the position sets, not the holders index, so the backstop also catches
+    users the index would miss.
+    """
+    prefix = keys.open_positions("")
+    found = [
+        UUID(name[len(prefix) :]) async for name in services.redis.scan_iter(f"{prefix}*", 1000)
+    ]
+    return sorted(set(found), key=str)
