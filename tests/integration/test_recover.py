@@ -164,6 +164,10 @@ async def test_recover_rebuilds_hot_state_and_trading_continues(
     assert (await client.simulate_get("/ready")).status_code == 200
     assert not await hot_state_lost(services)
     assert await snapshot(services, users, instrument_ids) == before
+    # NOTE: no safe box survives: every restored holder waits for his next margin pass (0166).
+    unboxed: set[str] = await services.redis.smembers(keys.MARGIN_UNBOXED)  # type: ignore[assignment]
+    assert {str(u) for u in users} <= unboxed
+    assert await services.redis.exists(keys.MARGIN_INDEXED)
     await recover(services)  # idempotent
     assert await snapshot(services, users, instrument_ids) == before
 
